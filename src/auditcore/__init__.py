@@ -1,0 +1,67 @@
+"""auditcore: event-sourced audit trails."""
+
+from auditcore.domain import (
+    AuditedAggregate,
+    Incident,
+    IncidentRuleError,
+    IncidentStatus,
+    Monitor,
+    MonitorRuleError,
+    command,
+)
+from auditcore.errors import (
+    AuditcoreError,
+    ConfigurationError,
+    ConflictError,
+    DomainRuleError,
+    EventIdReusedError,
+    InvalidEventError,
+    StreamNotFoundError,
+    UnknownActionError,
+)
+from auditcore.events import (
+    SYSTEM_ACTOR,
+    ActionRegistry,
+    Actor,
+    ActorType,
+    AuditEvent,
+    FreeformMetadata,
+    MetadataLimits,
+    RequestContext,
+    Target,
+    acting_as,
+    default_registry,
+)
+from auditcore.facade import AuditCore
+from auditcore.store import Settings
+
+__all__ = [
+    "SYSTEM_ACTOR",
+    "ActionRegistry",
+    "Actor",
+    "ActorType",
+    "AuditCore",
+    "AuditEvent",
+    "AuditedAggregate",
+    "AuditcoreError",
+    "ConfigurationError",
+    "ConflictError",
+    "DomainRuleError",
+    "EventIdReusedError",
+    "FreeformMetadata",
+    "Incident",
+    "IncidentRuleError",
+    "IncidentStatus",
+    "InvalidEventError",
+    "MetadataLimits",
+    "Monitor",
+    "MonitorRuleError",
+    "RequestContext",
+    "Settings",
+    "StreamNotFoundError",
+    "Target",
+    "UnknownActionError",
+    "acting_as",
+    "command",
+    "default_registry",
+]

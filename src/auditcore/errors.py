@@ -1,0 +1,79 @@
+"""The errors auditcore raises: each says what went wrong, where, and how to fix it."""
+
+from __future__ import annotations
+
+from uuid import UUID
+
+
+class AuditcoreError(Exception):
+    """Base class of every error auditcore raises on purpose."""
+
+
+class ConfigurationError(AuditcoreError, ValueError):
+    """A setting is missing or malformed."""
+
+
+class InvalidEventError(AuditcoreError, ValueError):
+    """An event was rejected before anything was stored.
+
+    ``problems`` holds one ``(location, message)`` pair per problem, e.g.
+    ``("metadata.severity", "Input should be 'sev1', 'sev2', 'sev3' or 'sev4'")``.
+    """
+
+    def __init__(self, action: str, problems: list[tuple[str, str]]) -> None:
+        self.action = action
+        self.problems = problems
+        lines = "\n".join(f"  - {location}: {message}" for location, message in problems)
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"invalid event {action!r} ({len(problems)} {noun}):\n{lines}")
+
+
+class UnknownActionError(InvalidEventError):
+    """The action is not in the actions registry."""
+
+    def __init__(self, action: str, suggestions: list[str]) -> None:
+        hint = f"; did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else ""
+        super().__init__(
+            action,
+            [("action", f"{action!r} is not a registered action{hint} "
+                        "Register it with ActionRegistry.register() before recording it.")],
+        )
+
+
+class DomainRuleError(AuditcoreError):
+    """A command broke an aggregate's rule; nothing was recorded."""
+
+
+class StreamNotFoundError(AuditcoreError, LookupError):
+    """No stream has the given id (in the given workspace)."""
+
+    def __init__(self, stream_id: UUID, kind: str = "stream") -> None:
+        self.stream_id = stream_id
+        super().__init__(f"no {kind} with id {stream_id} exists in the event store")
+
+
+class ConflictError(AuditcoreError):
+    """Another writer changed a stream between our read and our write.
+
+    Reload the aggregate and run the command again (``AuditCore.update`` does this).
+    """
+
+    def __init__(self, streams: list[tuple[UUID, int]]) -> None:
+        self.streams = streams
+        described = ", ".join(f"{stream_id} at version {version}" for stream_id, version in streams)
+        super().__init__(
+            f"concurrent modification: another writer already recorded {described}; "
+            "nothing from this save was stored. Reload the aggregate and retry the command "
+            "(AuditCore.update retries automatically)."
+        )
+
+
+class EventIdReusedError(AuditcoreError):
+    """An ``event_id`` (idempotency key) was reused for a different event."""
+
+    def __init__(self, event_id: UUID, detail: str) -> None:
+        self.event_id = event_id
+        super().__init__(
+            f"event_id {event_id} was already recorded for a different event ({detail}); "
+            "an event_id may only be re-sent with the same content. Use a new event_id."
+        )

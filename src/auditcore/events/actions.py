@@ -1,0 +1,154 @@
+"""The actions registry: every action's metadata schema, its version and its upcasters."""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
+
+from auditcore.errors import InvalidEventError, UnknownActionError
+from auditcore.events.envelope import ACTION_PATTERN
+from auditcore.events.limits import MetadataLimits
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+"""Turns metadata of schema version ``n`` into metadata of version ``n + 1``."""
+
+
+class FreeformMetadata(BaseModel):
+    """Metadata for actions without a schema of their own: flat scalar values only."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, str | int | float | bool | None]
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One registered action: its name, metadata schema and schema version."""
+
+    name: str
+    schema: type[BaseModel]
+    version: int = 1
+    description: str = ""
+    upcasters: Mapping[int, Upcaster] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(ACTION_PATTERN, self.name):
+            raise ValueError(
+                f"action name {self.name!r} must be dotted lowercase words, "
+                "e.g. 'incident.resolved'"
+            )
+        if self.version < 1:
+            raise ValueError(f"action {self.name!r}: schema version must be >= 1")
+        missing = [v for v in range(1, self.version) if v not in self.upcasters]
+        if missing:
+            raise ValueError(
+                f"action {self.name!r} is at schema version {self.version} but has no upcaster "
+                f"from version(s) {missing}; pass upcasters={{n: fn}} converting n to n + 1"
+            )
+
+
+class ActionRegistry:
+    """Maps action names to their specs; the single source of truth for what may be recorded."""
+
+    def __init__(
+        self,
+        specs: Mapping[str, ActionSpec] | None = None,
+        limits: MetadataLimits | None = None,
+    ) -> None:
+        self._specs: dict[str, ActionSpec] = dict(specs or {})
+        self.limits = limits or MetadataLimits()
+
+    def register(
+        self,
+        name: str,
+        schema: type[BaseModel] = FreeformMetadata,
+        *,
+        version: int = 1,
+        description: str = "",
+        upcasters: Mapping[int, Upcaster] | None = None,
+        replace: bool = False,
+    ) -> ActionSpec:
+        spec = ActionSpec(name, schema, version, description, dict(upcasters or {}))
+        existing = self._specs.get(name)
+        if existing is not None and existing != spec and not replace:
+            raise ValueError(
+                f"action {name!r} is already registered with a different spec; "
+                "pass replace=True to supersede it (e.g. when bumping its schema version)"
+            )
+        self._specs[name] = spec
+        return spec
+
+    def spec(self, name: str) -> ActionSpec:
+        try:
+            return self._specs[name]
+        except KeyError:
+            suggestions = difflib.get_close_matches(name, self._specs, n=2, cutoff=0.7)
+            raise UnknownActionError(name, suggestions) from None
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def __iter__(self) -> Iterator[ActionSpec]:
+        return iter(sorted(self._specs.values(), key=lambda spec: spec.name))
+
+    def copy(self, limits: MetadataLimits | None = None) -> ActionRegistry:
+        return ActionRegistry(self._specs, limits or self.limits)
+
+    def validate_metadata(
+        self, name: str, metadata: BaseModel | Mapping[str, Any] | None
+    ) -> tuple[int, dict[str, JsonValue]]:
+        """Validate metadata for a new event; return (schema version, JSON-ready metadata).
+
+        Checks the action's schema first, then the registry's size limits.
+        """
+        spec = self.spec(name)
+        if isinstance(metadata, BaseModel) and not isinstance(metadata, spec.schema):
+            raise InvalidEventError(
+                name,
+                [("metadata", f"expected {spec.schema.__name__}, got {type(metadata).__name__}")],
+            )
+        raw = metadata.model_dump(mode="json") if isinstance(metadata, BaseModel) else metadata
+        try:
+            model = spec.schema.model_validate(raw or {})
+        except ValidationError as error:
+            raise InvalidEventError(name, located_problems("metadata", error)) from None
+        clean = model.model_dump(mode="json", exclude_none=True)
+        problems = self.limits.check(clean)
+        if problems:
+            raise InvalidEventError(name, problems)
+        return spec.version, clean
+
+    def upcast(
+        self, name: str, schema_version: int, metadata: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        """Bring stored metadata up to the registered schema version.
+
+        History must always stay readable, so actions this process does not know, or versions
+        newer than it knows, are returned as stored.
+        """
+        spec = self._specs.get(name)
+        if spec is None:
+            return schema_version, metadata
+        while schema_version < spec.version:
+            metadata = spec.upcasters[schema_version](metadata)
+            schema_version += 1
+        return schema_version, metadata
+
+
+def located_problems(prefix: str, error: ValidationError) -> list[tuple[str, str]]:
+    """Turn pydantic errors into (dotted location, message) pairs."""
+    problems = []
+    for detail in error.errors(include_url=False):
+        location = prefix
+        for part in detail["loc"]:
+            location += f"[{part}]" if isinstance(part, int) else f".{part}"
+        problems.append((location, detail["msg"].removeprefix("Value error, ")))
+    return problems
+
+
+default_registry = ActionRegistry()
+"""The process-wide registry that the built-in aggregates register their actions in."""

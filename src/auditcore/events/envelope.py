@@ -1,0 +1,154 @@
+"""The event envelope: one shape for every audit event, whatever its action."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from enum import StrEnum
+from ipaddress import IPv4Address, IPv6Address
+from typing import Annotated, Any
+from uuid import UUID
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+
+ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
+WORKSPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+TARGET_TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+
+
+
+def _matching(pattern: str, rule: str) -> AfterValidator:
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise ValueError(f"{value!r} is not valid: {rule}")
+        return value
+
+    return AfterValidator(check)
+
+
+Action = Annotated[
+    str,
+    Field(max_length=100),
+    _matching(ACTION_PATTERN, "use dotted lowercase words, e.g. 'incident.resolved'"),
+]
+WorkspaceId = Annotated[
+    str,
+    _matching(
+        WORKSPACE_PATTERN,
+        "use 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter or digit",
+    ),
+]
+Source = Annotated[
+    str,
+    _matching(SOURCE_PATTERN, "use a short lowercase word, e.g. 'api', 'dashboard', 'cli'"),
+]
+TargetType = Annotated[
+    str,
+    _matching(TARGET_TYPE_PATTERN, "use a lowercase word, e.g. 'incident', 'user', 'api_key'"),
+]
+
+
+def to_utc(moment: datetime) -> datetime:
+    """Normalise an aware datetime to UTC; naive datetimes are ambiguous, so refuse them."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(
+            "timestamp has no timezone; pass an aware datetime such as datetime.now(UTC)"
+        )
+    return moment.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class ActorType(StrEnum):
+    """Who can act: a person, a credential, the system itself, or another service."""
+
+    USER = "user"
+    API_KEY = "api_key"
+    SYSTEM = "system"
+    SERVICE = "service"
+
+
+class Actor(_Frozen):
+    """Who did it."""
+
+    id: str = Field(min_length=1, max_length=256)
+    type: ActorType = ActorType.USER
+    name: str | None = Field(default=None, max_length=256)
+
+
+SYSTEM_ACTOR = Actor(id="system", type=ActorType.SYSTEM, name="System")
+
+
+class Target(_Frozen):
+    """What it was done to."""
+
+    type: TargetType
+    id: str = Field(min_length=1, max_length=256)
+    name: str | None = Field(default=None, max_length=256)
+
+
+class RequestContext(_Frozen):
+    """Where the request came from, when there was one."""
+
+    ip: IPv4Address | IPv6Address | None = None
+    user_agent: str | None = Field(default=None, max_length=1024)
+    request_id: str | None = Field(default=None, max_length=256)
+
+
+class AuditEvent(_Frozen):
+    """One immutable audit event.
+
+    ``stream_id`` and ``version`` place it in its aggregate's history (optimistic
+    concurrency); ``event_id`` identifies it globally and doubles as an idempotency key.
+    ``metadata`` has already been validated against the action's registered schema.
+    """
+
+    event_id: UUID
+    workspace_id: WorkspaceId
+    stream_id: UUID
+    version: int = Field(ge=1)
+    action: Action
+    schema_version: int = Field(default=1, ge=1)
+    actor: Actor = SYSTEM_ACTOR
+    targets: tuple[Target, ...] = ()
+    source: Source = "system"
+    occurred_at: UtcDatetime
+    recorded_at: UtcDatetime | None = None
+    context: RequestContext = RequestContext()
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets_are_distinct(cls, targets: tuple[Target, ...]) -> tuple[Target, ...]:
+        keys = [(target.type, target.id) for target in targets]
+        if len(set(keys)) != len(keys):
+            raise ValueError("the same target (type, id) is listed more than once")
+        return targets
+
+    # The eventsourcing library's DomainEventProtocol.
+    @property
+    def originator_id(self) -> UUID:
+        return self.stream_id
+
+    @property
+    def originator_version(self) -> int:
+        return self.version
+
+    @property
+    def timestamp(self) -> datetime:
+        return self.occurred_at
+
+    def with_recorded_at(self, moment: datetime) -> AuditEvent:
+        return self.model_copy(update={"recorded_at": to_utc(moment)})
+
+    def summary(self) -> dict[str, Any]:
+        """The envelope as JSON-compatible data, with the envelope's field names."""
+        return self.model_dump(mode="json")

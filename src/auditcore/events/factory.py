@@ -1,0 +1,66 @@
+"""Builds new events: validates the envelope, the metadata schema and the metadata bounds."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID, uuid4
+
+from pydantic import BaseModel, ValidationError
+
+from auditcore.errors import InvalidEventError
+from auditcore.events.actions import ActionRegistry, located_problems
+from auditcore.events.envelope import AuditEvent, Target
+from auditcore.events.provenance import Provenance, with_ambient
+
+
+def build_event(
+    registry: ActionRegistry,
+    *,
+    action: str,
+    workspace_id: str,
+    stream_id: UUID | None,
+    version: int,
+    metadata: BaseModel | Mapping[str, Any] | None,
+    subject: Sequence[Target] = (),
+    provenance: Provenance,
+) -> AuditEvent:
+    """Build an event, reporting every problem at once rather than the first one.
+
+    ``subject`` are the targets the domain itself knows (e.g. the incident);
+    the caller's own ``targets`` are appended after them. ``stream_id=None`` makes
+    a standalone event that is its own one-event stream.
+    """
+    provenance = with_ambient(provenance)
+    problems: list[tuple[str, str]] = []
+    schema_version, clean_metadata = 1, {}
+    try:
+        schema_version, clean_metadata = registry.validate_metadata(action, metadata)
+    except InvalidEventError as error:
+        problems.extend(error.problems)
+
+    event_id = provenance.get("event_id") or uuid4()
+    now = datetime.now(UTC)
+    fields: dict[str, Any] = {
+        "event_id": event_id,
+        "workspace_id": workspace_id,
+        "stream_id": stream_id if stream_id is not None else event_id,
+        "version": version,
+        "action": action,
+        "schema_version": schema_version,
+        "targets": [*subject, *provenance.get("targets", [])],
+        "occurred_at": provenance.get("occurred_at", now),
+        "metadata": clean_metadata,
+    }
+    for optional in ("actor", "source", "context"):
+        if optional in provenance:
+            fields[optional] = provenance[optional]  # type: ignore[literal-required]
+    try:
+        event = AuditEvent.model_validate(fields)
+    except ValidationError as error:
+        problems[:0] = located_problems("", error)
+        event = None
+    if problems or event is None:
+        raise InvalidEventError(action, [(loc.lstrip("."), msg) for loc, msg in problems])
+    return event

@@ -1,0 +1,229 @@
+"""``AuditCore``: the one object domain code holds to record and read audit events."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from types import TracebackType
+from typing import Any, Self, TypeVar, cast
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError, OperationalError
+from pydantic import BaseModel
+
+from auditcore.domain.aggregate import AuditedAggregate
+from auditcore.errors import ConfigurationError, ConflictError, EventIdReusedError, StreamNotFoundError
+from auditcore.events.actions import ActionRegistry, default_registry
+from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
+from auditcore.events.factory import build_event
+from auditcore.events.provenance import Provenance
+from auditcore.store.application import AuditApplication
+from auditcore.store.settings import Settings
+
+A = TypeVar("A", bound=AuditedAggregate)
+
+# What makes two events "the same" for an idempotent retry: not when it was sent or by
+# which request, but what it says happened.
+_IDEMPOTENCY_FIELDS = ("workspace_id", "stream_id", "action", "actor", "targets", "source", "metadata")
+
+
+class AuditCore:
+    """Owns the configuration, the event store application and its connections.
+
+    Use it as a context manager (or call ``close()``) so connections are released::
+
+        with AuditCore.from_env() as audit:
+            incident = Incident.open("acme", title="API down", severity="sev1", service="api")
+            audit.save(incident)
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, *, registry: ActionRegistry | None = None
+    ) -> None:
+        self.settings = settings or Settings()
+        self.registry = registry or default_registry
+        try:
+            self.app = AuditApplication(self.settings, self.registry)
+        except (OperationalError, OSError) as error:
+            raise ConfigurationError(
+                f"cannot open the event store ({self.settings.describe_event_store()}): {error}. "
+                "Check AUDITCORE_EVENT_STORE and that the database is running."
+            ) from error
+
+    @classmethod
+    def from_env(cls, *, registry: ActionRegistry | None = None) -> AuditCore:
+        return cls(Settings.from_env(), registry=registry)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self.app.close()
+
+    # Writing.
+
+    def save(self, *aggregates: AuditedAggregate) -> list[AuditEvent]:
+        """Store the pending events of all given aggregates in one transaction.
+
+        Returns the stored events. Raises ``ConflictError`` if another writer got there
+        first (nothing is stored then), ``EventIdReusedError`` if a given event id was
+        already used for a different event.
+        """
+        return self._store([event for aggregate in aggregates for event in aggregate.collect_events()])
+
+    def record(
+        self,
+        action: str,
+        *,
+        workspace_id: str,
+        actor: Actor | Mapping[str, Any] | None = None,
+        targets: Sequence[Target | Mapping[str, Any]] = (),
+        metadata: BaseModel | Mapping[str, Any] | None = None,
+        source: str | None = None,
+        context: RequestContext | Mapping[str, Any] | None = None,
+        event_id: UUID | str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> AuditEvent:
+        """Record one standalone event (no aggregate needed) and return it once committed.
+
+        Re-recording with the same ``event_id`` and content returns the first event and
+        stores nothing new.
+        """
+        provenance: Provenance = {"targets": list(targets)}
+        if actor is not None:
+            provenance["actor"] = actor
+        if source is not None:
+            provenance["source"] = source
+        if context is not None:
+            provenance["context"] = context
+        if event_id is not None:
+            provenance["event_id"] = event_id
+        if occurred_at is not None:
+            provenance["occurred_at"] = occurred_at
+        event = build_event(
+            self.registry,
+            action=action,
+            workspace_id=workspace_id,
+            stream_id=None,
+            version=1,
+            metadata=metadata,
+            provenance=provenance,
+        )
+        return self._store([event])[0]
+
+    def update(
+        self,
+        kind: type[A],
+        stream_id: UUID,
+        run: Callable[[A], object],
+        *,
+        attempts: int = 5,
+    ) -> list[AuditEvent]:
+        """Load an aggregate, run a command on it and save, retrying on ``ConflictError``.
+
+        ``run`` must be safe to repeat: it is run on a freshly loaded aggregate each time.
+        """
+        for attempt in range(1, attempts + 1):
+            aggregate = self.get(kind, stream_id)
+            run(aggregate)
+            try:
+                return self.save(aggregate)
+            except ConflictError:
+                if attempt == attempts:
+                    raise
+                time.sleep(random.uniform(0, 0.01 * 2**attempt))
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _store(self, events: list[AuditEvent]) -> list[AuditEvent]:
+        if not events:
+            return []
+        now = datetime.now(UTC)
+        stamped = [event.with_recorded_at(now) for event in events]
+        try:
+            self.app.save(*stamped)
+        except IntegrityError:
+            return self._store_after_collision(stamped)
+        return stamped
+
+    def _store_after_collision(self, events: list[AuditEvent]) -> list[AuditEvent]:
+        """Tell a retried (idempotent) event from a reused id and from a version conflict."""
+        located = self.app.event_ids.locate_events([event.event_id for event in events])
+        if not located:
+            raise ConflictError(self._contended_streams(events))
+        events_per_stream: dict[UUID, int] = {}
+        for event in events:
+            events_per_stream[event.stream_id] = events_per_stream.get(event.stream_id, 0) + 1
+        already: dict[UUID, AuditEvent] = {}
+        for event in events:
+            if event.event_id not in located:
+                continue
+            stored = self._event_at(*located[event.event_id])
+            if not _same_content(stored, event):
+                raise EventIdReusedError(
+                    event.event_id,
+                    f"stored as {stored.action!r} on stream {stored.stream_id} "
+                    f"version {stored.version}",
+                )
+            if events_per_stream[event.stream_id] > 1:
+                # Part of a longer change computed from a stale aggregate: reload and rerun.
+                raise ConflictError([(event.stream_id, event.version)])
+            already[event.event_id] = stored
+        fresh = self._store([event for event in events if event.event_id not in already])
+        fresh_by_id = {event.event_id: event for event in fresh}
+        return [already.get(event.event_id) or fresh_by_id[event.event_id] for event in events]
+
+    def _contended_streams(self, events: Iterable[AuditEvent]) -> list[tuple[UUID, int]]:
+        first_versions: dict[UUID, int] = {}
+        for event in events:
+            first_versions.setdefault(event.stream_id, event.version)
+        contended = []
+        for stream_id, version in first_versions.items():
+            head = self.app.recorder.select_events(stream_id, desc=True, limit=1)
+            if head and head[0].originator_version >= version:
+                contended.append((stream_id, version))
+        return contended or list(first_versions.items())
+
+    # Reading from the store.
+
+    def get(self, kind: type[A], stream_id: UUID, *, workspace_id: str | None = None) -> A:
+        """Rebuild an aggregate from its stored events."""
+        events = self.history(stream_id, workspace_id=workspace_id)
+        aggregate = kind.project(None, events)
+        if aggregate is None:  # pragma: no cover - history() never returns an empty list
+            raise StreamNotFoundError(stream_id, kind.stream_type)
+        return aggregate
+
+    def history(self, stream_id: UUID, *, workspace_id: str | None = None) -> list[AuditEvent]:
+        """A stream's events in version order (upcast to current schemas)."""
+        events = cast("list[AuditEvent]", list(self.app.events.get(stream_id)))
+        if not events or (workspace_id is not None and events[0].workspace_id != workspace_id):
+            raise StreamNotFoundError(stream_id)
+        return events
+
+    def event(self, event_id: UUID, *, workspace_id: str | None = None) -> AuditEvent:
+        """One event by its id, read from the store."""
+        location = self.app.event_ids.locate_events([event_id]).get(event_id)
+        if location is None:
+            raise StreamNotFoundError(event_id, "event")
+        event = self._event_at(*location)
+        if workspace_id is not None and event.workspace_id != workspace_id:
+            raise StreamNotFoundError(event_id, "event")
+        return event
+
+    def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:
+        (event,) = self.app.events.get(stream_id, gt=version - 1, lte=version)
+        return cast("AuditEvent", event)
+
+
+def _same_content(stored: AuditEvent, candidate: AuditEvent) -> bool:
+    return all(getattr(stored, name) == getattr(candidate, name) for name in _IDEMPOTENCY_FIELDS)

@@ -1,0 +1,119 @@
+"""The library's application recorders, plus an index of event ids written in the same
+transaction as the events: it makes ``event_id`` globally unique (the idempotency key) and
+lets an event be found by id in the store itself."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Identifier
+
+from auditcore.store.mapper import event_id_of
+
+EventLocation = tuple[UUID, int]
+"""(stream_id, version) of a stored event."""
+
+
+class EventIdIndex(ABC):
+    """Finds where events with given ids are stored."""
+
+    @abstractmethod
+    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, EventLocation]:
+        """Map each given event id that is stored to its (stream_id, version)."""
+
+
+class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex):
+    def __init__(self, datastore: PostgresDatastore, events_table_name: str = "stored_events"):
+        super().__init__(datastore, events_table_name=events_table_name)
+        self.event_ids_table_name = events_table_name.removesuffix("_events") + "_event_ids"
+        self.check_identifier_length(self.event_ids_table_name)
+        table = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.event_ids_table_name)
+        )
+        self.sql_create_statements.append(
+            SQL(
+                "CREATE TABLE IF NOT EXISTS {0} ("
+                "event_id uuid PRIMARY KEY, "
+                "originator_id uuid NOT NULL, "
+                "originator_version bigint NOT NULL)"
+            ).format(table)
+        )
+        self._insert_event_ids = SQL(
+            "INSERT INTO {0} (event_id, originator_id, originator_version) "
+            "SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[])"
+        ).format(table)
+        self._locate_event_ids = SQL(
+            "SELECT event_id, originator_id, originator_version FROM {0} "
+            "WHERE event_id = ANY(%s::uuid[])"
+        ).format(table)
+
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[Any], **kwargs: Any
+    ) -> None:
+        super()._insert_stored_events(curs, stored_events, **kwargs)
+        # Own cursor: the library fetches the events' RETURNING rows from ``curs`` afterwards.
+        with curs.connection.cursor() as ids_cursor:
+            ids_cursor.execute(
+                self._insert_event_ids,
+                (
+                    [event_id_of(s) for s in stored_events],
+                    [s.originator_id for s in stored_events],
+                    [s.originator_version for s in stored_events],
+                ),
+            )
+
+    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, EventLocation]:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(self._locate_event_ids, (list(event_ids),))
+            return {
+                row["event_id"]: (row["originator_id"], row["originator_version"])
+                for row in curs.fetchall()
+            }
+
+
+class SQLiteAuditRecorder(SQLiteApplicationRecorder, EventIdIndex):
+    def __init__(self, datastore: SQLiteDatastore, events_table_name: str = "stored_events"):
+        self.event_ids_table_name = events_table_name.removesuffix("_events") + "_event_ids"
+        super().__init__(datastore, events_table_name)
+
+    def construct_create_table_statements(self) -> list[str]:
+        return [
+            *super().construct_create_table_statements(),
+            f"CREATE TABLE IF NOT EXISTS {self.event_ids_table_name} ("
+            "event_id TEXT PRIMARY KEY, originator_id TEXT NOT NULL, "
+            "originator_version INTEGER NOT NULL) WITHOUT ROWID",
+        ]
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[Any], **kwargs: Any
+    ) -> Sequence[int] | None:
+        notification_ids = super()._insert_events(c, stored_events, **kwargs)
+        c.executemany(
+            f"INSERT INTO {self.event_ids_table_name} VALUES (?, ?, ?)",
+            [
+                (event_id_of(s).hex, UUID(str(s.originator_id)).hex, s.originator_version)
+                for s in stored_events
+            ],
+        )
+        return notification_ids
+
+    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, EventLocation]:
+        found: dict[UUID, EventLocation] = {}
+        with self.datastore.transaction(commit=False) as c:
+            for event_id in event_ids:
+                c.execute(
+                    f"SELECT originator_id, originator_version FROM {self.event_ids_table_name} "
+                    "WHERE event_id = ?",
+                    (event_id.hex,),
+                )
+                row = c.fetchone()
+                if row is not None:
+                    found[event_id] = (UUID(row["originator_id"]), row["originator_version"])
+        return found

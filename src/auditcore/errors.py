@@ -32,11 +32,16 @@ class UnknownActionError(InvalidEventError):
     """The action is not in the actions registry."""
 
     def __init__(self, action: str, suggestions: list[str]) -> None:
-        hint = f"; did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else ""
+        hint = f"; did you mean {' or '.join(map(repr, suggestions))}?" if suggestions else "."
         super().__init__(
             action,
-            [("action", f"{action!r} is not a registered action{hint} "
-                        "Register it with ActionRegistry.register() before recording it.")],
+            [
+                (
+                    "action",
+                    f"{action!r} is not a registered action{hint} "
+                    "Register it with ActionRegistry.register() before recording it.",
+                )
+            ],
         )
 
 

@@ -14,7 +14,12 @@ from eventsourcing.persistence import IntegrityError, OperationalError
 from pydantic import BaseModel
 
 from auditcore.domain.aggregate import AuditedAggregate
-from auditcore.errors import ConfigurationError, ConflictError, EventIdReusedError, StreamNotFoundError
+from auditcore.errors import (
+    ConfigurationError,
+    ConflictError,
+    EventIdReusedError,
+    StreamNotFoundError,
+)
 from auditcore.events.actions import ActionRegistry, default_registry
 from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
 from auditcore.events.factory import build_event
@@ -26,7 +31,15 @@ A = TypeVar("A", bound=AuditedAggregate)
 
 # What makes two events "the same" for an idempotent retry: not when it was sent or by
 # which request, but what it says happened.
-_IDEMPOTENCY_FIELDS = ("workspace_id", "stream_id", "action", "actor", "targets", "source", "metadata")
+_IDEMPOTENCY_FIELDS = (
+    "workspace_id",
+    "stream_id",
+    "action",
+    "actor",
+    "targets",
+    "source",
+    "metadata",
+)
 
 
 class AuditCore:
@@ -79,7 +92,9 @@ class AuditCore:
         first (nothing is stored then), ``EventIdReusedError`` if a given event id was
         already used for a different event.
         """
-        return self._store([event for aggregate in aggregates for event in aggregate.collect_events()])
+        return self._store(
+            [event for aggregate in aggregates for event in aggregate.collect_events()]
+        )
 
     def record(
         self,

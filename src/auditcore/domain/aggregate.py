@@ -25,13 +25,13 @@ def command(method: Callable[Concatenate[A, P], R]) -> Callable[Concatenate[A, P
     """Make a command idempotent: re-running it with an ``event_id`` this stream already
     holds does nothing (and breaks no rule), so a caller may safely retry."""
 
-    @functools.wraps(method)
-    def run_once(self: A, *args: P.args, **kwargs: P.kwargs) -> R | None:
+    def run_once(self: A, /, *args: P.args, **kwargs: P.kwargs) -> R | None:
         event_id = kwargs.get("event_id")
         if event_id is not None and UUID(str(event_id)) in self._event_ids:
             return None
         return method(self, *args, **kwargs)
 
+    functools.update_wrapper(run_once, method)
     return run_once
 
 

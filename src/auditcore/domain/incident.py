@@ -123,8 +123,9 @@ class Incident(AuditedAggregate):
     def acknowledge(self, note: str | None = None, **provenance: Unpack[Provenance]) -> None:
         self._require(
             self.status is IncidentStatus.OPEN,
-            IncidentRuleError(f"incident {self.id} is {self.status}; only an open incident "
-                              "can be acknowledged"),
+            IncidentRuleError(
+                f"incident {self.id} is {self.status}; only an open incident can be acknowledged"
+            ),
         )
         self._trigger("incident.acknowledged", {"note": note}, provenance)
 
@@ -181,8 +182,9 @@ class Incident(AuditedAggregate):
     def reopen(self, reason: str, **provenance: Unpack[Provenance]) -> None:
         self._require(
             self.status is IncidentStatus.RESOLVED,
-            IncidentRuleError(f"incident {self.id} is {self.status}; only a resolved incident "
-                              "can be reopened"),
+            IncidentRuleError(
+                f"incident {self.id} is {self.status}; only a resolved incident can be reopened"
+            ),
         )
         self._trigger("incident.reopened", {"reason": reason}, provenance)
 
@@ -198,7 +200,9 @@ class Incident(AuditedAggregate):
             case "incident.opened":
                 opened = IncidentOpened.model_validate(data)
                 self.title, self.severity, self.service = (
-                    opened.title, opened.severity, opened.service,
+                    opened.title,
+                    opened.severity,
+                    opened.service,
                 )
             case "incident.acknowledged":
                 self.status = IncidentStatus.ACKNOWLEDGED

@@ -17,7 +17,6 @@ SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
 TARGET_TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
 
 
-
 def _matching(pattern: str, rule: str) -> AfterValidator:
     compiled = re.compile(pattern)
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, JsonValue, ValidationError
 
-from auditcore.errors import InvalidEventError
+from auditcore.errors import InvalidEventError, UnknownActionError
 from auditcore.events.actions import ActionRegistry, located_problems
 from auditcore.events.envelope import AuditEvent, Target
 from auditcore.events.provenance import Provenance, with_ambient
@@ -34,9 +34,12 @@ def build_event(
     """
     provenance = with_ambient(provenance)
     problems: list[tuple[str, str]] = []
-    schema_version, clean_metadata = 1, {}
+    schema_version: int = 1
+    clean_metadata: dict[str, JsonValue] = {}
     try:
         schema_version, clean_metadata = registry.validate_metadata(action, metadata)
+    except UnknownActionError:
+        raise
     except InvalidEventError as error:
         problems.extend(error.problems)
 
@@ -55,7 +58,7 @@ def build_event(
     }
     for optional in ("actor", "source", "context"):
         if optional in provenance:
-            fields[optional] = provenance[optional]  # type: ignore[literal-required]
+            fields[optional] = provenance[optional]
     try:
         event = AuditEvent.model_validate(fields)
     except ValidationError as error:

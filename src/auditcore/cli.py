@@ -162,7 +162,9 @@ def actions() -> None:
 def _parse_target(text: str) -> Target:
     parts = text.split(":", 2)
     if len(parts) < 2:
-        raise typer.BadParameter(f"{text!r} should be TYPE:ID or TYPE:ID:NAME", param_hint="--target")
+        raise typer.BadParameter(
+            f"{text!r} should be TYPE:ID or TYPE:ID:NAME", param_hint="--target"
+        )
     return Target(type=parts[0], id=parts[1], name=parts[2] if len(parts) == 3 else None)
 
 

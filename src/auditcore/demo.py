@@ -122,8 +122,9 @@ def run_demo(audit: AuditCore, workspace_id: str) -> DemoRun:
         )
 
     api.configure(interval_seconds=60, actor=DEPLOYER, source="api", occurred_at=next(clock))
-    api.went_down("eu-west", "HTTP 503 Service Unavailable", status_code=503,
-                  occurred_at=next(clock))
+    api.went_down(
+        "eu-west", "HTTP 503 Service Unavailable", status_code=503, occurred_at=next(clock)
+    )
     incident = Incident.open(
         workspace_id,
         title="Public API returning 503",
@@ -140,7 +141,10 @@ def run_demo(audit: AuditCore, workspace_id: str) -> DemoRun:
         incident.acknowledge("Looking into it", occurred_at=next(clock))
         incident.assign(BOB.id, BOB.name, occurred_at=next(clock))
     incident.change_severity(
-        "sev1", "Checkout failing for customers", actor=ALICE, source="dashboard",
+        "sev1",
+        "Checkout failing for customers",
+        actor=ALICE,
+        source="dashboard",
         occurred_at=next(clock),
     )
     incident.comment("Rolled back deploy 4812", actor=BOB, source="cli", occurred_at=next(clock))

@@ -103,7 +103,8 @@ class ActionRegistry:
     ) -> tuple[int, dict[str, JsonValue]]:
         """Validate metadata for a new event; return (schema version, JSON-ready metadata).
 
-        Checks the action's schema first, then the registry's size limits.
+        Checks the action's schema first, then the registry's size limits. Null values are
+        omitted, so an optional field left out and one given as None store the same.
         """
         spec = self.spec(name)
         if isinstance(metadata, BaseModel) and not isinstance(metadata, spec.schema):

@@ -23,7 +23,8 @@ class Settings:
     """auditcore's configuration.
 
     ``event_store`` is a ``postgresql://user:password@host:port/dbname`` URL (the primary,
-    production store; ``?schema=NAME`` picks a schema, ``?pool_size=N`` the pool size) or a
+    production store; ``?schema=NAME``, ``?pool_size=N`` and ``?connect_timeout=SECONDS``
+    are optional) or a
     path to a SQLite file (the embedded default, ``./.auditcore/events.sqlite``).
     """
 
@@ -76,11 +77,11 @@ class Settings:
                 "e.g. postgresql://postgres@127.0.0.1:5432/auditcore"
             )
         options = {key: values[-1] for key, values in parse_qs(url.query).items()}
-        unknown = set(options) - {"schema", "pool_size"}
+        unknown = set(options) - {"schema", "pool_size", "connect_timeout"}
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) {sorted(unknown)} in {EVENT_STORE_VARIABLE}; "
-                "supported: schema, pool_size"
+                "supported: schema, pool_size, connect_timeout"
             )
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -91,7 +92,7 @@ class Settings:
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_SCHEMA": options.get("schema", ""),
             "POSTGRES_POOL_SIZE": options.get("pool_size", "5"),
-            "POSTGRES_CONNECT_TIMEOUT": "5",
+            "POSTGRES_CONNECT_TIMEOUT": options.get("connect_timeout", "5"),
             "POSTGRES_LOCK_TIMEOUT": "30",
             # Its insert path skips the table lock: readers following the log would miss events.
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",

@@ -1,0 +1,104 @@
+"""The command line, run as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from auditcore import Settings
+
+# The console script installed beside this interpreter, whatever PATH says.
+AUDITCORE = str(Path(sys.executable).with_name("auditcore"))
+
+
+def run(*args: str, store: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "AUDITCORE_EVENT_STORE": store, "COLUMNS": "200"}
+    done = subprocess.run(
+        [AUDITCORE, *args], capture_output=True, text=True, env=env, timeout=120, check=False
+    )
+    if check:
+        assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    out = run("--help", store=str(tmp_path / "e.sqlite")).stdout
+    for command in ("demo", "record", "history", "get", "actions"):
+        assert command in out
+
+
+def test_demo_records_and_reads_back_a_realistic_story(tmp_path: Path) -> None:
+    out = run("demo", store=str(tmp_path / "e.sqlite")).stdout
+
+    assert "incident.severity_changed" in out
+    assert "monitor.went_down" in out
+    assert "already resolved; reopen it first" in out
+    assert "it has been deleted" in out
+    assert "Recorded 20 events" in out
+
+
+def test_record_then_read_back_by_stream_and_by_id(store_settings: Settings) -> None:
+    store = store_settings.event_store
+    recorded = run(
+        "record",
+        "incident.comment_added",
+        "-w",
+        "acme",
+        "--actor",
+        "user_1",
+        "--actor-type",
+        "user",
+        "-t",
+        "incident:inc_9:Disk full",
+        "-m",
+        '{"body": "hello"}',
+        "--format",
+        "json",
+        store=store,
+    )
+    (event,) = json.loads(recorded.stdout)
+
+    (history,) = json.loads(
+        run("history", event["stream_id"], "-w", "acme", "-f", "json", store=store).stdout
+    )
+    (by_id,) = json.loads(run("get", event["event_id"], "-w", "acme", store=store).stdout)
+
+    assert history == by_id == event
+    assert event["actor"] == {"id": "user_1", "type": "user", "name": None}
+    assert event["targets"] == [{"type": "incident", "id": "inc_9", "name": "Disk full"}]
+    assert event["metadata"] == {"body": "hello"}
+    assert event["source"] == "cli"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["record", "incident.comment_added", "-w", "acme", "-m", "{body"], "not valid JSON"),
+        (
+            ["record", "incident.comment_added", "-w", "acme", "-m", '{"body": ""}'],
+            "metadata.body: String should have at least 1 character",
+        ),
+        (
+            ["record", "incident.comment_added", "-w", "acme", "-t", "nocolon"],
+            "should be TYPE:ID or TYPE:ID:NAME",
+        ),
+        (["history", "not-a-uuid", "-w", "acme"], "Invalid value for 'stream_id'"),
+        (
+            ["history", "00000000-0000-0000-0000-000000000001", "-w", "acme"],
+            "no stream with id 00000000-0000-0000-0000-000000000001",
+        ),
+    ],
+)
+def test_bad_input_is_a_clear_error_without_a_traceback(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    done = run(*args, store=str(tmp_path / "e.sqlite"), check=False)
+
+    assert done.returncode == 2
+    assert message in " ".join(done.stderr.split())
+    assert "Traceback" not in done.stderr

@@ -49,7 +49,11 @@ class DomainRuleError(AuditcoreError):
     """A command broke an aggregate's rule; nothing was recorded."""
 
 
-class StreamNotFoundError(AuditcoreError, LookupError):
+class NotFoundError(AuditcoreError, LookupError):
+    """Nothing with the given id is visible to the caller."""
+
+
+class StreamNotFoundError(NotFoundError):
     """No stream has the given id (in the given workspace)."""
 
     def __init__(self, stream_id: UUID, kind: str = "stream") -> None:
@@ -82,3 +86,20 @@ class EventIdReusedError(AuditcoreError):
             f"event_id {event_id} was already recorded for a different event ({detail}); "
             "an event_id may only be re-sent with the same content. Use a new event_id."
         )
+
+
+class InvalidQueryError(AuditcoreError, ValueError):
+    """A read request has a bad parameter; ``parameter`` names it."""
+
+    def __init__(self, parameter: str, message: str) -> None:
+        self.parameter = parameter
+        super().__init__(f"{parameter}: {message}")
+
+
+class NotEntitledError(AuditcoreError, PermissionError):
+    """The caller may not read this read model."""
+
+    def __init__(self, read_model: str, entitlement: str) -> None:
+        self.read_model = read_model
+        self.entitlement = entitlement
+        super().__init__(f"reading {read_model!r} needs the {entitlement!r} entitlement")

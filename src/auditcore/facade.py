@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import cached_property
 from types import TracebackType
 from typing import Any, Self, TypeVar, cast
 from uuid import UUID
 
+from clickhouse_connect.driver.client import Client
 from eventsourcing.persistence import IntegrityError, OperationalError
 from pydantic import BaseModel
 
+from auditcore.clickhouse.connection import connect
 from auditcore.domain.aggregate import AuditedAggregate
 from auditcore.errors import (
     ConfigurationError,
@@ -24,6 +28,9 @@ from auditcore.events.actions import ActionRegistry, default_registry
 from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
 from auditcore.events.factory import build_event
 from auditcore.events.provenance import Provenance
+from auditcore.projection.runner import Progress, ProjectionRunner
+from auditcore.readmodel.queries import WorkspaceReader
+from auditcore.readmodel.registry import ReadModelRegistry, load_read_models
 from auditcore.store.application import AuditApplication
 from auditcore.store.settings import Settings
 
@@ -64,6 +71,8 @@ class AuditCore:
                 f"cannot open the event store ({self.settings.describe_event_store()}): {error}. "
                 "Check AUDITCORE_EVENT_STORE and that the database is running."
             ) from error
+        self._local = threading.local()
+        self._clickhouse_clients: list[Client] = []
 
     @classmethod
     def from_env(cls, *, registry: ActionRegistry | None = None) -> AuditCore:
@@ -81,6 +90,9 @@ class AuditCore:
         self.close()
 
     def close(self) -> None:
+        for client in self._clickhouse_clients:
+            client.close()
+        self._clickhouse_clients.clear()
         self.app.close()
 
     # Writing.
@@ -234,6 +246,40 @@ class AuditCore:
         if workspace_id is not None and event.workspace_id != workspace_id:
             raise StreamNotFoundError(event_id, "event")
         return event
+
+    # The read side (ClickHouse).
+
+    @cached_property
+    def read_models(self) -> ReadModelRegistry:
+        return load_read_models()
+
+    @cached_property
+    def projections(self) -> ProjectionRunner:
+        return ProjectionRunner(self.app, self.settings.clickhouse_target, self.read_models)
+
+    @property
+    def clickhouse(self) -> Client:
+        """This thread's ClickHouse client (clients must not be shared between threads)."""
+        client: Client | None = getattr(self._local, "clickhouse", None)
+        if client is None:
+            client = connect(self.settings.clickhouse_target)
+            self._local.clickhouse = client
+            self._clickhouse_clients.append(client)
+        return client
+
+    def migrate(self) -> list[str]:
+        """Create the read models' tables (and the positions table) where missing."""
+        return self.projections.migrate(self.clickhouse)
+
+    def project(self, progress: Progress | None = None) -> dict[str, int]:
+        """Bring every read model up to date with the store; return events processed per model."""
+        return self.projections.catch_up(self.clickhouse, progress)
+
+    def reader(
+        self, workspace_id: str, *, entitlements: frozenset[str] | None = None
+    ) -> WorkspaceReader:
+        """Ask questions of one workspace's read models (``entitlements=None``: trusted caller)."""
+        return WorkspaceReader(self.clickhouse, self.read_models, workspace_id, entitlements)
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:
         (event,) = self.app.events.get(stream_id, gt=version - 1, lte=version)

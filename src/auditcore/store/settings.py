@@ -10,10 +10,16 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.utils import get_topic
 
+from auditcore.clickhouse.connection import (
+    CLICKHOUSE_VARIABLE,
+    DEFAULT_CLICKHOUSE,
+    ClickHouseTarget,
+)
 from auditcore.errors import ConfigurationError
 from auditcore.store.recorders import PostgresAuditRecorder, SQLiteAuditRecorder
 
 EVENT_STORE_VARIABLE = "AUDITCORE_EVENT_STORE"
+CLUSTER_VARIABLE = "AUDITCORE_CLICKHOUSE_CLUSTER"
 DEFAULT_HOME = Path(".auditcore")
 DEFAULT_EVENT_STORE = str(DEFAULT_HOME / "events.sqlite")
 
@@ -26,13 +32,27 @@ class Settings:
     production store; ``?schema=NAME``, ``?pool_size=N`` and ``?connect_timeout=SECONDS``
     are optional) or a
     path to a SQLite file (the embedded default, ``./.auditcore/events.sqlite``).
+
+    ``clickhouse`` is where the read models live: ``chdb://PATH`` (the embedded default,
+    ``./.auditcore/clickhouse``) or ``http(s)://user:password@host:port/database``;
+    ``clickhouse_cluster`` names a cluster for ``ON CLUSTER`` DDL and Replicated engines.
     """
 
     event_store: str = DEFAULT_EVENT_STORE
+    clickhouse: str = DEFAULT_CLICKHOUSE
+    clickhouse_cluster: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
-        return cls(event_store=environ.get(EVENT_STORE_VARIABLE) or DEFAULT_EVENT_STORE)
+        return cls(
+            event_store=environ.get(EVENT_STORE_VARIABLE) or DEFAULT_EVENT_STORE,
+            clickhouse=environ.get(CLICKHOUSE_VARIABLE) or DEFAULT_CLICKHOUSE,
+            clickhouse_cluster=environ.get(CLUSTER_VARIABLE) or None,
+        )
+
+    @property
+    def clickhouse_target(self) -> ClickHouseTarget:
+        return ClickHouseTarget(self.clickhouse, self.clickhouse_cluster)
 
     @property
     def uses_postgres(self) -> bool:
@@ -44,6 +64,10 @@ class Settings:
             return f"SQLite at {self.event_store}"
         url = urlsplit(self.event_store)
         return f"PostgreSQL at {url.hostname}:{url.port or 5432}{url.path}"
+
+    def postgres_conninfo(self) -> str:
+        """The URL as libpq takes it (auditcore's own ``?options`` removed)."""
+        return urlsplit(self.event_store)._replace(query="").geturl()
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The eventsourcing library's settings for this store."""

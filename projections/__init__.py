@@ -1,0 +1,1 @@
+"""Read-model definitions: one module per read model."""

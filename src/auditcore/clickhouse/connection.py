@@ -1,0 +1,118 @@
+"""One way to reach ClickHouse: a server by http(s):// URL, or chDB in-process by chdb:// path.
+
+Both give clickhouse-connect's ``Client``, so the read side runs the same SQL on either.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import ClickHouseError
+
+from auditcore.errors import ConfigurationError
+
+CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
+DEFAULT_CLICKHOUSE = "chdb://.auditcore/clickhouse"
+DATABASE = "auditcore"
+
+
+class ClickHouseLockedError(ConfigurationError):
+    """The embedded chDB directory is already open in another process."""
+
+
+@dataclass(frozen=True)
+class ClickHouseTarget:
+    """Where the read model lives, parsed from ``AUDITCORE_CLICKHOUSE``."""
+
+    url: str = DEFAULT_CLICKHOUSE
+    cluster: str | None = None
+
+    @property
+    def embedded(self) -> bool:
+        return self.url.startswith("chdb://")
+
+    @property
+    def chdb_path(self) -> Path:
+        return Path(self.url.removeprefix("chdb://") or ".auditcore/clickhouse").resolve()
+
+    @property
+    def database(self) -> str:
+        if self.embedded:
+            return DATABASE
+        return urlsplit(self.url).path.strip("/") or DATABASE
+
+    def describe(self) -> str:
+        if self.embedded:
+            return f"embedded chDB at {self.chdb_path}"
+        url = urlsplit(self.url)
+        return f"ClickHouse at {url.scheme}://{url.hostname}:{url.port or 8123}/{self.database}"
+
+
+def connect(target: ClickHouseTarget) -> Client:
+    """Open a client (one per thread: clients are not thread-safe)."""
+    if target.embedded:
+        return _connect_chdb(target)
+    if not target.url.startswith(("http://", "https://")):
+        raise ConfigurationError(
+            f"{CLICKHOUSE_VARIABLE}={target.url!r} is not supported: use chdb://PATH for the "
+            "embedded engine or http(s)://user:password@host:port/database for a server"
+        )
+    url = urlsplit(target.url)
+    try:
+        client = clickhouse_connect.get_client(
+            host=url.hostname,
+            port=url.port or (8443 if url.scheme == "https" else 8123),
+            username=url.username or "default",
+            password=url.password or "",
+            secure=url.scheme == "https",
+            connect_timeout=5,
+        )
+    except (ClickHouseError, OSError) as error:
+        raise ConfigurationError(
+            f"cannot reach {target.describe()}: {error}. Check {CLICKHOUSE_VARIABLE}."
+        ) from error
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+    client.database = target.database
+    return client
+
+
+def _connect_chdb(target: ClickHouseTarget) -> Client:
+    path = target.chdb_path
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
+    except ClickHouseError as error:
+        raise ClickHouseLockedError(
+            f"cannot open the embedded ClickHouse (chDB) at {path}: another process is using "
+            "it. Only one process at a time can open a chDB directory: stop the other one "
+            "(e.g. a running `auditcore project --follow` or `auditcore serve`), use another "
+            f"directory with {CLICKHOUSE_VARIABLE}=chdb:///other/path, or run a ClickHouse "
+            f"server and set {CLICKHOUSE_VARIABLE}=http://host:8123/auditcore. ({error})"
+        ) from error
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{DATABASE}`")
+    client.database = DATABASE
+    return client
+
+
+def as_utc(value: Any) -> Any:
+    """ClickHouse returns DateTime64('UTC') values as naive datetimes; make them aware."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value
+
+
+def query_dicts(
+    client: Client, sql: str, parameters: dict[str, Any] | None = None
+) -> list[dict[str, Any]]:
+    result = client.query(sql, parameters=parameters or {})
+    names = result.column_names
+    return [
+        {name: as_utc(value) for name, value in zip(names, row, strict=True)}
+        for row in result.result_rows
+    ]

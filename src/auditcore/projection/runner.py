@@ -1,0 +1,142 @@
+"""Runs the processors of every read model: schema first, then catch-up or live following.
+
+Each processor runs on its own (own thread, own ClickHouse client), so one failing read
+model does not hold back the others: it retries with backoff and reports its error.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from clickhouse_connect.driver.client import Client
+
+from auditcore.clickhouse.connection import ClickHouseTarget, connect
+from auditcore.clickhouse.ddl import create_table_sql, tracking_table_sql
+from auditcore.projection.processor import Processor
+from auditcore.projection.tracking import read_positions
+from auditcore.readmodel.registry import ReadModelRegistry
+from auditcore.store.application import AuditApplication
+
+logger = logging.getLogger(__name__)
+
+Progress = Callable[[str, int], None]
+"""Called with (read model name, events just processed)."""
+
+
+@dataclass(frozen=True)
+class ProcessorStatus:
+    name: str
+    table: str
+    position: int
+    head: int
+    fingerprint_matches: bool
+    updated_at: datetime | None
+    last_error: str | None = None
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.position)
+
+
+class ProjectionRunner:
+    """The read side's operator: migrate, catch up, follow, report."""
+
+    def __init__(
+        self,
+        app: AuditApplication,
+        target: ClickHouseTarget,
+        models: ReadModelRegistry,
+        *,
+        batch_size: int = 20_000,
+    ) -> None:
+        self.app = app
+        self.target = target
+        self.models = models
+        self.batch_size = batch_size
+        self._errors: dict[str, str] = {}
+
+    def migrate(self, client: Client) -> list[str]:
+        """Create what is missing: the tracking table and each read model's table."""
+        client.command(tracking_table_sql(self.target.cluster))
+        created = []
+        for model in self.models:
+            client.command(create_table_sql(model.table_name, model.table, self.target.cluster))
+            created.append(model.table_name)
+        return created
+
+    def processors(self, client: Client | None = None) -> list[Processor]:
+        return [
+            Processor(model, self.app, self.target, batch_size=self.batch_size, client=client)
+            for model in self.models
+        ]
+
+    def catch_up(self, client: Client, progress: Progress | None = None) -> dict[str, int]:
+        """Bring every read model up to the store's current end, one after another."""
+        self.migrate(client)
+        done: dict[str, int] = {}
+        for processor in self.processors(client):
+            report = (lambda n, name=processor.model.name: progress(name, n)) if progress else None
+            done[processor.model.name] = processor.catch_up(report)
+        return done
+
+    def follow(self, stop: threading.Event, *, retry_delay: float = 1.0) -> list[threading.Thread]:
+        """Start one thread per read model that follows the store until ``stop`` is set."""
+        with connect(self.target) as client:
+            self.migrate(client)
+        threads = []
+        for model in self.models:
+            thread = threading.Thread(
+                target=self._follow_one,
+                args=(model.name, stop, retry_delay),
+                name=f"auditcore-{model.name}",
+                daemon=True,
+            )
+            thread.start()
+            threads.append(thread)
+        return threads
+
+    def _follow_one(self, name: str, stop: threading.Event, retry_delay: float) -> None:
+        delay = retry_delay
+
+        def recovered(_: int) -> None:
+            nonlocal delay
+            self._errors.pop(name, None)
+            delay = retry_delay
+
+        while not stop.is_set():
+            processor = Processor(
+                self.models.get(name), self.app, self.target, batch_size=self.batch_size
+            )
+            try:
+                processor.follow(stop, on_batch=recovered)
+            except Exception as error:
+                self._errors[name] = f"{type(error).__name__}: {error}"
+                logger.exception("read model %s failed; retrying in %.1fs", name, delay)
+                stop.wait(delay)
+                delay = min(delay * 2, 30.0)
+            finally:
+                processor.close()
+
+    def status(self, client: Client) -> list[ProcessorStatus]:
+        head = self.app.recorder.max_notification_id() or 0
+        tracked = read_positions(client)
+        statuses = []
+        for model in self.models:
+            position = tracked.get(model.table_name)
+            statuses.append(
+                ProcessorStatus(
+                    name=model.name,
+                    table=model.table_name,
+                    position=position.position if position else 0,
+                    head=head,
+                    fingerprint_matches=position is None
+                    or position.fingerprint == model.fingerprint(),
+                    updated_at=position.updated_at if position else None,
+                    last_error=self._errors.get(model.name),
+                )
+            )
+        return statuses

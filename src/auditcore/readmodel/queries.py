@@ -1,0 +1,362 @@
+"""The read API: questions about one workspace's audit trail, answered from ClickHouse.
+
+A ``WorkspaceReader`` is bound to one workspace: every statement it runs starts with that
+workspace's condition, and every value travels as a query parameter.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from uuid import UUID
+
+from clickhouse_connect.driver.client import Client
+
+from auditcore.clickhouse.connection import query_dicts
+from auditcore.errors import InvalidQueryError, NotEntitledError, NotFoundError
+from auditcore.events.envelope import AuditEvent
+from auditcore.readmodel.cursor import Cursor, query_fingerprint
+from auditcore.readmodel.model import Filter, ReadModel, Row, StateTable
+from auditcore.readmodel.registry import ReadModelRegistry
+
+MAX_LIMIT = 1000
+EVENT_COLUMNS = (
+    "event_id, workspace_id, stream_id, version, action, schema_version, actor_id, actor_type, "
+    "actor_name, target_types, target_ids, target_names, source, occurred_at, recorded_at, ip, "
+    "user_agent, request_id, metadata"
+)
+
+Interval = Literal["minute", "hour", "day"]
+GroupBy = Literal["action", "actor", "source"]
+_GROUP_COLUMNS: dict[str, str] = {"action": "action", "actor": "actor_id", "source": "source"}
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """Filters (by the read model's declared names; several values for one name mean any of
+    them), a time range [since, until), free text (every word must appear), and paging."""
+
+    filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    since: datetime | None = None
+    until: datetime | None = None
+    text: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[AuditEvent]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True)
+class StatsBucket:
+    bucket: datetime
+    key: str
+    events: int
+
+
+@dataclass(frozen=True)
+class Stats:
+    interval: Interval
+    group_by: GroupBy
+    since: datetime
+    until: datetime
+    buckets: list[StatsBucket]
+
+
+class _Where:
+    """Conditions and their parameters; always starts with the workspace."""
+
+    def __init__(self, workspace_id: str) -> None:
+        self.conditions = ["workspace_id = {workspace:String}"]
+        self.parameters: dict[str, Any] = {"workspace": workspace_id}
+
+    def add(self, condition: str, **parameters: Any) -> None:
+        self.conditions.append(condition)
+        self.parameters.update(parameters)
+
+    def sql(self) -> str:
+        return " AND ".join(f"({condition})" for condition in self.conditions)
+
+
+class WorkspaceReader:
+    """Reads one workspace's read models. ``entitlements=None`` means a trusted caller."""
+
+    def __init__(
+        self,
+        client: Client,
+        models: ReadModelRegistry,
+        workspace_id: str,
+        entitlements: frozenset[str] | None = None,
+    ) -> None:
+        self.client = client
+        self.models = models
+        self.workspace_id = workspace_id
+        self.entitlements = entitlements
+
+    def model(self, name: str) -> ReadModel:
+        model = self.models.get(name)
+        if self.entitlements is not None and model.required_entitlement not in self.entitlements:
+            raise NotEntitledError(name, model.required_entitlement)
+        return model
+
+    # Events.
+
+    def get(self, event_id: UUID) -> AuditEvent:
+        model = self.model("audit_events")
+        where = _Where(self.workspace_id)
+        where.add("event_id = {event_id:UUID}", event_id=event_id)
+        rows = self._select(model, where, order="", limit=1)
+        if not rows:
+            raise NotFoundError(f"no event {event_id} in workspace {self.workspace_id!r}")
+        return event_from_row(rows[0])
+
+    def history(self, stream_id: UUID) -> list[AuditEvent]:
+        model = self.model("audit_events")
+        where = _Where(self.workspace_id)
+        where.add("stream_id = {stream_id:UUID}", stream_id=stream_id)
+        rows = self._select(model, where, order="version", limit=None)
+        if not rows:
+            raise NotFoundError(f"no stream {stream_id} in workspace {self.workspace_id!r}")
+        return [event_from_row(row) for row in rows]
+
+    def events(self, query: EventQuery) -> Page:
+        """Matching events, newest first, a page at a time."""
+        model = self.model("audit_events")
+        limit = _checked_limit(query.limit)
+        where = _Where(self.workspace_id)
+        self._apply_filters(model, query.filters, where)
+        _apply_time_range(model, query.since, query.until, where)
+        self._apply_text(model, query.text, where)
+        fingerprint = query_fingerprint(
+            {
+                "f": {k: sorted(v) for k, v in query.filters.items()},
+                "s": query.since,
+                "u": query.until,
+                "t": query.text,
+            }
+        )
+        if query.cursor:
+            cursor = Cursor.decode(query.cursor, fingerprint)
+            where.add(
+                "occurred_at <= {cursor_at:DateTime64(6, 'UTC')} AND "
+                "(occurred_at, event_id) < ({cursor_at:DateTime64(6, 'UTC')}, {cursor_id:UUID})",
+                cursor_at=cursor.occurred_at,
+                cursor_id=cursor.event_id,
+            )
+        rows = self._select(model, where, order="occurred_at DESC, event_id DESC", limit=limit + 1)
+        items = [event_from_row(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = Cursor(last.occurred_at, last.event_id, fingerprint).encode()
+        return Page(items, next_cursor)
+
+    # Current state.
+
+    def current(
+        self,
+        name: str,
+        filters: Mapping[str, Sequence[str]] | None = None,
+        *,
+        text: str | None = None,
+        limit: int = 50,
+    ) -> list[Row]:
+        """Rows of a current-state read model (e.g. incidents), most recently started first."""
+        model = self.model(name)
+        if not isinstance(model, StateTable):
+            raise InvalidQueryError("read_model", f"{name!r} is not a current-state read model")
+        where = _Where(self.workspace_id)
+        self._apply_filters(model, filters or {}, where)
+        self._apply_text(model, text, where)
+        order = f"{model.time_column} DESC" if model.time_column else ""
+        return query_dicts(
+            self.client,
+            f"SELECT * FROM `{model.table_name}` FINAL WHERE {where.sql()}"
+            + (f" ORDER BY {order}" if order else "")
+            + f" LIMIT {_checked_limit(limit)}",
+            where.parameters,
+        )
+
+    # Statistics.
+
+    def stats(
+        self,
+        *,
+        group_by: GroupBy = "action",
+        interval: Interval | Literal["auto"] = "auto",
+        since: datetime | None = None,
+        until: datetime | None = None,
+        filters: Mapping[str, Sequence[str]] | None = None,
+    ) -> Stats:
+        """Event counts per interval per action, actor or source.
+
+        Minute buckets come from the raw events; hour and day buckets from the hourly roll-up,
+        which outlives raw events (older data is downsampled, not lost). ``auto`` picks
+        minutes up to 6 hours, hours up to 30 days, days beyond.
+        """
+        if group_by not in _GROUP_COLUMNS:
+            raise InvalidQueryError("group_by", f"use one of {', '.join(_GROUP_COLUMNS)}")
+        until = _aware("until", until) or datetime.now(UTC)
+        since = _aware("since", since) or until - timedelta(days=1)
+        if since >= until:
+            raise InvalidQueryError("since", "must be earlier than until")
+        chosen = _auto_interval(until - since) if interval == "auto" else interval
+        if chosen not in ("minute", "hour", "day"):
+            raise InvalidQueryError("interval", "use minute, hour, day or auto")
+        if chosen == "minute":
+            model, time_column, count = self.model("audit_events"), "occurred_at", "count()"
+        else:
+            model, time_column, count = self.model("activity_hourly"), "hour", "sum(events)"
+        where = _Where(self.workspace_id)
+        self._apply_filters(model, filters or {}, where)
+        where.add(
+            f"{time_column} >= {{since:DateTime64(6, 'UTC')}} AND "
+            f"{time_column} < {{until:DateTime64(6, 'UTC')}}",
+            since=since,
+            until=until,
+        )
+        key = _GROUP_COLUMNS[group_by]
+        rows = self.client.query(
+            f"SELECT toStartOfInterval({time_column}, INTERVAL 1 {chosen}) AS bucket, "
+            f"{key} AS key, {count} AS events FROM `{model.table_name}` WHERE {where.sql()} "
+            "GROUP BY bucket, key ORDER BY bucket, key",
+            parameters=where.parameters,
+        ).result_rows
+        buckets = [
+            StatsBucket(bucket.replace(tzinfo=UTC), str(key), int(events))
+            for bucket, key, events in rows
+        ]
+        return Stats(chosen, group_by, since, until, buckets)
+
+    # Building blocks.
+
+    def _select(
+        self, model: ReadModel, where: _Where, *, order: str, limit: int | None
+    ) -> list[Row]:
+        sql = f"SELECT {EVENT_COLUMNS} FROM `{model.table_name}` WHERE {where.sql()}"
+        if order:
+            sql += f" ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {limit}"
+        return query_dicts(self.client, sql, where.parameters)
+
+    @staticmethod
+    def _apply_filters(
+        model: ReadModel, filters: Mapping[str, Sequence[str]], where: _Where
+    ) -> None:
+        for name, values in filters.items():
+            declared = model.filter(name)
+            if declared is None:
+                available = ", ".join(f.name for f in model.filters)
+                raise InvalidQueryError(
+                    name, f"{model.name} cannot be filtered by {name!r}; available: {available}"
+                )
+            alternatives = []
+            for index, value in enumerate(values):
+                parameter = f"{name}_{index}"
+                if not isinstance(value, str) or not 0 < len(value) <= 256:
+                    raise InvalidQueryError(name, "each value must be 1 to 256 characters")
+                alternatives.append(declared.condition.replace("{value:", f"{{{parameter}:"))
+                where.parameters[parameter] = _parse_value(declared, value)
+            if alternatives:
+                where.conditions.append(" OR ".join(f"({a})" for a in alternatives))
+
+    @staticmethod
+    def _apply_text(model: ReadModel, text: str | None, where: _Where) -> None:
+        if not text:
+            return
+        if model.text_column is None:
+            raise InvalidQueryError("text", f"{model.name} has no free-text column")
+        if len(text) > 200:
+            raise InvalidQueryError("text", "at most 200 characters")
+        for index, word in enumerate(text.lower().split()):
+            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.add(
+                f"lower({model.text_column}) LIKE {{text_{index}:String}}",
+                **{f"text_{index}": f"%{escaped}%"},
+            )
+
+
+def _parse_value(name: str, parse: Any, condition: str, value: str) -> Any:
+    try:
+        if parse is not None:
+            return parse(value)
+        if "{value:UUID}" in condition:
+            return UUID(value)
+    except ValueError as error:
+        raise InvalidQueryError(
+            name, str(error).removeprefix("badly formed hexadecimal ")
+        ) from None
+    return value
+
+
+def _apply_time_range(
+    model: ReadModel, since: datetime | None, until: datetime | None, where: _Where
+) -> None:
+    since, until = _aware("since", since), _aware("until", until)
+    if since and until and since >= until:
+        raise InvalidQueryError("since", "must be earlier than until")
+    if since:
+        where.add(f"{model.time_column} >= {{since:DateTime64(6, 'UTC')}}", since=since)
+    if until:
+        where.add(f"{model.time_column} < {{until:DateTime64(6, 'UTC')}}", until=until)
+
+
+def _aware(name: str, moment: datetime | None) -> datetime | None:
+    if moment is not None and moment.tzinfo is None:
+        raise InvalidQueryError(name, "give a timezone, e.g. 2026-11-25T10:00:00Z")
+    return moment.astimezone(UTC) if moment else None
+
+
+def _checked_limit(limit: int) -> int:
+    if not 1 <= limit <= MAX_LIMIT:
+        raise InvalidQueryError("limit", f"must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def _auto_interval(span: timedelta) -> Interval:
+    if span <= timedelta(hours=6):
+        return "minute"
+    if span <= timedelta(days=30):
+        return "hour"
+    return "day"
+
+
+def event_from_row(row: Row) -> AuditEvent:
+    """Rebuild the envelope from an ``audit_events`` row."""
+    return AuditEvent.model_validate(
+        {
+            "event_id": row["event_id"],
+            "workspace_id": row["workspace_id"],
+            "stream_id": row["stream_id"],
+            "version": row["version"],
+            "action": row["action"],
+            "schema_version": row["schema_version"],
+            "actor": {
+                "id": row["actor_id"],
+                "type": row["actor_type"],
+                "name": row["actor_name"] or None,
+            },
+            "targets": [
+                {"type": kind, "id": ident, "name": name or None}
+                for kind, ident, name in zip(
+                    row["target_types"], row["target_ids"], row["target_names"], strict=True
+                )
+            ],
+            "source": row["source"],
+            "occurred_at": row["occurred_at"],
+            "recorded_at": row["recorded_at"],
+            "context": {
+                "ip": row["ip"] or None,
+                "user_agent": row["user_agent"] or None,
+                "request_id": row["request_id"] or None,
+            },
+            "metadata": json.loads(row["metadata"]),
+        }
+    )

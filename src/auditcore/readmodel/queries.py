@@ -283,16 +283,14 @@ class WorkspaceReader:
             )
 
 
-def _parse_value(name: str, parse: Any, condition: str, value: str) -> Any:
+def _parse_value(declared: Filter, value: str) -> Any:
     try:
-        if parse is not None:
-            return parse(value)
-        if "{value:UUID}" in condition:
+        if declared.parse is not None:
+            return declared.parse(value)
+        if "{value:UUID}" in declared.condition:
             return UUID(value)
     except ValueError as error:
-        raise InvalidQueryError(
-            name, str(error).removeprefix("badly formed hexadecimal ")
-        ) from None
+        raise InvalidQueryError(declared.name, f"{value!r} is not valid: {error}") from None
     return value
 
 

@@ -1,28 +1,46 @@
-"""The ``auditcore`` command line."""
+"""The ``auditcore`` command line: a thin layer over ``AuditCore`` and its read API."""
 
 from __future__ import annotations
 
 import json
+import signal
 import sys
+import threading
+import time
+from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
 from auditcore.errors import AuditcoreError
 from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.facade import AuditCore
-from auditcore.render import OutputFormat, print_events
-from auditcore.store.settings import DEFAULT_EVENT_STORE, EVENT_STORE_VARIABLE, Settings
+from auditcore.projection.runner import ProcessorStatus
+from auditcore.readmodel.queries import EventQuery
+from auditcore.render import OutputFormat, print_events, stats_table
+from auditcore.store.settings import (
+    CLUSTER_VARIABLE,
+    DEFAULT_EVENT_STORE,
+    EVENT_STORE_VARIABLE,
+    Settings,
+)
+from auditcore.timespec import parse_moment
 
 app = typer.Typer(
-    help="Record audit events into an event store and read them back.",
+    help="Record audit events, project them into ClickHouse, and ask who did what, when.",
     no_args_is_help=True,
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
+projections_app = typer.Typer(help="Inspect the read models' processors.", no_args_is_help=True)
+app.add_typer(projections_app, name="projections")
+
 # Piped output is read by people too (less, CI logs): do not squeeze it into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 180)
 errors = Console(stderr=True)
@@ -33,8 +51,19 @@ EventStoreOption = Annotated[
         "--event-store",
         envvar=EVENT_STORE_VARIABLE,
         help="postgresql:// URL, or path to a SQLite file (the embedded default).",
-        show_default=True,
     ),
+]
+ClickHouseOption = Annotated[
+    str,
+    typer.Option(
+        "--clickhouse",
+        envvar=CLICKHOUSE_VARIABLE,
+        help="chdb://PATH (embedded, the default) or http(s)://user:pass@host:port/database.",
+    ),
+]
+ClusterOption = Annotated[
+    str | None,
+    typer.Option("--cluster", envvar=CLUSTER_VARIABLE, help="ClickHouse cluster for ON CLUSTER."),
 ]
 WorkspaceOption = Annotated[
     str, typer.Option("--workspace", "-w", envvar="AUDITCORE_WORKSPACE", help="Workspace (tenant).")
@@ -42,39 +71,193 @@ WorkspaceOption = Annotated[
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
 
 
-def _open(event_store: str) -> AuditCore:
-    return AuditCore(Settings(event_store=event_store))
+def _moment(value: str | None) -> datetime | None:
+    return parse_moment(value) if value else None
+
+
+MomentOption = typer.Option(
+    parser=_moment, metavar="TIME", help="ISO 8601 (UTC unless zoned) or an age: 30m, 6h, 7d."
+)
+
+
+def _open(
+    event_store: str, clickhouse: str = DEFAULT_CLICKHOUSE, cluster: str | None = None
+) -> AuditCore:
+    return AuditCore(Settings(event_store, clickhouse, cluster))
+
+
+def _project_with_progress(audit: AuditCore) -> dict[str, int]:
+    head = audit.app.recorder.max_notification_id() or 0
+    columns = (
+        TextColumn("{task.description:<16}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]:>10} events/s"),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        audit.migrate()
+        tasks: dict[str, Any] = {}
+        started: dict[str, float] = {}
+        for status in audit.projections.status(audit.clickhouse):
+            tasks[status.name] = progress.add_task(
+                status.name, total=max(head - status.position, 0), rate="-"
+            )
+
+        def advance(name: str, count: int) -> None:
+            started.setdefault(name, time.monotonic())
+            task = tasks[name]
+            progress.advance(task, count)
+            done = progress.tasks[task].completed
+            elapsed = max(time.monotonic() - started[name], 1e-6)
+            progress.update(task, rate=f"{done / elapsed:,.0f}")
+
+        return audit.project(advance)
 
 
 @app.command()
 def demo(
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     workspace: WorkspaceOption = "acme",
 ) -> None:
-    """Record a realistic afternoon of incident and monitor activity, then show it."""
-    from auditcore.demo import run_demo  # noqa: PLC0415 - only the demo needs its sample actions
+    """Record a realistic afternoon of incident and monitor activity, project it into
+    ClickHouse and answer a few questions from the read model."""
+    from auditcore.demo import ALICE, run_demo  # noqa: PLC0415 - only the demo needs these
 
-    with _open(event_store) as audit:
+    with _open(event_store, clickhouse) as audit:
         run = run_demo(audit, workspace)
-        ordered = sorted(run.events, key=lambda event: event.occurred_at)
-        print_events(console, ordered, OutputFormat.TABLE, f"Workspace {workspace}: what happened")
-        if run.incident is not None:
-            history = audit.history(run.incident.id, workspace_id=workspace)
-            print_events(
-                console,
-                history,
-                OutputFormat.TABLE,
-                f"History of incident {run.incident.title!r} ({run.incident.id}), read back "
-                "from the store",
-            )
+        console.print(
+            f"Recorded {len(run.events)} events in {audit.settings.describe_event_store()}."
+        )
         console.print("[bold]Refused by the domain rules (nothing recorded):[/bold]")
         for refusal in run.refused:
             console.print(f"  • {refusal}")
-        console.print(
-            f"\nRecorded {len(run.events)} events in {audit.settings.describe_event_store()}. "
-            f"Try: [bold]auditcore history {run.incident.id if run.incident else 'STREAM_ID'} "
-            f"-w {workspace}[/bold]"
+        console.print(f"\nProjecting into {audit.settings.clickhouse_target.describe()}:")
+        _project_with_progress(audit)
+        reader = audit.reader(workspace)
+        assert run.incident is not None
+        console.print()
+        print_events(
+            console,
+            reader.history(run.incident.id),
+            OutputFormat.TABLE,
+            f"Q1. What happened to incident {run.incident.title!r}?",
         )
+        recent = reader.events(EventQuery(filters={"actor_id": [ALICE.id]}, limit=5))
+        print_events(
+            console,
+            recent.items,
+            OutputFormat.TABLE,
+            f"Q2. What did {ALICE.name} do most recently?",
+        )
+        since = min(event.occurred_at for event in run.events)
+        console.print(
+            stats_table(
+                reader.stats(group_by="action", interval="hour", since=since.replace(minute=0)),
+                "Q3. Activity per hour, by action",
+            )
+        )
+        console.print(
+            f"\nTry: [bold]auditcore query -w {workspace} --action-prefix incident. "
+            f"--limit 5[/bold]  or  [bold]auditcore stats -w {workspace} --group-by actor[/bold]"
+        )
+
+
+@app.command()
+def migrate(
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+    cluster: ClusterOption = None,
+) -> None:
+    """Create the event store's tables and every read model's ClickHouse table."""
+    with _open(event_store, clickhouse, cluster) as audit:
+        for table in audit.migrate():
+            console.print(f"  ✓ {table}")
+        console.print(
+            f"Schema ready in {audit.settings.clickhouse_target.describe()} and "
+            f"{audit.settings.describe_event_store()}."
+        )
+
+
+@app.command()
+def project(
+    follow: Annotated[bool, typer.Option("--follow", help="Keep following new events.")] = False,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+    cluster: ClusterOption = None,
+) -> None:
+    """Bring every read model up to date with the event store, then exit (or --follow)."""
+    with _open(event_store, clickhouse, cluster) as audit:
+        done = _project_with_progress(audit)
+        console.print(f"Caught up: {sum(done.values()):,} events projected.")
+        if not follow:
+            return
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        threads = audit.projections.follow(stop)
+        console.print("Following new events; Ctrl-C to stop.")
+        try:
+            with Live(console=console, refresh_per_second=1) as live:
+                while not stop.wait(1.0):
+                    live.update(status_table(audit.projections.status(audit.clickhouse)))
+        except KeyboardInterrupt:
+            stop.set()
+        for thread in threads:
+            thread.join(timeout=10)
+
+
+@projections_app.command("status")
+def projections_status(
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Each read model's position, the store's head, and the lag between them."""
+    with _open(event_store, clickhouse) as audit:
+        audit.migrate()
+        statuses = audit.projections.status(audit.clickhouse)
+        if output is OutputFormat.TABLE:
+            console.print(status_table(statuses))
+        else:
+            console.out(
+                json.dumps(
+                    [
+                        {
+                            "name": s.name,
+                            "table": s.table,
+                            "position": s.position,
+                            "head": s.head,
+                            "lag": s.lag,
+                            "definition_current": s.fingerprint_matches,
+                            "updated_at": s.updated_at.isoformat() if s.updated_at else None,
+                        }
+                        for s in statuses
+                    ],
+                    indent=2,
+                ),
+                highlight=False,
+            )
+
+
+def status_table(statuses: list[ProcessorStatus]) -> Group:
+    table = Table(title="Read models", title_justify="left")
+    for column in ("read model", "table", "position", "store head", "lag", "updated (UTC)", "note"):
+        table.add_column(
+            column, justify="right" if column in ("position", "store head", "lag") else "left"
+        )
+    for s in statuses:
+        note = s.last_error or ("" if s.fingerprint_matches else "definition changed: rebuild")
+        table.add_row(
+            s.name,
+            s.table,
+            f"{s.position:,}",
+            f"{s.head:,}",
+            f"[green]{s.lag:,}[/green]" if s.lag == 0 else f"[yellow]{s.lag:,}[/yellow]",
+            s.updated_at.strftime("%Y-%m-%d %H:%M:%S") if s.updated_at else "never",
+            f"[red]{note}[/red]" if note else "",
+        )
+    return Group(table)
 
 
 @app.command()
@@ -97,7 +280,7 @@ def record(
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
-    """Record one standalone event."""
+    """Record one standalone event (in the event store; `project` makes it queryable)."""
     try:
         parsed_metadata: Any = json.loads(metadata)
     except json.JSONDecodeError as error:
@@ -119,24 +302,132 @@ def record(
 def history(
     stream_id: Annotated[UUID, typer.Argument(help="The stream (aggregate) id.")],
     workspace: WorkspaceOption,
+    from_store: Annotated[
+        bool, typer.Option("--from-store", help="Read the event store, not the read model.")
+    ] = False,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Show a stream's full history, in version order."""
-    with _open(event_store) as audit:
-        print_events(console, audit.history(stream_id, workspace_id=workspace), output)
+    with _open(event_store, clickhouse) as audit:
+        if from_store:
+            events = audit.history(stream_id, workspace_id=workspace)
+        else:
+            events = audit.reader(workspace).history(stream_id)
+        print_events(console, events, output)
 
 
 @app.command()
 def get(
     event_id: Annotated[UUID, typer.Argument(help="The event id.")],
     workspace: WorkspaceOption,
+    from_store: Annotated[
+        bool, typer.Option("--from-store", help="Read the event store, not the read model.")
+    ] = False,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     output: FormatOption = OutputFormat.JSON,
 ) -> None:
     """Show one event by its id."""
-    with _open(event_store) as audit:
-        print_events(console, [audit.event(event_id, workspace_id=workspace)], output)
+    with _open(event_store, clickhouse) as audit:
+        if from_store:
+            event = audit.event(event_id, workspace_id=workspace)
+        else:
+            event = audit.reader(workspace).get(event_id)
+        print_events(console, [event], output)
+
+
+@app.command()
+def query(
+    workspace: WorkspaceOption,
+    action: Annotated[list[str] | None, typer.Option(help="Exact action; repeatable.")] = None,
+    action_prefix: Annotated[str | None, typer.Option(help="Action prefix, e.g. incident.")] = None,
+    actor: Annotated[list[str] | None, typer.Option(help="Actor id; repeatable.")] = None,
+    actor_type: Annotated[ActorType | None, typer.Option(help="Kind of actor.")] = None,
+    target: Annotated[list[str] | None, typer.Option(help="TYPE:ID; repeatable.")] = None,
+    target_type: Annotated[str | None, typer.Option(help="Any target of this type.")] = None,
+    target_id: Annotated[str | None, typer.Option(help="Any target with this id.")] = None,
+    source: Annotated[list[str] | None, typer.Option(help="Source; repeatable.")] = None,
+    stream: Annotated[UUID | None, typer.Option(help="Stream id.")] = None,
+    since: Annotated[datetime | None, MomentOption] = None,
+    until: Annotated[datetime | None, MomentOption] = None,
+    text: Annotated[str | None, typer.Option(help="Free text; every word must appear.")] = None,
+    limit: Annotated[int, typer.Option(help="Events per page (1-1000).")] = 50,
+    cursor: Annotated[str | None, typer.Option(help="next_cursor from the previous page.")] = None,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Find events, newest first, a page at a time."""
+    filters = {
+        "action": action or [],
+        "action_prefix": [action_prefix] if action_prefix else [],
+        "actor_id": actor or [],
+        "actor_type": [actor_type.value] if actor_type else [],
+        "target": target or [],
+        "target_type": [target_type] if target_type else [],
+        "target_id": [target_id] if target_id else [],
+        "source": source or [],
+        "stream_id": [str(stream)] if stream else [],
+    }
+    request = EventQuery({k: v for k, v in filters.items() if v}, since, until, text, limit, cursor)
+    with _open(event_store, clickhouse) as audit:
+        page = audit.reader(workspace).events(request)
+    if output is OutputFormat.JSON:
+        console.out(
+            json.dumps(
+                {"items": [e.summary() for e in page.items], "next_cursor": page.next_cursor},
+                indent=2,
+            ),
+            highlight=False,
+        )
+        return
+    print_events(console, page.items, output)
+    if page.next_cursor:
+        errors.print(f"next page: --cursor {page.next_cursor}", highlight=False)
+
+
+@app.command()
+def stats(
+    workspace: WorkspaceOption,
+    group_by: Annotated[str, typer.Option(help="action, actor or source.")] = "action",
+    interval: Annotated[str, typer.Option(help="minute, hour, day or auto.")] = "auto",
+    since: Annotated[datetime | None, MomentOption] = None,
+    until: Annotated[datetime | None, MomentOption] = None,
+    action_prefix: Annotated[
+        str | None, typer.Option(help="Only actions with this prefix.")
+    ] = None,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Count events per interval, by action, actor or source (default: the last 24 hours)."""
+    filters = {"action_prefix": [action_prefix]} if action_prefix else {}
+    with _open(event_store, clickhouse) as audit:
+        result = audit.reader(workspace).stats(
+            group_by=group_by,  # type: ignore[arg-type]  # validated by stats()
+            interval=interval,  # type: ignore[arg-type]
+            since=since,
+            until=until,
+            filters=filters,
+        )
+    if output is OutputFormat.TABLE:
+        console.print(stats_table(result, f"Events per {result.interval} by {group_by}"))
+        return
+    rows = [
+        {"bucket": b.bucket.isoformat(), "key": b.key, "events": b.events} for b in result.buckets
+    ]
+    if output is OutputFormat.JSON:
+        console.out(
+            json.dumps(
+                {"interval": result.interval, "group_by": group_by, "buckets": rows}, indent=2
+            ),
+            highlight=False,
+        )
+    else:
+        for row in rows:
+            console.out(json.dumps(row), highlight=False)
 
 
 @app.command()

@@ -1,31 +1,42 @@
-"""How events look in a terminal: readable tables, or JSON with the envelope's field names."""
+"""How answers look in a terminal: readable tables, JSON with the envelope's field names, or
+CSV that is safe to open in a spreadsheet."""
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Sequence
+from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from auditcore.events.envelope import AuditEvent
+from auditcore.readmodel.queries import Stats
+
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class OutputFormat(StrEnum):
     TABLE = "table"
     JSON = "json"
     JSONL = "jsonl"
+    CSV = "csv"
 
 
 def print_events(
     console: Console, events: Sequence[AuditEvent], output: OutputFormat, title: str = ""
 ) -> None:
     if output is OutputFormat.JSON:
-        console.print_json(json.dumps([event.summary() for event in events]))
+        console.out(json.dumps([event.summary() for event in events], indent=2), highlight=False)
     elif output is OutputFormat.JSONL:
         for event in events:
             console.out(json.dumps(event.summary(), sort_keys=True), highlight=False)
+    elif output is OutputFormat.CSV:
+        console.out(events_csv(events), highlight=False, end="")
     else:
         console.print(events_table(events, title))
 
@@ -58,3 +69,69 @@ def describe_metadata(event: AuditEvent) -> str:
         text = value if isinstance(value, str) else json.dumps(value)
         parts.append(f"{key}={text[:40]}")
     return " ".join(parts)
+
+
+CSV_COLUMNS = (
+    "occurred_at", "event_id", "workspace_id", "stream_id", "version", "action",
+    "schema_version", "actor_id", "actor_type", "actor_name", "targets", "source", "ip",
+    "user_agent", "request_id", "metadata", "recorded_at",
+)  # fmt: skip
+
+
+def csv_row(event: AuditEvent) -> list[str]:
+    """One flat row per event; targets and metadata as canonical JSON."""
+    data = event.summary()
+    flat: dict[str, Any] = {
+        **data,
+        "actor_id": event.actor.id,
+        "actor_type": event.actor.type.value,
+        "actor_name": event.actor.name or "",
+        "targets": json.dumps(data["targets"], sort_keys=True, separators=(",", ":")),
+        "metadata": json.dumps(data["metadata"], sort_keys=True, separators=(",", ":")),
+        **{key: value or "" for key, value in data["context"].items()},
+    }
+    return [
+        neutralise_formula(str(flat[column] if flat[column] is not None else ""))
+        for column in CSV_COLUMNS
+    ]
+
+
+def neutralise_formula(cell: str) -> str:
+    """Spreadsheets run cells starting with = + - @ as formulas; make them plain text."""
+    return "'" + cell if cell.startswith(_FORMULA_PREFIXES) else cell
+
+
+def events_csv(events: Sequence[AuditEvent], header: bool = True) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    if header:
+        writer.writerow(CSV_COLUMNS)
+    writer.writerows(csv_row(event) for event in events)
+    return buffer.getvalue()
+
+
+def stats_table(stats: Stats, title: str) -> Table:
+    """Counts in a grid: keys (busiest first) against time buckets, whichever way is narrower."""
+    totals: dict[str, int] = {}
+    cells: dict[tuple[datetime, str], int] = {}
+    for bucket in stats.buckets:
+        totals[bucket.key] = totals.get(bucket.key, 0) + bucket.events
+        cells[(bucket.bucket, bucket.key)] = bucket.events
+    keys = sorted(totals, key=lambda key: (-totals[key], key))
+    fmt = "%Y-%m-%d %H:%M" if stats.interval != "day" else "%Y-%m-%d"
+    moments = sorted({moment for moment, _ in cells})
+    labels = [moment.strftime(fmt) for moment in moments]
+    keys_down = len(keys) > len(moments)
+    rows, columns = (keys, labels) if keys_down else (labels, keys)
+    table = Table(title=title, title_justify="left")
+    table.add_column(stats.group_by if keys_down else f"{stats.interval} (UTC)", no_wrap=True)
+    for column in columns:
+        table.add_column(column, justify="right")
+    table.add_column("total", justify="right", style="bold")
+    for row_index, row in enumerate(rows):
+        if keys_down:
+            counts = [cells.get((moment, row), 0) for moment in moments]
+        else:
+            counts = [cells.get((moments[row_index], key), 0) for key in keys]
+        table.add_row(row, *[str(count or "·") for count in counts], str(sum(counts)))
+    return table

@@ -37,16 +37,40 @@ def postgres_database() -> Iterator[str]:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture(params=["postgres", "sqlite"])
-def store_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Settings:
-    """Settings for an empty event store: its own schema on PostgreSQL, its own file on SQLite."""
-    if request.param == "sqlite":
-        return Settings(event_store=str(tmp_path / "events.sqlite"))
-    database: str = request.getfixturevalue("postgres_database")
+def fresh_postgres_store(database: str) -> str:
+    """An event-store URL for an empty schema of its own."""
     schema = f"t_{uuid4().hex[:12]}"
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute(f'CREATE SCHEMA "{schema}"')
-    return Settings(event_store=f"{database}?schema={schema}")
+    return f"{database}?schema={schema}"
+
+
+@pytest.fixture(scope="session")
+def chdb_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One chDB engine path for the whole run: chDB runs one engine per process."""
+    return tmp_path_factory.mktemp("chdb")
+
+
+@pytest.fixture
+def clickhouse_url(chdb_dir: Path) -> str:
+    """An empty ClickHouse database of this test's own, in the shared embedded engine."""
+    return f"chdb://{chdb_dir}?database=t_{uuid4().hex[:12]}"
+
+
+@pytest.fixture(params=["postgres", "sqlite"])
+def store_settings(request: pytest.FixtureRequest, tmp_path: Path, clickhouse_url: str) -> Settings:
+    """Settings for an empty event store (its own schema on PostgreSQL, its own file on
+    SQLite) and an empty ClickHouse database."""
+    if request.param == "sqlite":
+        return Settings(str(tmp_path / "events.sqlite"), clickhouse_url)
+    database: str = request.getfixturevalue("postgres_database")
+    return Settings(fresh_postgres_store(database), clickhouse_url)
+
+
+@pytest.fixture
+def pg_settings(postgres_database: str, clickhouse_url: str) -> Settings:
+    """PostgreSQL (the primary store) and chDB, both empty."""
+    return Settings(fresh_postgres_store(postgres_database), clickhouse_url)
 
 
 @pytest.fixture

@@ -16,8 +16,19 @@ from auditcore import Settings
 AUDITCORE = str(Path(sys.executable).with_name("auditcore"))
 
 
-def run(*args: str, store: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "AUDITCORE_EVENT_STORE": store, "COLUMNS": "200"}
+def run(
+    *args: str, store: str, clickhouse: Path, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    """Run the command as a user would, on the given stores.
+
+    The ClickHouse path is the subprocess's own: the test process may hold the shared one.
+    """
+    env = {
+        **os.environ,
+        "AUDITCORE_EVENT_STORE": store,
+        "AUDITCORE_CLICKHOUSE": f"chdb://{clickhouse}",
+        "COLUMNS": "200",
+    }
     done = subprocess.run(
         [AUDITCORE, *args], capture_output=True, text=True, env=env, timeout=120, check=False
     )
@@ -27,22 +38,26 @@ def run(*args: str, store: str, check: bool = True) -> subprocess.CompletedProce
 
 
 def test_help_lists_the_commands(tmp_path: Path) -> None:
-    out = run("--help", store=str(tmp_path / "e.sqlite")).stdout
+    out = run("--help", store=str(tmp_path / "e.sqlite"), clickhouse=tmp_path / "ch").stdout
     for command in ("demo", "record", "history", "get", "actions"):
         assert command in out
 
 
 def test_demo_records_and_reads_back_a_realistic_story(tmp_path: Path) -> None:
-    out = run("demo", store=str(tmp_path / "e.sqlite")).stdout
+    out = run("demo", store=str(tmp_path / "e.sqlite"), clickhouse=tmp_path / "ch").stdout
 
     assert "incident.severity_changed" in out
     assert "monitor.went_down" in out
     assert "already resolved; reopen it first" in out
     assert "it has been deleted" in out
     assert "Recorded 20 events" in out
+    assert "Q1. What happened to incident 'Public API returning 503'?" in out
+    assert "Q3. Activity per hour, by action" in out
 
 
-def test_record_then_read_back_by_stream_and_by_id(store_settings: Settings) -> None:
+def test_record_then_read_back_by_stream_and_by_id(
+    store_settings: Settings, tmp_path: Path
+) -> None:
     store = store_settings.event_store
     recorded = run(
         "record",
@@ -60,13 +75,26 @@ def test_record_then_read_back_by_stream_and_by_id(store_settings: Settings) -> 
         "--format",
         "json",
         store=store,
+        clickhouse=tmp_path / "ch",
     )
     (event,) = json.loads(recorded.stdout)
+    run("project", store=store, clickhouse=tmp_path / "ch")
 
     (history,) = json.loads(
-        run("history", event["stream_id"], "-w", "acme", "-f", "json", store=store).stdout
+        run(
+            "history",
+            event["stream_id"],
+            "-w",
+            "acme",
+            "-f",
+            "json",
+            store=store,
+            clickhouse=tmp_path / "ch",
+        ).stdout
     )
-    (by_id,) = json.loads(run("get", event["event_id"], "-w", "acme", store=store).stdout)
+    (by_id,) = json.loads(
+        run("get", event["event_id"], "-w", "acme", store=store, clickhouse=tmp_path / "ch").stdout
+    )
 
     assert history == by_id == event
     assert event["actor"] == {"id": "user_1", "type": "user", "name": None}
@@ -90,14 +118,22 @@ def test_record_then_read_back_by_stream_and_by_id(store_settings: Settings) -> 
         (["history", "not-a-uuid", "-w", "acme"], "Invalid value for 'stream_id'"),
         (
             ["history", "00000000-0000-0000-0000-000000000001", "-w", "acme"],
+            "may not be projected yet: run `auditcore project`",
+        ),
+        (
+            ["history", "--from-store", "00000000-0000-0000-0000-000000000001", "-w", "acme"],
             "no stream with id 00000000-0000-0000-0000-000000000001",
         ),
+        (["query", "-w", "acme", "--since", "yesterday"], "is not a time: use ISO 8601"),
+        (["query", "-w", "acme", "--cursor", "garbage"], "cursor: malformed cursor"),
+        (["query", "-w", "acme", "--limit", "0"], "limit: must be between 1 and 1000"),
+        (["stats", "-w", "acme", "--group-by", "colour"], "group_by: use one of action"),
     ],
 )
 def test_bad_input_is_a_clear_error_without_a_traceback(
     tmp_path: Path, args: list[str], message: str
 ) -> None:
-    done = run(*args, store=str(tmp_path / "e.sqlite"), check=False)
+    done = run(*args, store=str(tmp_path / "e.sqlite"), clickhouse=tmp_path / "ch", check=False)
 
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())

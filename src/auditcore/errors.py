@@ -103,3 +103,7 @@ class NotEntitledError(AuditcoreError, PermissionError):
         self.read_model = read_model
         self.entitlement = entitlement
         super().__init__(f"reading {read_model!r} needs the {entitlement!r} entitlement")
+
+
+class StoreMismatchError(ConfigurationError):
+    """A read model was built from a different event store than the one configured."""

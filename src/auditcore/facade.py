@@ -73,6 +73,7 @@ class AuditCore:
             ) from error
         self._local = threading.local()
         self._clickhouse_clients: list[Client] = []
+        self._migrated = False
 
     @classmethod
     def from_env(cls, *, registry: ActionRegistry | None = None) -> AuditCore:
@@ -269,7 +270,9 @@ class AuditCore:
 
     def migrate(self) -> list[str]:
         """Create the read models' tables (and the positions table) where missing."""
-        return self.projections.migrate(self.clickhouse)
+        created = self.projections.migrate(self.clickhouse)
+        self._migrated = True
+        return created
 
     def project(self, progress: Progress | None = None) -> dict[str, int]:
         """Bring every read model up to date with the store; return events processed per model."""
@@ -279,6 +282,8 @@ class AuditCore:
         self, workspace_id: str, *, entitlements: frozenset[str] | None = None
     ) -> WorkspaceReader:
         """Ask questions of one workspace's read models (``entitlements=None``: trusted caller)."""
+        if not self._migrated:
+            self.migrate()
         return WorkspaceReader(self.clickhouse, self.read_models, workspace_id, entitlements)
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
@@ -39,13 +39,16 @@ class ClickHouseTarget:
 
     @property
     def chdb_path(self) -> Path:
-        return Path(self.url.removeprefix("chdb://") or ".auditcore/clickhouse").resolve()
+        path = self.url.removeprefix("chdb://").partition("?")[0]
+        return Path(path or ".auditcore/clickhouse").resolve()
 
     @property
     def database(self) -> str:
+        """``chdb://PATH?database=NAME`` or the URL path of a server; ``auditcore`` by default."""
+        url = urlsplit(self.url)
         if self.embedded:
-            return DATABASE
-        return urlsplit(self.url).path.strip("/") or DATABASE
+            return parse_qs(url.query).get("database", [DATABASE])[-1]
+        return url.path.strip("/") or DATABASE
 
     def describe(self) -> str:
         if self.embedded:
@@ -88,6 +91,12 @@ def _connect_chdb(target: ClickHouseTarget) -> Client:
     try:
         client = clickhouse_connect.get_client(dsn=f"chdb://{path}")
     except ClickHouseError as error:
+        if "already initialized with path" in str(error):
+            raise ConfigurationError(
+                f"this process already has the embedded ClickHouse open at another path, so it "
+                f"cannot also open {path}: chDB runs one engine per process. Close the other "
+                "AuditCore first, or use the same chdb:// path (with ?database=NAME to separate)."
+            ) from error
         raise ClickHouseLockedError(
             f"cannot open the embedded ClickHouse (chDB) at {path}: another process is using "
             "it. Only one process at a time can open a chDB directory: stop the other one "
@@ -95,8 +104,8 @@ def _connect_chdb(target: ClickHouseTarget) -> Client:
             f"directory with {CLICKHOUSE_VARIABLE}=chdb:///other/path, or run a ClickHouse "
             f"server and set {CLICKHOUSE_VARIABLE}=http://host:8123/auditcore. ({error})"
         ) from error
-    client.command(f"CREATE DATABASE IF NOT EXISTS `{DATABASE}`")
-    client.database = DATABASE
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+    client.database = target.database
     return client
 
 

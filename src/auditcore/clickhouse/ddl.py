@@ -45,6 +45,7 @@ def tracking_table_sql(cluster: str | None = None) -> str:
             Column("processor", "String"),
             Column("position", "UInt64"),
             Column("fingerprint", "String"),
+            Column("store_id", "String"),
             Column("updated_at", "DateTime64(6, 'UTC')"),
         ),
         engine="ReplacingMergeTree(updated_at)",

@@ -7,6 +7,7 @@ and only then records its new position.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -19,6 +20,7 @@ from clickhouse_connect.driver.client import Client
 from eventsourcing.persistence import Notification
 
 from auditcore.clickhouse.connection import ClickHouseTarget, connect, query_dicts
+from auditcore.errors import StoreMismatchError
 from auditcore.projection.records import decode_notification
 from auditcore.projection.tracking import newest_position_in, read_positions, record_position
 from auditcore.projection.wakeup import wakeup_for
@@ -64,6 +66,7 @@ class Processor:
         self._client = client
         self.state = ProcessorState(model.name, model.table_name)
         self._resumed = False
+        self._first_event_id: str | None = None
 
     @property
     def client(self) -> Client:
@@ -74,10 +77,25 @@ class Processor:
     def resume(self) -> int:
         """Find where to continue: the recorded position or the rows' newest, whichever is later."""
         tracked = read_positions(self.client).get(self.model.table_name)
+        if tracked and tracked.store_id and tracked.store_id != self._store_id():
+            raise StoreMismatchError(
+                f"the read model {self.model.table_name} in {self.target.describe()} was built "
+                f"from another event store than {self.app.settings.describe_event_store()} "
+                "(their first events differ). Give each event store its own ClickHouse "
+                "database (AUDITCORE_CLICKHOUSE=chdb://PATH?database=NAME), or drop the "
+                "read model's tables to rebuild them from this store."
+            )
         recorded = tracked.position if tracked else 0
         self.state.position = max(recorded, newest_position_in(self.client, self.model.table_name))
         self._resumed = True
         return self.state.position
+
+    def _store_id(self) -> str:
+        """The event id of the store's first event, or "" while the store is empty."""
+        if self._first_event_id is None:
+            first = self.app.recorder.select_notifications(start=None, limit=1)
+            self._first_event_id = str(json.loads(first[0].state)["event_id"]) if first else ""
+        return self._first_event_id
 
     def step(self) -> int:
         """Process the next batch; return how many events it read (0 when caught up)."""
@@ -92,7 +110,9 @@ class Processor:
         first, last = notifications[0].id, notifications[-1].id
         if rows:
             self._insert(rows, token=f"{self.model.table_name}:{first}-{last}")
-        record_position(self.client, self.model.table_name, last, self.model.fingerprint())
+        record_position(
+            self.client, self.model.table_name, last, self.model.fingerprint(), self._store_id()
+        )
         self.state.position = last
         self.state.events_processed += len(notifications)
         self.state.rows_written += len(rows)

@@ -21,25 +21,30 @@ class TrackedPosition:
     processor: str
     position: int
     fingerprint: str
+    store_id: str
+    """The event id of the store's first event: which event store these rows came from."""
     updated_at: datetime | None
 
 
 def read_positions(client: Client) -> dict[str, TrackedPosition]:
     result = client.query(
         f"SELECT processor, argMax(position, updated_at), argMax(fingerprint, updated_at), "
-        f"max(updated_at) FROM `{TRACKING_TABLE}` GROUP BY processor"
+        f"argMax(store_id, updated_at), max(updated_at) FROM `{TRACKING_TABLE}` "
+        "GROUP BY processor"
     )
     return {
-        row[0]: TrackedPosition(row[0], int(row[1]), row[2], as_utc(row[3]))
+        row[0]: TrackedPosition(row[0], int(row[1]), row[2], row[3], as_utc(row[4]))
         for row in result.result_rows
     }
 
 
-def record_position(client: Client, processor: str, position: int, fingerprint: str) -> None:
+def record_position(
+    client: Client, processor: str, position: int, fingerprint: str, store_id: str
+) -> None:
     client.insert(
         TRACKING_TABLE,
-        [[processor, position, fingerprint, datetime.now(UTC)]],
-        column_names=["processor", "position", "fingerprint", "updated_at"],
+        [[processor, position, fingerprint, store_id, datetime.now(UTC)]],
+        column_names=["processor", "position", "fingerprint", "store_id", "updated_at"],
     )
 
 

@@ -29,6 +29,10 @@ EVENT_COLUMNS = (
     "user_agent, request_id, metadata"
 )
 
+_MAYBE_NOT_PROJECTED = (
+    " (if it was recorded just now, it may not be projected yet: run `auditcore project`)"
+)
+
 Interval = Literal["minute", "hour", "day"]
 GroupBy = Literal["action", "actor", "source"]
 _GROUP_COLUMNS: dict[str, str] = {"action": "action", "actor": "actor_id", "source": "source"}
@@ -113,7 +117,9 @@ class WorkspaceReader:
         where.add("event_id = {event_id:UUID}", event_id=event_id)
         rows = self._select(model, where, order="", limit=1)
         if not rows:
-            raise NotFoundError(f"no event {event_id} in workspace {self.workspace_id!r}")
+            raise NotFoundError(
+                f"no event {event_id} in workspace {self.workspace_id!r}{_MAYBE_NOT_PROJECTED}"
+            )
         return event_from_row(rows[0])
 
     def history(self, stream_id: UUID) -> list[AuditEvent]:
@@ -122,7 +128,9 @@ class WorkspaceReader:
         where.add("stream_id = {stream_id:UUID}", stream_id=stream_id)
         rows = self._select(model, where, order="version", limit=None)
         if not rows:
-            raise NotFoundError(f"no stream {stream_id} in workspace {self.workspace_id!r}")
+            raise NotFoundError(
+                f"no stream {stream_id} in workspace {self.workspace_id!r}{_MAYBE_NOT_PROJECTED}"
+            )
         return [event_from_row(row) for row in rows]
 
     def events(self, query: EventQuery) -> Page:

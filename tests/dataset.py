@@ -1,0 +1,149 @@
+"""A reproducible, realistic audit trail for read-side tests: two workspaces, incidents and
+monitors driven through their aggregates, and standalone notes, at distinct times."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from uuid import UUID
+
+from auditcore import (
+    ActionRegistry,
+    Actor,
+    ActorType,
+    AuditCore,
+    AuditEvent,
+    DomainRuleError,
+    Incident,
+    Monitor,
+    default_registry,
+)
+
+WORKSPACES = ("acme", "globex")
+ACTORS = (
+    Actor(id="user_ana", name="Ana Lima"),
+    Actor(id="user_ben", name="Ben Ito"),
+    Actor(id="user_cy", name="Cy Park"),
+    Actor(id="key_deploy", type=ActorType.API_KEY, name="deploy bot"),
+    Actor(id="svc_pager", type=ActorType.SERVICE, name="Pager"),
+    Actor(id="system", type=ActorType.SYSTEM, name="System"),
+)
+SOURCES = ("api", "dashboard", "cli", "system")
+SERVICES = ("billing", "search", "checkout", "auth")
+START = datetime(2026, 11, 20, 0, 0, tzinfo=UTC)
+
+
+def registry_with_notes() -> ActionRegistry:
+    registry = default_registry.copy()
+    registry.register("note.added")
+    return registry
+
+
+@dataclass
+class Dataset:
+    events: list[AuditEvent] = field(default_factory=list)
+    incidents: list[UUID] = field(default_factory=list)
+    monitors: list[UUID] = field(default_factory=list)
+
+    def in_workspace(self, workspace_id: str) -> list[AuditEvent]:
+        return [event for event in self.events if event.workspace_id == workspace_id]
+
+
+def _moments(rng: random.Random, count: int) -> Iterator[datetime]:
+    offsets = rng.sample(range(0, 3 * 24 * 3600 * 1000), count)  # distinct milliseconds
+    for offset in offsets:
+        yield START + timedelta(milliseconds=offset, microseconds=rng.randrange(1000))
+
+
+def build(audit: AuditCore, seed: int = 7, streams: int = 60, notes: int = 80) -> Dataset:
+    rng = random.Random(seed)
+    clock = _moments(rng, streams * 12 + notes)
+    data = Dataset()
+
+    def who() -> dict[str, object]:
+        return {
+            "actor": rng.choice(ACTORS),
+            "source": rng.choice(SOURCES),
+            "occurred_at": next(clock),
+            "context": {
+                "ip": f"198.51.100.{rng.randrange(1, 255)}",
+                "request_id": f"r{rng.random()}",
+            },
+        }
+
+    aggregates: list[Incident | Monitor] = []
+    for n in range(streams):
+        workspace = rng.choice(WORKSPACES)
+        if n % 3:
+            incident = Incident.open(
+                workspace,
+                title=f"{rng.choice(SERVICES)} errors #{n}",
+                severity=rng.choice(["sev1", "sev2", "sev3", "sev4"]),
+                service=rng.choice(SERVICES),
+                **who(),
+            )
+            for _ in range(rng.randrange(2, 10)):
+                command = rng.choice(
+                    ["acknowledge", "severity", "assign", "comment", "resolve", "reopen"]
+                )
+                try:
+                    if command == "acknowledge":
+                        incident.acknowledge(**who())
+                    elif command == "severity":
+                        incident.change_severity(rng.choice(["sev1", "sev2", "sev3"]), **who())
+                    elif command == "assign":
+                        person = rng.choice(ACTORS[:3])
+                        incident.assign(person.id, person.name, **who())
+                    elif command == "comment":
+                        incident.comment(f"looked at {rng.choice(SERVICES)} logs", **who())
+                    elif command == "resolve":
+                        incident.resolve("rolled back", **who())
+                    else:
+                        incident.reopen("it came back", **who())
+                except DomainRuleError:
+                    continue
+            aggregates.append(incident)
+            data.incidents.append(incident.id)
+        else:
+            monitor = Monitor.create(
+                workspace,
+                name=f"{rng.choice(SERVICES)} probe {n}",
+                url=f"https://{n}.example.com/",
+                **who(),
+            )
+            for _ in range(rng.randrange(2, 8)):
+                command = rng.choice(["pause", "resume", "down", "up", "configure"])
+                try:
+                    if command == "pause":
+                        monitor.pause(**who())
+                    elif command == "resume":
+                        monitor.resume(**who())
+                    elif command == "down":
+                        monitor.went_down("eu-west", "timeout", **who())
+                    elif command == "up":
+                        monitor.recovered("eu-west", **who())
+                    else:
+                        monitor.configure(interval_seconds=rng.randrange(30, 300), **who())
+                except DomainRuleError:
+                    continue
+            aggregates.append(monitor)
+            data.monitors.append(monitor.id)
+    for start in range(0, len(aggregates), 20):
+        data.events += audit.save(*aggregates[start : start + 20])
+    for _ in range(notes):
+        target = rng.choice(data.events)
+        data.events.append(
+            audit.record(
+                "note.added",
+                workspace_id=target.workspace_id,
+                targets=[target.targets[0], {"type": "team", "id": rng.choice(["sre", "web"])}],
+                metadata={
+                    "text": f"{rng.choice(SERVICES)} follow-up",
+                    "priority": rng.randrange(3),
+                },
+                **who(),  # type: ignore[arg-type]
+            )
+        )
+    return data

@@ -3,10 +3,12 @@ monitors driven through their aggregates, and standalone notes, at distinct time
 
 from __future__ import annotations
 
+import contextlib
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from uuid import UUID
 
 from auditcore import (
@@ -73,6 +75,29 @@ def build(audit: AuditCore, seed: int = 7, streams: int = 60, notes: int = 80) -
             },
         }
 
+    def someone() -> Actor:
+        return rng.choice(ACTORS[:3])
+
+    incident_commands: list[Callable[[Incident], object]] = [
+        lambda i: i.acknowledge(**who()),
+        lambda i: i.change_severity(rng.choice(["sev1", "sev2", "sev3"]), **who()),
+        lambda i: i.assign((person := someone()).id, person.name, **who()),
+        lambda i: i.comment(f"looked at {rng.choice(SERVICES)} logs", **who()),
+        lambda i: i.resolve("rolled back", **who()),
+        lambda i: i.reopen("it came back", **who()),
+    ]
+    monitor_commands: list[Callable[[Monitor], object]] = [
+        lambda m: m.pause(**who()),
+        lambda m: m.resume(**who()),
+        lambda m: m.went_down("eu-west", "timeout", **who()),
+        lambda m: m.recovered("eu-west", **who()),
+        lambda m: m.configure(interval_seconds=rng.randrange(30, 300), **who()),
+    ]
+
+    def attempt(command: Callable[[Any], object], aggregate: Incident | Monitor) -> None:
+        with contextlib.suppress(DomainRuleError):
+            command(aggregate)
+
     aggregates: list[Incident | Monitor] = []
     for n in range(streams):
         workspace = rng.choice(WORKSPACES)
@@ -85,25 +110,7 @@ def build(audit: AuditCore, seed: int = 7, streams: int = 60, notes: int = 80) -
                 **who(),
             )
             for _ in range(rng.randrange(2, 10)):
-                command = rng.choice(
-                    ["acknowledge", "severity", "assign", "comment", "resolve", "reopen"]
-                )
-                try:
-                    if command == "acknowledge":
-                        incident.acknowledge(**who())
-                    elif command == "severity":
-                        incident.change_severity(rng.choice(["sev1", "sev2", "sev3"]), **who())
-                    elif command == "assign":
-                        person = rng.choice(ACTORS[:3])
-                        incident.assign(person.id, person.name, **who())
-                    elif command == "comment":
-                        incident.comment(f"looked at {rng.choice(SERVICES)} logs", **who())
-                    elif command == "resolve":
-                        incident.resolve("rolled back", **who())
-                    else:
-                        incident.reopen("it came back", **who())
-                except DomainRuleError:
-                    continue
+                attempt(rng.choice(incident_commands), incident)
             aggregates.append(incident)
             data.incidents.append(incident.id)
         else:
@@ -114,20 +121,7 @@ def build(audit: AuditCore, seed: int = 7, streams: int = 60, notes: int = 80) -
                 **who(),
             )
             for _ in range(rng.randrange(2, 8)):
-                command = rng.choice(["pause", "resume", "down", "up", "configure"])
-                try:
-                    if command == "pause":
-                        monitor.pause(**who())
-                    elif command == "resume":
-                        monitor.resume(**who())
-                    elif command == "down":
-                        monitor.went_down("eu-west", "timeout", **who())
-                    elif command == "up":
-                        monitor.recovered("eu-west", **who())
-                    else:
-                        monitor.configure(interval_seconds=rng.randrange(30, 300), **who())
-                except DomainRuleError:
-                    continue
+                attempt(rng.choice(monitor_commands), monitor)
             aggregates.append(monitor)
             data.monitors.append(monitor.id)
     for start in range(0, len(aggregates), 20):

@@ -18,7 +18,9 @@ WORKER = [sys.executable, "-m", "tests.projection_worker"]
 def worker(command: str, settings: Settings) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [*WORKER, command, settings.event_store, settings.clickhouse],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
         cwd=Path(__file__).parent.parent,
     )
 
@@ -32,8 +34,7 @@ def test_sigkill_mid_batch_then_restart_ends_with_exactly_the_stores_events(
     incidents = []
     with AuditCore(settings) as audit:
         for n in range(1500):
-            incident = Incident.open("acme", title=f"incident {n}", severity="sev3",
-                                     service="api")
+            incident = Incident.open("acme", title=f"incident {n}", severity="sev3", service="api")
             for c in range(n % 7):
                 incident.comment(f"comment {c}")
             incidents.append(incident)

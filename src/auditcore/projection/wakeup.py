@@ -47,13 +47,9 @@ class PostgresWakeup(Wakeup):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
+            # Extra notifications queued meanwhile only cause a cheap, empty extra read.
             for _ in self.connection.notifies(timeout=min(remaining, 0.5), stop_after=1):
-                self._drain()
                 return
-
-    def _drain(self) -> None:
-        for _ in self.connection.notifies(timeout=0):
-            pass
 
     def close(self) -> None:
         self.connection.close()

@@ -347,3 +347,19 @@ def test_metadata_limits_are_configurable(audit: AuditCore) -> None:
     )
     with strict, pytest.raises(InvalidEventError, match="has 3 keys; the limit is 2"):
         strict.record("note.added", workspace_id="acme", metadata={"a": 1, "b": 2, "c": 3})
+
+
+def test_record_many_is_all_or_nothing_and_names_the_bad_draft(audit: AuditCore) -> None:
+    drafts = [
+        {"action": "incident.comment_added", "workspace_id": "acme", "metadata": {"body": f"{n}"}}
+        for n in range(5)
+    ]
+    stored = audit.record_many(drafts)
+    assert [audit.event(e.event_id) for e in stored] == stored
+
+    bad = [*drafts, {"action": "incident.comment_added", "workspace_id": "acme", "metadata": {}}]
+    bad[0] = {**bad[0], "event_id": uuid4()}
+    with pytest.raises(InvalidEventError, match=r"\[5\]\.metadata\.body: Field required"):
+        audit.record_many(bad)
+    with pytest.raises(StreamNotFoundError):
+        audit.event(bad[0]["event_id"])  # type: ignore[arg-type]

@@ -22,6 +22,7 @@ from auditcore.errors import (
     ConfigurationError,
     ConflictError,
     EventIdReusedError,
+    InvalidEventError,
     StreamNotFoundError,
 )
 from auditcore.events.actions import ActionRegistry, default_registry
@@ -127,6 +128,35 @@ class AuditCore:
         Re-recording with the same ``event_id`` and content returns the first event and
         stores nothing new.
         """
+        return self._store(
+            [
+                self._build_standalone(
+                    action,
+                    workspace_id=workspace_id,
+                    actor=actor,
+                    targets=targets,
+                    metadata=metadata,
+                    source=source,
+                    context=context,
+                    event_id=event_id,
+                    occurred_at=occurred_at,
+                )
+            ]
+        )[0]
+
+    def _build_standalone(
+        self,
+        action: str,
+        *,
+        workspace_id: str,
+        actor: Actor | Mapping[str, Any] | None = None,
+        targets: Sequence[Target | Mapping[str, Any]] = (),
+        metadata: BaseModel | Mapping[str, Any] | None = None,
+        source: str | None = None,
+        context: RequestContext | Mapping[str, Any] | None = None,
+        event_id: UUID | str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> AuditEvent:
         provenance: Provenance = {"targets": list(targets)}
         if actor is not None:
             provenance["actor"] = actor
@@ -138,7 +168,7 @@ class AuditCore:
             provenance["event_id"] = event_id
         if occurred_at is not None:
             provenance["occurred_at"] = occurred_at
-        event = build_event(
+        return build_event(
             self.registry,
             action=action,
             workspace_id=workspace_id,
@@ -147,7 +177,20 @@ class AuditCore:
             metadata=metadata,
             provenance=provenance,
         )
-        return self._store([event])[0]
+
+    def record_many(self, drafts: Iterable[Mapping[str, Any]]) -> list[AuditEvent]:
+        """Record many standalone events in one transaction; each draft takes ``record``'s
+        keyword arguments (``action`` and ``workspace_id`` required). Every draft is validated
+        before anything is stored: one invalid draft stores none, and the error names it."""
+        events = []
+        for index, draft in enumerate(drafts):
+            try:
+                events.append(self._build_standalone(**draft))
+            except InvalidEventError as error:
+                raise InvalidEventError(
+                    error.action, [(f"[{index}].{where}", what) for where, what in error.problems]
+                ) from None
+        return self._store(events)
 
     def update(
         self,

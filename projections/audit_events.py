@@ -2,37 +2,15 @@
 
 Sorted by (workspace, time, id) so a workspace's newest-first pages and time ranges read only
 what they return; bloom-filter indexes make lookups by event id, stream, actor and target skip
-almost every granule; an n-gram index serves free-text search.
+almost every granule; an n-gram index serves free-text search. ClickHouse computes the rows
+from the stored events itself, so loading runs at its speed.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
-
-from auditcore.projection.records import EventRecord
-from auditcore.readmodel.model import Column, EventTable, Filter, Row, Table
+from auditcore.readmodel import fields as f
+from auditcore.readmodel.model import Column, EventTable, Filter, Table
 from auditcore.readmodel.registry import register
-
-
-def searchable_text(record: EventRecord) -> str:
-    """Lowercased words a person might search for: action, actor, targets, metadata values."""
-    parts = [record.action, record.actor_id, record.actor_name or "", record.source]
-    for target in record.targets:
-        parts += [target["type"], target["id"], target.get("name") or ""]
-    parts += [str(value) for value in _scalars(record.metadata)]
-    return " ".join(part for part in parts if part).lower()
-
-
-def _scalars(value: object) -> Iterator[object]:
-    if isinstance(value, dict):
-        for item in value.values():
-            yield from _scalars(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _scalars(item)
-    elif value is not None:
-        yield value
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -42,62 +20,53 @@ def parse_target(text: str) -> tuple[str, str]:
     return target_type, target_id
 
 
-def to_rows(record: EventRecord) -> Iterator[Row]:
-    yield {
-        "workspace_id": record.workspace_id,
-        "occurred_at": record.occurred_at,
-        "event_id": record.event_id,
-        "stream_id": record.stream_id,
-        "version": record.version,
-        "position": record.position,
-        "action": record.action,
-        "schema_version": record.schema_version,
-        "actor_id": record.actor_id,
-        "actor_type": record.actor_type,
-        "actor_name": record.actor_name or "",
-        "target_types": [target["type"] for target in record.targets],
-        "target_ids": [target["id"] for target in record.targets],
-        "target_names": [target.get("name") or "" for target in record.targets],
-        "source": record.source,
-        "recorded_at": record.recorded_at,
-        "ip": record.context.get("ip") or "",
-        "user_agent": record.context.get("user_agent") or "",
-        "request_id": record.context.get("request_id") or "",
-        "metadata": json.dumps(
-            record.metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False
-        ),
-        "search_text": searchable_text(record),
-    }
-
+# Free text matches the action, the actor, the source, the targets and the metadata (keys and
+# values, as its JSON text).
+SEARCHABLE = (
+    "lower(concat_ws(' ', action, actor_id, actor_name, source, "
+    "arrayStringConcat(target_types, ' '), arrayStringConcat(target_ids, ' '), "
+    "arrayStringConcat(target_names, ' '), metadata))"
+)
 
 AUDIT_EVENTS = register(
     EventTable(
         name="audit_events",
         description="Every audit event, newest first per workspace.",
-        to_rows=to_rows,
         table=Table(
             columns=(
                 Column("workspace_id", "LowCardinality(String)"),
-                Column("occurred_at", "DateTime64(6, 'UTC')", "CODEC(Delta, ZSTD(1))"),
-                Column("event_id", "UUID"),
-                Column("stream_id", "UUID"),
-                Column("version", "UInt32"),
-                Column("position", "UInt64", "CODEC(Delta, ZSTD(1))"),
-                Column("action", "LowCardinality(String)"),
+                Column(
+                    "occurred_at",
+                    "DateTime64(6, 'UTC')",
+                    "CODEC(Delta, ZSTD(1))",
+                    expr=f.moment("occurred_at"),
+                ),
+                Column("event_id", "UUID", expr="toUUID(event_id)"),
+                Column("stream_id", "UUID", expr="toUUID(_stream_id)"),
+                Column("version", "UInt32", expr="_version"),
+                Column("position", "UInt64", "CODEC(Delta, ZSTD(1))", expr="_position"),
+                Column("action", "LowCardinality(String)", expr="_action"),
                 Column("schema_version", "UInt16"),
-                Column("actor_id", "String"),
-                Column("actor_type", "LowCardinality(String)"),
-                Column("actor_name", "String"),
-                Column("target_types", "Array(LowCardinality(String))"),
-                Column("target_ids", "Array(String)"),
-                Column("target_names", "Array(String)"),
+                Column("actor_id", "String", expr="actor.id"),
+                Column("actor_type", "LowCardinality(String)", expr="actor.type"),
+                Column("actor_name", "String", expr=f.optional("actor.name")),
+                Column("target_types", "Array(LowCardinality(String))", expr=f.each_target("type")),
+                Column("target_ids", "Array(String)", expr=f.each_target("id")),
+                Column("target_names", "Array(String)", expr=f.each_target("name")),
                 Column("source", "LowCardinality(String)"),
-                Column("recorded_at", "DateTime64(6, 'UTC')", "CODEC(Delta, ZSTD(1))"),
-                Column("ip", "String"),
-                Column("user_agent", "String", "CODEC(ZSTD(3))"),
-                Column("request_id", "String"),
+                Column(
+                    "recorded_at",
+                    "DateTime64(6, 'UTC')",
+                    "CODEC(Delta, ZSTD(1))",
+                    expr=f.moment("recorded_at"),
+                ),
+                Column("ip", "String", expr=f.optional("context.ip")),
+                Column(
+                    "user_agent", "String", "CODEC(ZSTD(3))", expr=f.optional("context.user_agent")
+                ),
+                Column("request_id", "String", expr=f.optional("context.request_id")),
                 Column("metadata", "String", "CODEC(ZSTD(3))"),
-                Column("search_text", "String", "CODEC(ZSTD(3))"),
+                Column("search_text", "String", "CODEC(ZSTD(3))", expr=SEARCHABLE),
             ),
             engine="MergeTree",
             order_by=("workspace_id", "occurred_at", "event_id"),

@@ -3,6 +3,7 @@ computed independently from the recorded events."""
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -43,11 +44,13 @@ def newest_first(events: list[AuditEvent]) -> list[AuditEvent]:
 
 def words_of(event: AuditEvent) -> list[str]:
     """What free text may match, per the read model's contract: action, actor, source,
-    targets and metadata values."""
+    targets and the metadata's JSON text (keys and values)."""
     parts = [event.action, event.actor.id, event.actor.name or "", event.source]
     for target in event.targets:
         parts += [target.type, target.id, target.name or ""]
-    parts += [str(value) for value in event.metadata.values()]
+    parts.append(
+        json.dumps(event.metadata, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    )
     return [part.lower() for part in parts]
 
 

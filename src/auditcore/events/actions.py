@@ -95,6 +95,10 @@ class ActionRegistry:
     def __iter__(self) -> Iterator[ActionSpec]:
         return iter(sorted(self._specs.values(), key=lambda spec: spec.name))
 
+    def upcasting_actions(self) -> frozenset[str]:
+        """Actions whose stored events may need upcasting (schema version above 1)."""
+        return frozenset(name for name, spec in self._specs.items() if spec.version > 1)
+
     def copy(self, limits: MetadataLimits | None = None) -> ActionRegistry:
         return ActionRegistry(self._specs, limits or self.limits)
 

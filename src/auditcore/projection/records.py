@@ -6,16 +6,15 @@ the mapper wrote and upcasts the metadata, nothing more.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from uuid import UUID
 
-from eventsourcing.persistence import Notification
+import orjson
 
 from auditcore.events.actions import ActionRegistry
+from auditcore.projection.log import LoggedEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,19 +44,19 @@ class EventRecord:
         return self.action.partition(".")[0]
 
 
-def decode_notification(registry: ActionRegistry, notification: Notification) -> EventRecord:
-    state: dict[str, Any] = json.loads(notification.state)
+def decode_logged(registry: ActionRegistry, logged: LoggedEvent) -> EventRecord:
+    state: dict[str, Any] = orjson.loads(logged.state)
     actor = state["actor"]
     schema_version, metadata = registry.upcast(
-        notification.topic, state.get("schema_version", 1), state.get("metadata", {})
+        logged.action, state.get("schema_version", 1), state.get("metadata", {})
     )
     return EventRecord(
-        position=notification.id,
+        position=logged.position,
         event_id=UUID(state["event_id"]),
         workspace_id=state["workspace_id"],
-        stream_id=UUID(str(notification.originator_id)),
-        version=notification.originator_version,
-        action=notification.topic,
+        stream_id=UUID(logged.stream_id),
+        version=logged.version,
+        action=logged.action,
         schema_version=schema_version,
         actor_id=actor["id"],
         actor_type=actor["type"],
@@ -71,8 +70,22 @@ def decode_notification(registry: ActionRegistry, notification: Notification) ->
     )
 
 
-def decode_all(
-    registry: ActionRegistry, notifications: Iterable[Notification]
-) -> Iterator[EventRecord]:
-    for notification in notifications:
-        yield decode_notification(registry, notification)
+def upcast_states(registry: ActionRegistry, batch: list[LoggedEvent]) -> list[LoggedEvent]:
+    """Rewrite the stored state of events whose action has a newer schema than they were
+    stored with, so SQL-computed read models see current metadata. Others pass untouched."""
+    upcasting = registry.upcasting_actions()
+    if not upcasting:
+        return batch
+    return [
+        _upcast_state(registry, event) if event.action in upcasting else event for event in batch
+    ]
+
+
+def _upcast_state(registry: ActionRegistry, event: LoggedEvent) -> LoggedEvent:
+    state = orjson.loads(event.state)
+    stored_version = state.get("schema_version", 1)
+    version, metadata = registry.upcast(event.action, stored_version, state.get("metadata", {}))
+    if version == stored_version:
+        return event
+    state |= {"schema_version": version, "metadata": metadata}
+    return event._replace(state=orjson.dumps(state, option=orjson.OPT_SORT_KEYS))

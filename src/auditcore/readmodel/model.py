@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
@@ -15,6 +15,7 @@ from uuid import UUID
 from auditcore.projection.records import EventRecord
 
 Row = dict[str, Any]
+HANDLES_PATTERN = r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*(\.\*|\.[a-z][a-z0-9_]*)"
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,9 @@ class Column:
     name: str
     type: str
     codec: str | None = None
+    expr: str | None = None
+    """For an ``EventTable``: the SQL computing this column from the stored event (see
+    ``auditcore.readmodel.fields``); other columns of the same table may be referred to by name."""
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,7 @@ class Table:
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReadModel(ABC):
+class ReadModel:
     """The common declaration of every read model."""
 
     name: str
@@ -78,6 +82,16 @@ class ReadModel(ABC):
     def required_entitlement(self) -> str:
         return self.entitlement or f"{self.name}:read"
 
+    def handles_sql(self, column: str) -> str:
+        """The ``handles`` patterns as a SQL condition on an action column."""
+        conditions = [
+            f"startsWith({column}, '{pattern[:-1]}')"
+            if pattern.endswith(".*")
+            else f"{column} = '{pattern}'"
+            for pattern in self.handles
+        ]
+        return " OR ".join(conditions)
+
     def handles_action(self, action: str) -> bool:
         if not self.handles:
             return True
@@ -90,7 +104,7 @@ class ReadModel(ABC):
         """Changes whenever the table's declaration changes (so a rebuild is needed)."""
         declaration = {
             "version": self.version,
-            "columns": [(c.name, c.type, c.codec) for c in self.table.columns],
+            "columns": [(c.name, c.type, c.codec, c.expr) for c in self.table.columns],
             "engine": self.table.engine,
             "order_by": self.table.order_by,
             "partition_by": self.table.partition_by,
@@ -103,26 +117,34 @@ class ReadModel(ABC):
     def filter(self, name: str) -> Filter | None:
         return next((f for f in self.filters if f.name == name), None)
 
-    def previous_keys(self, records: Sequence[EventRecord]) -> set[UUID]:
-        """Keys whose current row ``rows_for`` needs to evolve (none for append-only tables)."""
-        return set()
-
-    @abstractmethod
-    def rows_for(self, records: Sequence[EventRecord], previous: Mapping[UUID, Row]) -> list[Row]:
-        """Turn a batch of records (already filtered to ``handles``) into rows to insert."""
+    def __post_init__(self) -> None:
+        for pattern in self.handles:
+            if not re.fullmatch(HANDLES_PATTERN, pattern):
+                raise ValueError(
+                    f"read model {self.name!r}: handles pattern {pattern!r} must be an action "
+                    "name or a prefix ending in '.*', e.g. 'incident.*'"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)
 class EventTable(ReadModel):
-    """Each event becomes zero or more rows, appended (an event log, a roll-up)."""
+    """Each handled event becomes a row that ClickHouse computes from the stored event with the
+    columns' SQL (so catch-up and rebuilds run at ClickHouse speed); ``group_by`` turns the
+    batch into a roll-up instead (aggregate columns such as ``count()`` then)."""
 
-    to_rows: Callable[[EventRecord], Iterable[Row]]
-    combine: Callable[[list[Row]], list[Row]] | None = None
-    """Optional pre-aggregation of a batch's rows (e.g. summing counts) before insert."""
+    group_by: tuple[str, ...] = ()
 
-    def rows_for(self, records: Sequence[EventRecord], previous: Mapping[UUID, Row]) -> list[Row]:
-        rows = [row for record in records for row in self.to_rows(record)]
-        return self.combine(rows) if self.combine else rows
+    def select_sql(self, source: str) -> str:
+        """``SELECT`` turning a batch of stored events (``source``) into this table's rows."""
+        columns = ", ".join(
+            f"{column.expr or column.name} AS `{column.name}`" for column in self.table.columns
+        )
+        sql = f"SELECT {columns} FROM {source}"
+        if self.handles:
+            sql += f" WHERE {self.handles_sql('_action')}"
+        if self.group_by:
+            sql += " GROUP BY " + ", ".join(f"`{name}`" for name in self.group_by)
+        return sql
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -134,6 +156,7 @@ class StateTable(ReadModel):
     fold: Callable[[Row | None, EventRecord], Row]
 
     def previous_keys(self, records: Sequence[EventRecord]) -> set[UUID]:
+        """Streams whose current row the batch evolves (all but those it starts)."""
         return {record.stream_id for record in records if record.version > 1}
 
     def rows_for(self, records: Sequence[EventRecord], previous: Mapping[UUID, Row]) -> list[Row]:

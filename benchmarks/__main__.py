@@ -1,0 +1,29 @@
+"""python -m benchmarks [--quick] [--only NAME ...]: run the benchmark suite."""
+
+from __future__ import annotations
+
+import argparse
+
+from benchmarks import catchup
+from benchmarks.common import console, machine
+
+WORKLOADS = {
+    "catchup": {
+        "quick": lambda: catchup.run(events=50_000, library_slice=2_000),
+        "full": lambda: catchup.run(events=1_000_000, library_slice=20_000),
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="small N, for a CI smoke run")
+    parser.add_argument("--only", nargs="*", choices=sorted(WORKLOADS), help="workloads to run")
+    args = parser.parse_args()
+    console.print(f"machine: {machine()}")
+    for name in args.only or sorted(WORKLOADS):
+        WORKLOADS[name]["quick" if args.quick else "full"]()
+
+
+if __name__ == "__main__":
+    main()

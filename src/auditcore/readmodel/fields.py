@@ -1,0 +1,43 @@
+"""SQL for the envelope fields of stored events, for read models whose rows ClickHouse
+computes itself (the fast path: no per-event Python).
+
+Such a read model reads a batch of stored events as rows with these columns: the store's own
+``_position``, ``_stream_id``, ``_version`` and ``_action``, and the envelope's fields as
+stored (parsed once per event by ClickHouse's JSON input format).
+"""
+
+from __future__ import annotations
+
+SOURCE_STRUCTURE = (
+    "_position UInt64, _stream_id String, _version UInt32, _action String, "
+    "event_id String, workspace_id String, occurred_at String, recorded_at String, "
+    "schema_version UInt16, source String, "
+    "actor Tuple(id String, type String, name Nullable(String)), "
+    "targets Array(Tuple(type String, id String, name Nullable(String))), "
+    "context Tuple(ip Nullable(String), user_agent Nullable(String), "
+    "request_id Nullable(String)), "
+    "metadata String"
+)
+"""The batch's columns; ``metadata`` is the metadata's JSON text exactly as stored."""
+
+SOURCE_SETTINGS: dict[str, str | int] = {
+    "input_format_json_read_objects_as_strings": 1,
+    "input_format_json_named_tuples_as_objects": 1,
+    "input_format_json_defaults_for_missing_elements_in_named_tuple": 1,
+    "input_format_skip_unknown_fields": 1,
+}
+
+
+def moment(field: str) -> str:
+    """A UTC timestamp field, to the microsecond."""
+    return f"parseDateTime64BestEffort({field}, 6, 'UTC')"
+
+
+def optional(field: str) -> str:
+    """A nullable text field, as ``''`` when absent."""
+    return f"ifNull({field}, '')"
+
+
+def each_target(field: str) -> str:
+    """One field of every target, in order (``''`` where a target has none)."""
+    return f"arrayMap(t -> ifNull(toString(t.{field}), ''), targets)"

@@ -29,7 +29,7 @@ ADMIN_URL = os.environ.get(
     "AUDITCORE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 RESULTS = Path(__file__).parent / "results"
-console = Console()
+console = Console(width=150)
 
 
 @dataclass

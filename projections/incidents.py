@@ -54,6 +54,7 @@ INCIDENTS = register(
         name="incidents",
         description="Current state of every incident.",
         handles=("incident.*",),
+        starts_with="incident.opened",
         key_column="incident_id",
         fold=fold,
         table=Table(

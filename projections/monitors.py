@@ -58,6 +58,7 @@ MONITORS = register(
         name="monitors",
         description="Current state of every monitor, with outage totals.",
         handles=("monitor.*",),
+        starts_with="monitor.created",
         key_column="monitor_id",
         fold=fold,
         table=Table(

@@ -150,18 +150,23 @@ class EventTable(ReadModel):
 @dataclass(frozen=True, kw_only=True)
 class StateTable(ReadModel):
     """The current state of each stream, one row per stream (kept by ReplacingMergeTree on
-    its version column): ``fold`` evolves the previous row by one event."""
+    its version column): ``fold`` evolves the previous row by one event. A row starts with
+    the ``starts_with`` action; events of streams that never started here are ignored (e.g.
+    a standalone ``incident.comment_added`` recorded without an incident aggregate)."""
 
     key_column: str
+    starts_with: str
     fold: Callable[[Row | None, EventRecord], Row]
 
     def previous_keys(self, records: Sequence[EventRecord]) -> set[UUID]:
         """Streams whose current row the batch evolves (all but those it starts)."""
-        return {record.stream_id for record in records if record.version > 1}
+        return {record.stream_id for record in records if record.action != self.starts_with}
 
     def rows_for(self, records: Sequence[EventRecord], previous: Mapping[UUID, Row]) -> list[Row]:
         latest: dict[UUID, Row] = {}
         for record in records:
             state = latest.get(record.stream_id) or previous.get(record.stream_id)
+            if state is None and record.action != self.starts_with:
+                continue
             latest[record.stream_id] = self.fold(state, record)
         return list(latest.values())

@@ -120,12 +120,18 @@ def test_a_read_model_from_another_event_store_is_refused(
 
 def test_cluster_ddl_uses_on_cluster_and_replicated_engines() -> None:
     table = Table(
-        columns=(Column("id", "UUID"), Column("version", "UInt32")),
+        columns=(
+            Column("id", "UUID"),
+            Column("version", "UInt32"),
+            Column("updated_at", "DateTime"),
+        ),
         engine="ReplacingMergeTree(version)",
         order_by=("id",),
         partition_by="tuple()",
+        ttl="toDateTime(updated_at) + INTERVAL 400 DAY DELETE",
     )
     sql = create_table_sql("things_v1", table, cluster="prod")
+    assert "\nTTL toDateTime(updated_at) + INTERVAL 400 DAY DELETE" in sql
     assert "CREATE TABLE IF NOT EXISTS `things_v1` ON CLUSTER `prod`" in sql
     assert (
         "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/"

@@ -10,7 +10,8 @@ from uuid import UUID
 
 import pytest
 
-from auditcore import ActionRegistry, AuditEvent, Settings
+from auditcore import ActionRegistry, AuditCore, AuditEvent, Settings
+from auditcore.readmodel.queries import EventQuery
 
 WRITER_V1 = """
 from pydantic import BaseModel
@@ -86,3 +87,35 @@ def test_history_stays_readable_without_the_action_registered() -> None:
 def test_a_schema_version_without_its_upcasters_is_refused() -> None:
     with pytest.raises(ValueError, match=r"no upcaster from version\(s\) \[2\]"):
         ActionRegistry().register("widget.renamed", version=3, upcasters={1: dict})
+
+
+def test_read_models_hold_upcast_metadata(pg_settings: Settings) -> None:
+    from pydantic import BaseModel  # noqa: PLC0415
+
+    class Renamed(BaseModel):
+        name: str
+
+    class RenamedV2(BaseModel):
+        new_name: str
+        previous_name: str | None
+
+    old = ActionRegistry()
+    old.register("widget.renamed", Renamed)
+    with AuditCore(pg_settings, registry=old) as audit:
+        stored = audit.record("widget.renamed", workspace_id="acme", metadata={"name": "Blue"})
+
+    new = ActionRegistry()
+    new.register(
+        "widget.renamed",
+        RenamedV2,
+        version=2,
+        upcasters={1: lambda m: {"new_name": m["name"], "previous_name": None}},
+    )
+    with AuditCore(pg_settings, registry=new) as audit:
+        audit.project()
+        event = audit.reader("acme").get(stored.event_id)
+        (found,) = audit.reader("acme").events(EventQuery(text="blue")).items
+
+    assert event.schema_version == 2
+    assert event.metadata == {"new_name": "Blue", "previous_name": None}
+    assert found == event

@@ -9,10 +9,7 @@ the stored events; state tables are folded in Python from each stream's current 
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from uuid import UUID
 
 import orjson
@@ -36,19 +33,6 @@ _FOLDED_SETTINGS: dict[str, str | int] = {
 }
 
 
-@dataclass
-class ProcessorState:
-    """What a processor has done, for status and for the runner's error handling."""
-
-    name: str
-    table: str
-    position: int = 0
-    events_processed: int = 0
-    batches: int = 0
-    updated_at: datetime | None = None
-    started_at: float = field(default_factory=time.monotonic)
-
-
 class Processor:
     """Projects the store into one read model. Not thread-safe: one thread runs one processor
     (it opens its own ClickHouse client in that thread)."""
@@ -67,7 +51,7 @@ class Processor:
         self.target = target
         self.batch_size = batch_size
         self.log = LogReader(app)
-        self.state = ProcessorState(model.name, model.table_name)
+        self.position = 0
         self._client = client
         self._resumed = False
         self._first_event_id: str | None = None
@@ -90,15 +74,15 @@ class Processor:
                 "read model's tables to rebuild them from this store."
             )
         recorded = tracked.position if tracked else 0
-        self.state.position = max(recorded, newest_position_in(self.client, self.model.table_name))
+        self.position = max(recorded, newest_position_in(self.client, self.model.table_name))
         self._resumed = True
-        return self.state.position
+        return self.position
 
     def step(self) -> int:
         """Process the next batch; return how many events it read (0 when caught up)."""
         if not self._resumed:
             self.resume()
-        batch = self.log.after(self.state.position, self.batch_size)
+        batch = self.log.after(self.position, self.batch_size)
         if not batch:
             return 0
         first, last = batch[0].position, batch[-1].position
@@ -112,10 +96,7 @@ class Processor:
         record_position(
             self.client, self.model.table_name, last, self.model.fingerprint(), self._store_id()
         )
-        self.state.position = last
-        self.state.events_processed += len(batch)
-        self.state.batches += 1
-        self.state.updated_at = datetime.now(UTC)
+        self.position = last
         return len(batch)
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:

@@ -353,3 +353,14 @@ def test_time_bounds_are_inclusive_then_exclusive(pg_settings: Settings) -> None
         reader = audit.reader("acme")
         assert reader.events(EventQuery(since=moment)).items == [event]
         assert reader.events(EventQuery(until=moment)).items == []
+
+
+def test_stats_buckets_are_whole_intervals(acme: WorkspaceReader, dataset: Dataset) -> None:
+    since = START + timedelta(hours=5, minutes=17, seconds=3)
+    until = START + timedelta(hours=9, minutes=2)
+    hourly = acme.stats(interval="hour", since=since, until=until)
+    assert (hourly.since, hourly.until) == (START + timedelta(hours=5), START + timedelta(hours=10))
+    expected = sum(
+        1 for e in dataset.in_workspace("acme") if hourly.since <= e.occurred_at < hourly.until
+    )
+    assert sum(b.events for b in hourly.buckets) == expected

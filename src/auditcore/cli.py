@@ -154,7 +154,7 @@ def demo(
         since = min(event.occurred_at for event in run.events)
         console.print(
             stats_table(
-                reader.stats(group_by="action", interval="hour", since=since.replace(minute=0)),
+                reader.stats(group_by="action", interval="hour", since=since),
                 "Q3. Activity per hour, by action",
             )
         )

@@ -206,7 +206,8 @@ class WorkspaceReader:
 
         Minute buckets come from the raw events; hour and day buckets from the hourly roll-up,
         which outlives raw events (older data is downsampled, not lost). ``auto`` picks
-        minutes up to 6 hours, hours up to 30 days, days beyond.
+        minutes up to 6 hours, hours up to 30 days, days beyond. Buckets are whole: ``since``
+        is rounded down and ``until`` up to the interval (UTC), as the result reports.
         """
         if group_by not in _GROUP_COLUMNS:
             raise InvalidQueryError("group_by", f"use one of {', '.join(_GROUP_COLUMNS)}")
@@ -215,8 +216,10 @@ class WorkspaceReader:
         if since >= until:
             raise InvalidQueryError("since", "must be earlier than until")
         chosen = _auto_interval(until - since) if interval == "auto" else interval
-        if chosen not in ("minute", "hour", "day"):
+        if chosen not in _INTERVALS:
             raise InvalidQueryError("interval", "use minute, hour, day or auto")
+        # Whole buckets only: the range widens to the interval's boundaries.
+        since, until = _floor(since, chosen), _ceil(until, chosen)
         if chosen == "minute":
             model, time_column, count = self.model("audit_events"), "occurred_at", "count()"
         else:
@@ -324,6 +327,23 @@ def _checked_limit(limit: int) -> int:
     if not 1 <= limit <= MAX_LIMIT:
         raise InvalidQueryError("limit", f"must be between 1 and {MAX_LIMIT}")
     return limit
+
+
+_INTERVALS: dict[str, timedelta] = {
+    "minute": timedelta(minutes=1),
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+}
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _floor(moment: datetime, interval: str) -> datetime:
+    return moment - (moment - _EPOCH) % _INTERVALS[interval]
+
+
+def _ceil(moment: datetime, interval: str) -> datetime:
+    floored = _floor(moment, interval)
+    return floored if floored == moment else floored + _INTERVALS[interval]
 
 
 def _auto_interval(span: timedelta) -> Interval:

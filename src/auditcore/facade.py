@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
@@ -33,9 +35,15 @@ from auditcore.projection.runner import Progress, ProjectionRunner
 from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.readmodel.registry import ReadModelRegistry, load_read_models
 from auditcore.store.application import AuditApplication
+from auditcore.store.dispatcher import Dispatcher, DispatcherStats, DispatchSettings
+from auditcore.store.recorders import BulkAppender
 from auditcore.store.settings import Settings
+from auditcore.store.shutdown import drain_on_sigterm, stop_draining
 
 A = TypeVar("A", bound=AuditedAggregate)
+
+# Below this, the library's insert (one statement with RETURNING) is as fast as COPY.
+_BULK_APPEND_MIN = 32
 
 # What makes two events "the same" for an idempotent retry: not when it was sent or by
 # which request, but what it says happened.
@@ -61,10 +69,17 @@ class AuditCore:
     """
 
     def __init__(
-        self, settings: Settings | None = None, *, registry: ActionRegistry | None = None
+        self,
+        settings: Settings | None = None,
+        *,
+        registry: ActionRegistry | None = None,
+        dispatch: DispatchSettings | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self.registry = registry or default_registry
+        self._dispatch_settings = dispatch or DispatchSettings()
+        self._dispatcher: Dispatcher | None = None
+        self._dispatcher_lock = threading.Lock()
         try:
             self.app = AuditApplication(self.settings, self.registry)
         except (OperationalError, OSError) as error:
@@ -92,6 +107,11 @@ class AuditCore:
         self.close()
 
     def close(self) -> None:
+        """Drain the dispatcher, then release every connection."""
+        if self._dispatcher is not None:
+            self._dispatcher.close()
+            atexit.unregister(self._dispatcher.close)
+            stop_draining(self._dispatcher.close)
         for client in self._clickhouse_clients:
             client.close()
         self._clickhouse_clients.clear()
@@ -178,6 +198,56 @@ class AuditCore:
             provenance=provenance,
         )
 
+    def dispatch(
+        self,
+        action: str,
+        *,
+        workspace_id: str,
+        actor: Actor | Mapping[str, Any] | None = None,
+        targets: Sequence[Target | Mapping[str, Any]] = (),
+        metadata: BaseModel | Mapping[str, Any] | None = None,
+        source: str | None = None,
+        context: RequestContext | Mapping[str, Any] | None = None,
+        event_id: UUID | str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> Future[AuditEvent]:
+        """Validate a standalone event now and write it in the background, batched with others.
+
+        Returns at once with a future that resolves to the stored event. An invalid event raises
+        here, in the caller; a full buffer raises ``DispatchBufferFullError`` (per the
+        policy). ``flush()`` waits for everything dispatched; leaving the ``with`` block,
+        interpreter exit and SIGTERM drain the buffer.
+        """
+        event = self._build_standalone(
+            action,
+            workspace_id=workspace_id,
+            actor=actor,
+            targets=targets,
+            metadata=metadata,
+            source=source,
+            context=context,
+            event_id=event_id,
+            occurred_at=occurred_at,
+        )
+        return self.dispatcher.submit(event)
+
+    @property
+    def dispatcher(self) -> Dispatcher:
+        with self._dispatcher_lock:
+            if self._dispatcher is None:
+                self._dispatcher = Dispatcher(self._store, self._dispatch_settings)
+                atexit.register(self._dispatcher.close)
+                drain_on_sigterm(self._dispatcher.close)
+            return self._dispatcher
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every dispatched event is stored; False if ``timeout`` passed first."""
+        return self._dispatcher.flush(timeout) if self._dispatcher else True
+
+    def stats(self) -> DispatcherStats | None:
+        """The dispatcher's counters (None until something was dispatched)."""
+        return self._dispatcher.stats() if self._dispatcher else None
+
     def record_many(self, drafts: Iterable[Mapping[str, Any]]) -> list[AuditEvent]:
         """Record many standalone events in one transaction; each draft takes ``record``'s
         keyword arguments (``action`` and ``workspace_id`` required). Every draft is validated
@@ -218,13 +288,29 @@ class AuditCore:
     def _store(self, events: list[AuditEvent]) -> list[AuditEvent]:
         if not events:
             return []
+        unique: dict[UUID, AuditEvent] = {}
+        for event in events:
+            first = unique.setdefault(event.event_id, event)
+            if not _same_content(first, event):
+                raise EventIdReusedError(event.event_id, "twice in one batch, with other content")
+        if len(unique) < len(events):
+            stored = {e.event_id: e for e in self._store(list(unique.values()))}
+            return [stored[event.event_id] for event in events]
         now = datetime.now(UTC)
         stamped = [event.with_recorded_at(now) for event in events]
         try:
-            self.app.save(*stamped)
+            self._append(stamped)
         except IntegrityError:
             return self._store_after_collision(stamped)
         return stamped
+
+    def _append(self, events: list[AuditEvent]) -> None:
+        """One transaction; large batches on PostgreSQL go through binary COPY."""
+        recorder = self.app.recorder
+        if isinstance(recorder, BulkAppender) and len(events) >= _BULK_APPEND_MIN:
+            recorder.append_bulk([self.app.mapper.to_stored_event(event) for event in events])
+        else:
+            self.app.save(*events)
 
     def _store_after_collision(self, events: list[AuditEvent]) -> list[AuditEvent]:
         """Tell a retried (idempotent) event from a reused id and from a version conflict."""

@@ -1,0 +1,276 @@
+"""The dispatcher: fast, bounded, and never losing an accepted event."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from uuid import uuid4
+
+import psycopg
+import pytest
+
+from auditcore import AuditCore, AuditEvent, InvalidEventError, Settings
+from auditcore.projection.log import LogReader
+from auditcore.store.dispatcher import (
+    DispatchBufferFullError,
+    Dispatcher,
+    DispatchSettings,
+    FullBufferPolicy,
+)
+
+ROOT = Path(__file__).parent.parent
+
+
+def stored_comments(audit: AuditCore) -> list[tuple[str, str]]:
+    """(actor id, body) of every stored event, in the store's global order."""
+    import orjson  # noqa: PLC0415
+
+    log = LogReader(audit.app)
+    found: list[tuple[str, str]] = []
+    position = 0
+    while batch := log.after(position, 50_000):
+        for event in batch:
+            state = orjson.loads(event.state)
+            found.append((state["actor"]["id"], state["metadata"]["body"]))
+        position = batch[-1].position
+    return found
+
+
+def test_a_burst_from_many_threads_lands_exactly_once_in_each_threads_order(
+    pg_settings: Settings,
+) -> None:
+    threads, per_thread = 8, 12_500
+    with AuditCore(pg_settings) as audit:
+
+        def produce(tag: str) -> None:
+            for n in range(per_thread):
+                audit.dispatch(
+                    "incident.comment_added",
+                    workspace_id="acme",
+                    metadata={"body": f"{tag} {n}"},
+                    actor={"id": tag},
+                )
+
+        workers = [threading.Thread(target=produce, args=(f"t{i}",)) for i in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert audit.flush(timeout=120)
+        stats = audit.stats()
+        found = stored_comments(audit)
+
+    assert len(found) == threads * per_thread
+    assert len(set(found)) == len(found)
+    for i in range(threads):
+        mine = [body for actor, body in found if actor == f"t{i}"]
+        assert mine == [f"t{i} {n}" for n in range(per_thread)]
+    assert stats is not None
+    assert stats.written == threads * per_thread
+    assert stats.largest_batch > 100, "events were not batched"
+
+
+def test_lost_connections_mid_burst_lose_nothing(pg_settings: Settings) -> None:
+    database = pg_settings.postgres_conninfo()
+    stop = threading.Event()
+
+    def kill_connections() -> None:
+        with psycopg.connect(database, autocommit=True) as admin:
+            while not stop.is_set():
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                time.sleep(0.05)
+
+    with AuditCore(pg_settings) as audit:
+        audit.record("incident.comment_added", workspace_id="acme", metadata={"body": "warm"})
+        killer = threading.Thread(target=kill_connections)
+        killer.start()
+        try:
+            futures = [
+                audit.dispatch(
+                    "incident.comment_added",
+                    workspace_id="acme",
+                    metadata={"body": f"n {n}"},
+                    actor={"id": "k"},
+                )
+                for n in range(20_000)
+            ]
+            time.sleep(1.0)
+        finally:
+            stop.set()
+            killer.join()
+        assert audit.flush(timeout=120)
+        assert all(future.exception() is None for future in futures)
+        found = [body for actor, body in stored_comments(audit) if actor == "k"]
+        stats = audit.stats()
+
+    assert found == [f"n {n}" for n in range(20_000)]
+    assert stats is not None
+
+
+def test_re_dispatching_an_event_id_records_it_once(pg_settings: Settings) -> None:
+    key = uuid4()
+    with AuditCore(pg_settings) as audit:
+        first = audit.dispatch(
+            "incident.comment_added", workspace_id="acme", metadata={"body": "once"}, event_id=key
+        )
+        audit.flush()
+        again = [
+            audit.dispatch(
+                "incident.comment_added",
+                workspace_id="acme",
+                metadata={"body": "once"},
+                event_id=key,
+            )
+            for _ in range(50)
+        ]
+        audit.flush()
+        assert all(future.result().event_id == key for future in [first, *again])
+        assert [body for _, body in stored_comments(audit)] == ["once"]
+
+
+def test_invalid_events_are_refused_in_the_caller(pg_settings: Settings) -> None:
+    with AuditCore(pg_settings) as audit, pytest.raises(InvalidEventError, match=r"metadata\.body"):
+        audit.dispatch("incident.comment_added", workspace_id="acme", metadata={})
+
+
+@pytest.mark.parametrize("policy", [FullBufferPolicy.REJECT, FullBufferPolicy.BLOCK])
+def test_a_full_buffer_refuses_clearly_and_keeps_what_it_accepted(
+    pg_settings: Settings, policy: FullBufferPolicy
+) -> None:
+    gate = threading.Event()
+    with AuditCore(pg_settings) as audit:
+
+        def slow_store(events: list[AuditEvent]) -> list[AuditEvent]:
+            gate.wait()
+            return audit.record_many(
+                [
+                    {
+                        "action": e.action,
+                        "workspace_id": e.workspace_id,
+                        "metadata": e.metadata,
+                        "event_id": e.event_id,
+                    }
+                    for e in events
+                ]
+            )
+
+        dispatcher = Dispatcher(
+            slow_store,
+            DispatchSettings(max_buffer=5, max_batch=2, policy=policy, block_timeout=0.3),
+        )
+        event = audit._build_standalone
+        accepted: list[Future[AuditEvent]] = []
+        started = time.monotonic()
+
+        def fill() -> None:
+            for n in range(100):
+                draft = event(
+                    "incident.comment_added", workspace_id="acme", metadata={"body": f"{n}"}
+                )
+                accepted.append(dispatcher.submit(draft))
+
+        with pytest.raises(DispatchBufferFullError, match="the dispatch buffer is full"):
+            fill()
+        waited = time.monotonic() - started
+        assert 5 <= len(accepted) <= 8  # the buffer, plus the batch the worker holds
+        if policy is FullBufferPolicy.BLOCK:
+            assert waited >= 0.3
+        gate.set()
+        assert dispatcher.close(timeout=30)
+        assert [f.result().metadata["body"] for f in accepted] == [
+            str(n) for n in range(len(accepted))
+        ]
+        assert dispatcher.stats().rejected == 1
+
+
+@pytest.mark.parametrize(("ending", "exit_code"), [("sigterm", -15), ("exit", 0), ("close", 0)])
+def test_shutdown_drains_the_buffer(postgres_database: str, ending: str, exit_code: int) -> None:
+    from tests.conftest import fresh_postgres_store  # noqa: PLC0415
+
+    store = fresh_postgres_store(postgres_database)
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.dispatch_worker", store, "20000", ending],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
+    assert "dispatched" in done.stdout, done.stderr
+    assert done.returncode in (exit_code, 128 + 15 if ending == "sigterm" else exit_code)
+    with AuditCore(Settings(store)) as audit:
+        assert [b for _, b in stored_comments(audit)] == [f"w {n}" for n in range(20_000)]
+
+
+def test_a_follower_sees_every_event_in_order_during_multi_process_ingest(
+    pg_settings: Settings,
+) -> None:
+    writers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.dispatch_worker",
+                pg_settings.event_store,
+                "15000",
+                "close",
+                f"p{i}",
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            cwd=ROOT,
+        )
+        for i in range(3)
+    ]
+    seen: list[int] = []
+    with AuditCore(pg_settings) as audit:
+        log = LogReader(audit.app)
+        position = 0
+        while any(w.poll() is None for w in writers) or (batch := log.after(position, 5_000)):
+            batch = log.after(position, 5_000)
+            seen += [event.position for event in batch]
+            position = batch[-1].position if batch else position
+            if not batch:
+                time.sleep(0.005)
+        for writer in writers:
+            assert writer.wait() == 0, writer.stderr.read() if writer.stderr else ""
+        everything = []
+        position = 0
+        while batch := log.after(position, 50_000):
+            everything += [event.position for event in batch]
+            position = batch[-1].position
+
+    assert len(everything) == 45_000
+    assert seen == everything
+
+
+def test_one_bad_event_fails_alone_not_its_whole_batch(pg_settings: Settings) -> None:
+    from auditcore import EventIdReusedError  # noqa: PLC0415
+
+    key = uuid4()
+    with AuditCore(pg_settings) as audit:
+        audit.record(
+            "incident.comment_added", workspace_id="acme", metadata={"body": "x"}, event_id=key
+        )
+        futures = [
+            audit.dispatch(
+                "incident.comment_added",
+                workspace_id="acme",
+                metadata={"body": "y" if n == 5 else f"ok {n}"},
+                event_id=key if n == 5 else None,
+            )
+            for n in range(10)
+        ]
+        audit.flush()
+        with pytest.raises(EventIdReusedError):
+            futures[5].result()
+        assert [f.result().metadata["body"] for i, f in enumerate(futures) if i != 5] == [
+            f"ok {n}" for n in range(10) if n != 5
+        ]

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import catchup
+from benchmarks import append, catchup
 from benchmarks.common import console, machine
 
 WORKLOADS = {
+    "append": {
+        "quick": lambda: append.run(single=1_000, batched=20_000, dispatched=20_000),
+        "full": lambda: append.run(single=10_000, batched=200_000, dispatched=500_000),
+    },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),
         "full": lambda: catchup.run(events=1_000_000, library_slice=20_000),

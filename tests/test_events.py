@@ -16,7 +16,9 @@ from auditcore.events.factory import build_event
 from auditcore.store.mapper import AuditMapper
 
 words = st.from_regex(r"[a-z][a-z0-9_]{0,8}", fullmatch=True)
-scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=30))
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=30)
+)
 flat_metadata = st.dictionaries(st.text(min_size=1, max_size=40), scalars, max_size=50)
 aware_datetimes = st.datetimes(
     min_value=datetime(1990, 1, 1),
@@ -38,22 +40,33 @@ def test_stored_form_round_trips_and_is_deterministic(
     action: str, metadata: dict[str, Any], occurred_at: datetime
 ) -> None:
     registry = registry_with(action)
-    event = build_event(
-        registry,
-        action=action,
-        workspace_id="acme",
-        stream_id=None,
-        version=1,
-        metadata=metadata,
-        provenance={"occurred_at": occurred_at, "targets": [Target(type="user", id="u1")]},
-    ).with_recorded_at(datetime.now(UTC))
+    recorded_at = datetime.now(UTC)
+    event_id = uuid4()
+
+    def built(metadata: dict[str, Any]) -> AuditEvent:
+        return build_event(
+            registry,
+            action=action,
+            workspace_id="acme",
+            stream_id=None,
+            version=1,
+            metadata=metadata,
+            provenance={
+                "occurred_at": occurred_at,
+                "event_id": event_id,
+                "targets": [Target(type="user", id="u1")],
+            },
+        ).with_recorded_at(recorded_at)
+
+    event = built(metadata)
+    reordered = built(dict(reversed(list(metadata.items()))))
     mapper = AuditMapper(registry)
-    reordered = event.model_copy(update={"metadata": dict(reversed(list(event.metadata.items())))})
 
     stored = mapper.to_stored_event(event)
 
     assert stored.topic == action
     assert stored.state == mapper.to_stored_event(reordered).state
+    assert list(event.metadata) == sorted(event.metadata)
     assert mapper.to_domain_event(stored) == event
     assert event.occurred_at == occurred_at
     assert event.occurred_at.tzinfo is UTC
@@ -155,3 +168,9 @@ def test_freeform_metadata_takes_only_flat_scalars() -> None:
     registry = registry_with("note.added")
     with pytest.raises(InvalidEventError, match=r"metadata.nested"):
         registry.validate_metadata("note.added", {"nested": {"a": 1}})
+
+
+def test_integers_beyond_64_bits_are_refused_with_advice() -> None:
+    registry = registry_with("note.added")
+    with pytest.raises(InvalidEventError, match=r"metadata\.big: integer is outside the 64-bit"):
+        registry.validate_metadata("note.added", {"big": 2**70, "ok": 2**63})

@@ -291,7 +291,7 @@ class AuditCore:
         unique: dict[UUID, AuditEvent] = {}
         for event in events:
             first = unique.setdefault(event.event_id, event)
-            if not _same_content(first, event):
+            if first is not event and not _same_content(first, event):
                 raise EventIdReusedError(event.event_id, "twice in one batch, with other content")
         if len(unique) < len(events):
             stored = {e.event_id: e for e in self._store(list(unique.values()))}

@@ -121,7 +121,7 @@ class ActionRegistry:
             model = spec.schema.model_validate(raw or {})
         except ValidationError as error:
             raise InvalidEventError(name, located_problems("metadata", error)) from None
-        clean = model.model_dump(mode="json", exclude_none=True)
+        clean = sorted_keys(model.model_dump(mode="json", exclude_none=True))
         problems = self.limits.check(clean)
         if problems:
             raise InvalidEventError(name, problems)
@@ -142,6 +142,15 @@ class ActionRegistry:
             metadata = spec.upcasters[schema_version](metadata)
             schema_version += 1
         return schema_version, metadata
+
+
+def sorted_keys(value: Any) -> Any:
+    """The same JSON value with every object's keys in sorted order (deterministic bytes)."""
+    if isinstance(value, dict):
+        return {key: sorted_keys(value[key]) for key in sorted(value)}
+    if isinstance(value, list):
+        return [sorted_keys(item) for item in value]
+    return value
 
 
 def located_problems(prefix: str, error: ValidationError) -> list[tuple[str, str]]:

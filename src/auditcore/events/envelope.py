@@ -63,7 +63,8 @@ UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+    # No whitespace stripping: an audit record keeps exactly what it was given.
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
 
 class ActorType(StrEnum):
@@ -146,7 +147,11 @@ class AuditEvent(_Frozen):
         return self.occurred_at
 
     def with_recorded_at(self, moment: datetime) -> AuditEvent:
-        return self.model_copy(update={"recorded_at": to_utc(moment)})
+        """This event as stored at ``moment`` (an aware UTC datetime)."""
+        # model_construct: every field is already valid, and this runs once per stored event.
+        return AuditEvent.model_construct(
+            self.model_fields_set | {"recorded_at"}, **{**self.__dict__, "recorded_at": moment}
+        )
 
     def summary(self) -> dict[str, Any]:
         """The envelope as JSON-compatible data, with the envelope's field names."""

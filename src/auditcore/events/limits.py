@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
+import orjson
 from pydantic import JsonValue
 
 Problem = tuple[str, str]
@@ -31,7 +31,10 @@ class MetadataLimits:
                     "(nested keys and list items count too)",
                 )
             )
-        size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
+        try:
+            size = len(orjson.dumps(metadata))
+        except TypeError:  # an out-of-range integer, reported above
+            return problems
         if size > self.max_bytes:
             problems.append(
                 ("metadata", f"serializes to {size} bytes; the limit is {self.max_bytes}")
@@ -57,6 +60,8 @@ class MetadataLimits:
             for index, item in enumerate(value):
                 count += self._walk(f"{path}[{index}]", item, problems)
             return count
+        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+            problems.append((path, "integer is outside the 64-bit range; send it as a string"))
         if isinstance(value, str) and len(value) > self.max_value_length:
             problems.append(
                 (

@@ -1,4 +1,5 @@
-"""Deterministic bytes for stored events: compact JSON with sorted keys.
+"""Deterministic bytes for stored events: compact JSON, the envelope's fields in their
+declared order and every metadata object's keys sorted (done when the metadata is validated).
 
 The store's own columns carry the stream id, version and action (as the topic), so the
 stored state holds the rest of the envelope. The same event always encodes to the same bytes.
@@ -6,9 +7,9 @@ stored state holds the rest of the envelope. The same event always encodes to th
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+import orjson
 from eventsourcing.persistence import Transcoder
 
 from auditcore.events.envelope import AuditEvent
@@ -16,20 +17,19 @@ from auditcore.events.envelope import AuditEvent
 COLUMN_FIELDS = frozenset({"stream_id", "version", "action"})
 
 
-def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 class CanonicalJSONTranscoder(Transcoder):
-    """The library's transcoder interface over canonical JSON."""
+    """The library's transcoder interface over compact JSON with sorted keys."""
 
     def encode(self, obj: Any) -> bytes:
-        return canonical_json(obj)
+        return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
 
     def decode(self, data: bytes) -> Any:
-        return json.loads(data)
+        return orjson.loads(data)
 
 
-def envelope_state(event: AuditEvent) -> dict[str, Any]:
-    """The part of the envelope that is not already one of the store's columns."""
-    return event.model_dump(mode="json", exclude=set(COLUMN_FIELDS))
+def encode_envelope(event: AuditEvent) -> bytes:
+    """The part of the envelope that is not already one of the store's columns, as JSON."""
+    return event.__pydantic_serializer__.to_json(event, exclude=_EXCLUDED)
+
+
+_EXCLUDED = dict.fromkeys(COLUMN_FIELDS, True)

@@ -15,7 +15,7 @@ from eventsourcing.persistence import Mapper, MapperDeserialisationError, Stored
 
 from auditcore.events.actions import ActionRegistry
 from auditcore.events.envelope import AuditEvent
-from auditcore.store.codec import CanonicalJSONTranscoder, envelope_state
+from auditcore.store.codec import CanonicalJSONTranscoder, encode_envelope
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,7 @@ class AuditMapper(Mapper[UUID]):
             originator_id=event.stream_id,
             originator_version=event.version,
             topic=event.action,
-            state=self.transcoder.encode(envelope_state(event)),
+            state=encode_envelope(event),
             event_id=event.event_id,
         )
 

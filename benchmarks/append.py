@@ -1,0 +1,179 @@
+"""Append: how fast events reach the store.
+
+Beside, in the same run against the same PostgreSQL: the eventsourcing library's default path
+with one event per save and with ``save(*1000)``, and raw binary COPY into a table identical to
+the events table (the ceiling: no validation, no envelope, no index of event ids).
+"""
+
+from __future__ import annotations
+
+import threading
+from uuid import uuid4
+
+import psycopg
+from eventsourcing.application import Application
+from eventsourcing.domain import Aggregate, event
+
+from auditcore import AuditCore, Settings
+from auditcore.store.dispatcher import DispatchSettings
+from benchmarks.common import (
+    Measurement,
+    bench_registry,
+    console,
+    fresh_database,
+    realistic_drafts,
+    report,
+    timed,
+)
+
+
+class Entry(Aggregate):
+    """What a team would write with the library alone: one aggregate per audit entry."""
+
+    @event("Recorded")
+    def __init__(self, workspace_id: str, action: str, actor_id: str, metadata: dict) -> None:
+        self.workspace_id = workspace_id
+        self.action = action
+        self.actor_id = actor_id
+        self.metadata = metadata
+
+
+class Library(Application[object]):
+    name = "library"
+
+
+def library_env(url: str) -> dict[str, str]:
+    env = Settings(url).eventsourcing_env()
+    env.pop("APPLICATION_RECORDER_TOPIC")
+    return env
+
+
+def entries(count: int) -> list[Entry]:
+    return [
+        Entry(d["workspace_id"], d["action"], d["actor"]["id"], d["metadata"])
+        for d in realistic_drafts(count)
+    ]
+
+
+def library_one_per_save(url: str, count: int) -> Measurement:
+    with Library(env=library_env(url)) as app:
+        batch = entries(count)
+        done, seconds = timed(lambda: sum(1 for entry in batch if app.save(entry)))
+    return Measurement("eventsourcing: one event per save()", done, seconds)
+
+
+def library_batches(url: str, count: int, size: int = 1000) -> Measurement:
+    with Library(env=library_env(url)) as app:
+        batch = entries(count)
+
+        def save_all() -> int:
+            for start in range(0, count, size):
+                app.save(*batch[start : start + size])
+            return count
+
+        done, seconds = timed(save_all)
+    return Measurement(f"eventsourcing: save(*{size})", done, seconds)
+
+
+def auditcore_record(url: str, count: int) -> Measurement:
+    with AuditCore(Settings(url), registry=bench_registry()) as audit:
+        drafts = list(realistic_drafts(count))
+        done, seconds = timed(lambda: sum(1 for d in drafts if audit.record(**d)))
+    return Measurement(
+        "auditcore: record() (returns after commit)",
+        done,
+        seconds,
+        note="validated envelope, one transaction each",
+    )
+
+
+def auditcore_dispatch(url: str, count: int, producers: int = 4) -> Measurement:
+    settings = DispatchSettings(max_buffer=200_000, max_batch=10_000)
+    with AuditCore(Settings(url), registry=bench_registry(), dispatch=settings) as audit:
+        drafts = list(realistic_drafts(count))
+        share = count // producers
+
+        def produce(part: list[dict[str, object]]) -> None:
+            for draft in part:
+                audit.dispatch(**draft)  # type: ignore[arg-type]
+
+        def run() -> int:
+            threads = [
+                threading.Thread(target=produce, args=(drafts[i * share : (i + 1) * share],))
+                for i in range(producers)
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            audit.flush()
+            return share * producers
+
+        done, seconds = timed(run)
+        stats = audit.stats()
+    note = f"{producers} producer threads; validated on dispatch"
+    if stats:
+        note += f"; batches up to {stats.largest_batch:,}, p99 {stats.latency_p99_ms:,.0f} ms"
+    return Measurement("auditcore: dispatch(), sustained until flushed", done, seconds, note=note)
+
+
+def raw_copy(url: str, count: int, size: int = 10_000) -> Measurement:
+    """Binary COPY of ready-made rows into a table shaped like the events table."""
+    with AuditCore(Settings(url), registry=bench_registry()) as audit:
+        rows = []
+        for draft in realistic_drafts(count):
+            stored = audit.app.mapper.to_stored_event(audit._build_standalone(**draft))
+            rows.append(
+                (stored.originator_id, stored.originator_version, stored.topic, stored.state)
+            )
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(
+            "CREATE TABLE raw_events (originator_id uuid NOT NULL, originator_version bigint "
+            "NOT NULL, topic text, state bytea, notification_id bigserial, PRIMARY KEY "
+            "(originator_id, originator_version)); CREATE UNIQUE INDEX ON raw_events "
+            "(notification_id)"
+        )
+
+        def copy_all() -> int:
+            for start in range(0, count, size):
+                with (
+                    conn.transaction(),
+                    conn.cursor() as curs,
+                    curs.copy(
+                        "COPY raw_events (originator_id, originator_version, topic, state) "
+                        "FROM STDIN (FORMAT BINARY)"
+                    ) as copy,
+                ):
+                    copy.set_types(["uuid", "int8", "text", "bytea"])
+                    for row in rows[start : start + size]:
+                        copy.write_row(row)
+            return count
+
+        done, seconds = timed(copy_all)
+    return Measurement(
+        f"raw binary COPY, {size:,} rows per transaction (ceiling)",
+        done,
+        seconds,
+        note="pre-encoded rows, no validation",
+    )
+
+
+def run(single: int, batched: int, dispatched: int) -> list[Measurement]:
+    rows = []
+    for name, measure in (
+        ("raw COPY", lambda url: raw_copy(url, batched)),
+        ("library, one per save", lambda url: library_one_per_save(url, single)),
+        ("library, save(*1000)", lambda url: library_batches(url, batched)),
+        ("auditcore record()", lambda url: auditcore_record(url, single)),
+        ("auditcore dispatch()", lambda url: auditcore_dispatch(url, dispatched)),
+    ):
+        console.print(f"{name} …")
+        with fresh_database(f"ac_bench_append_{uuid4().hex[:4]}") as url:
+            rows.append(measure(url))
+    report(
+        "append — writing events",
+        rows,
+        baseline="eventsourcing: save(*1000)",
+        extra={"events": dispatched},
+    )
+    return rows

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from auditcore import Settings
+from auditcore import AuditCore, Settings
 
 # The console script installed beside this interpreter, whatever PATH says.
 AUDITCORE = str(Path(sys.executable).with_name("auditcore"))
@@ -138,3 +138,31 @@ def test_bad_input_is_a_clear_error_without_a_traceback(
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
+
+
+def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:
+    lines = [
+        json.dumps(
+            {
+                "action": "incident.comment_added",
+                "workspace_id": "acme",
+                "metadata": {"body": f"n{n}"},
+            }
+        )
+        for n in range(300)
+    ]
+    lines.insert(7, '{"action": "incident.comment_added", "workspace_id": "acme"}')
+    lines.insert(12, "[1, 2]")
+    source = tmp_path / "events.jsonl"
+    source.write_text("\n".join(lines))
+    store = str(tmp_path / "e.sqlite")
+
+    done = run("import", str(source), store=store, clickhouse=tmp_path / "ch", check=False)
+
+    assert done.returncode == 2
+    message = " ".join(done.stderr.split())
+    assert "line 8: invalid event 'incident.comment_added'" in message
+    assert "line 13: expected a JSON object, got list" in message
+    assert "2 line(s) skipped" in message
+    with AuditCore(Settings(store)) as audit:
+        assert audit.app.recorder.max_notification_id() == 300

@@ -298,6 +298,68 @@ def record(
         print_events(console, [event], output)
 
 
+@app.command("import")
+def import_events(
+    path: Annotated[
+        typer.FileText, typer.Argument(help="JSON Lines: one event per line, as record() takes it.")
+    ],
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+) -> None:
+    """Dispatch every event of a JSON Lines file in batches, then show the dispatcher's stats.
+
+    Each line is an object with record()'s fields: action, workspace_id, and optionally actor,
+    targets, metadata, source, context, event_id (an idempotency key) and occurred_at. A bad
+    line is reported with its number and skipped; lines with an event_id already stored are not
+    stored twice.
+    """
+    problems: list[str] = []
+    with (
+        _open(event_store) as audit,
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>10} events/s"),
+            console=console,
+        ) as progress,
+    ):
+        task = progress.add_task("dispatching", total=None, rate="-")
+        started = time.monotonic()
+        futures = []
+        for number, line in enumerate(path, start=1):
+            if not line.strip():
+                continue
+            try:
+                futures.append((number, audit.dispatch(**_draft(line))))
+            except (ValueError, TypeError, AuditcoreError) as error:
+                problems.append(f"line {number}: {error}")
+            progress.update(
+                task, advance=1, rate=f"{len(futures) / max(time.monotonic() - started, 1e-6):,.0f}"
+            )
+        audit.flush()
+        problems += [f"line {n}: {f.exception()}" for n, f in futures if f.exception()]
+        stats = audit.stats()
+    table = Table(title="Dispatcher", title_justify="left")
+    for column in ("accepted", "written", "failed", "batches", "largest batch", "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+    if stats:
+        table.add_row(
+            f"{stats.accepted:,}",
+            f"{stats.written:,}",
+            f"{stats.failed:,}",
+            f"{stats.batches:,}",
+            f"{stats.largest_batch:,}",
+            f"{stats.latency_p50_ms:,.1f}",
+            f"{stats.latency_p99_ms:,.1f}",
+        )
+    console.print(table)
+    for problem in problems[:20]:
+        errors.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+    if problems:
+        errors.print(f"{len(problems)} line(s) skipped", highlight=False)
+        raise typer.Exit(code=2)
+
+
 @app.command()
 def history(
     stream_id: Annotated[UUID, typer.Argument(help="The stream (aggregate) id.")],
@@ -448,6 +510,13 @@ def actions() -> None:
         )
         table.add_row(spec.name, str(spec.version), fields or "(none)")
     console.print(table)
+
+
+def _draft(line: str) -> dict[str, Any]:
+    draft = json.loads(line)
+    if not isinstance(draft, dict):
+        raise TypeError(f"expected a JSON object, got {type(draft).__name__}")
+    return draft
 
 
 def _parse_target(text: str) -> Target:

@@ -13,7 +13,6 @@ ids are unique in the store.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections import deque
@@ -87,113 +86,117 @@ class Dispatcher:
         *,
         retry_delays: tuple[float, float] = (0.05, 5.0),
     ) -> None:
-        settings = settings or DispatchSettings()
+        self.settings = settings or DispatchSettings()
         self._write = write
-        self._queue: queue.Queue[_Pending] = queue.Queue(maxsize=settings.max_buffer)
-        self.max_batch = settings.max_batch
-        self.max_delay = settings.max_delay
-        self.policy = settings.policy
-        self.block_timeout = settings.block_timeout
         self._first_retry, self._max_retry = retry_delays
-        self._closed = threading.Event()
-        self._idle = threading.Condition()
+        # One lock guards the buffer, the in-flight count and the counters: a submit costs one
+        # acquisition, and the worker takes a whole batch at once.
+        self._lock = threading.Lock()
+        self._has_events = threading.Condition(self._lock)
+        self._has_room = threading.Condition(self._lock)
+        self._all_done = threading.Condition(self._lock)
+        self._buffer: deque[_Pending] = deque()
         self._in_flight = 0
+        self._closed = False
         self._latencies: deque[float] = deque(maxlen=10_000)
-        self._counts = {
-            "accepted": 0,
-            "written": 0,
-            "failed": 0,
-            "rejected": 0,
-            "batches": 0,
-            "retries": 0,
-            "last_batch_size": 0,
-            "largest_batch": 0,
-        }
-        self._counts_lock = threading.Lock()
+        self._counts = dict.fromkeys(
+            (
+                "accepted",
+                "written",
+                "failed",
+                "rejected",
+                "batches",
+                "retries",
+                "last_batch_size",
+                "largest_batch",
+            ),
+            0,
+        )
         self._worker = threading.Thread(target=self._run, name="auditcore-dispatcher", daemon=True)
         self._worker.start()
 
     def submit(self, event: AuditEvent) -> Future[AuditEvent]:
         """Queue an (already validated) event; the future resolves once it is committed."""
-        if self._closed.is_set():
-            raise DispatcherClosedError("the dispatcher is closed; use record() or a new AuditCore")
         pending = _Pending(event, Future(), time.monotonic())
-        with self._idle:
+        limit = self.settings.max_buffer
+        with self._lock:
+            if self._closed:
+                raise DispatcherClosedError(
+                    "the dispatcher is closed; use record() or a new AuditCore"
+                )
+            if len(self._buffer) >= limit and self.settings.policy is FullBufferPolicy.BLOCK:
+                self._has_room.wait_for(
+                    lambda: len(self._buffer) < limit, timeout=self.settings.block_timeout
+                )
+            if len(self._buffer) >= limit:
+                self._counts["rejected"] += 1
+                raise self._full(event)
+            self._buffer.append(pending)
             self._in_flight += 1
-        try:
-            if self.policy is FullBufferPolicy.REJECT:
-                self._queue.put_nowait(pending)
-            else:
-                self._queue.put(pending, timeout=self.block_timeout)
-        except queue.Full:
-            with self._idle:
-                self._in_flight -= 1
-            self._count("rejected")
-            waited = (
-                "" if self.policy is FullBufferPolicy.REJECT else f" for {self.block_timeout:g}s"
-            )
-            raise DispatchBufferFullError(
-                f"the dispatch buffer is full ({self._queue.maxsize:,} events waiting{waited}), "
-                f"so event {event.event_id} ({event.action}) was not accepted: the event store "
-                "is slower than the event rate, or unreachable. Retry it, use record() to write "
-                "synchronously, or raise max_buffer."
-            ) from None
-        self._count("accepted")
+            self._counts["accepted"] += 1
+            if len(self._buffer) == 1 or len(self._buffer) >= self.settings.max_batch:
+                self._has_events.notify()
         return pending.future
+
+    def _full(self, event: AuditEvent) -> DispatchBufferFullError:
+        waited = (
+            ""
+            if self.settings.policy is FullBufferPolicy.REJECT
+            else f" for {self.settings.block_timeout:g}s"
+        )
+        return DispatchBufferFullError(
+            f"the dispatch buffer is full ({self.settings.max_buffer:,} events waiting{waited}), "
+            f"so event {event.event_id} ({event.action}) was not accepted: the event store "
+            "is slower than the event rate, or unreachable. Retry it, use record() to write "
+            "synchronously, or raise max_buffer."
+        )
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every accepted event is written (or failed); False on timeout."""
-        with self._idle:
-            return self._idle.wait_for(lambda: self._in_flight == 0, timeout=timeout)
+        with self._lock:
+            return self._all_done.wait_for(lambda: self._in_flight == 0, timeout=timeout)
 
     def close(self, timeout: float | None = 30.0) -> bool:
         """Stop accepting, drain what is queued, stop the worker; False if it timed out."""
-        self._closed.set()
+        with self._lock:
+            self._closed = True
+            self._has_events.notify()
         drained = self.flush(timeout)
         self._worker.join(timeout=1.0)
         return drained
 
     def stats(self) -> DispatcherStats:
-        with self._counts_lock:
+        with self._lock:
             counts = dict(self._counts)
             latencies = sorted(self._latencies)
+            queued = len(self._buffer)
 
         def percentile(p: float) -> float:
-            return (
-                latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
-                if latencies
-                else 0.0
-            )
+            if not latencies:
+                return 0.0
+            return latencies[min(len(latencies) - 1, int(p * len(latencies)))] * 1000
 
         return DispatcherStats(
-            queued=self._queue.qsize(),
+            queued=queued,
             latency_p50_ms=percentile(0.5),
             latency_p99_ms=percentile(0.99),
             **counts,
         )
 
-    def _count(self, name: str, amount: int = 1) -> None:
-        with self._counts_lock:
-            self._counts[name] += amount
-
     def _run(self) -> None:
-        while not (self._closed.is_set() and self._queue.empty()):
-            try:
-                first = self._queue.get(timeout=0.1)
-            except queue.Empty:
-                continue
-            batch = [first]
-            deadline = time.monotonic() + self.max_delay
-            while len(batch) < self.max_batch:
-                remaining = deadline - time.monotonic()
-                try:
-                    batch.append(
-                        self._queue.get(timeout=remaining)
-                        if remaining > 0
-                        else self._queue.get_nowait()
-                    )
-                except queue.Empty:
-                    break
+        while True:
+            with self._lock:
+                self._has_events.wait_for(lambda: bool(self._buffer) or self._closed)
+                if not self._buffer:
+                    return  # closed and drained
+                short = len(self._buffer) < self.settings.max_batch and not self._closed
+            if short:
+                # Let more events join this batch, up to max_delay.
+                time.sleep(self.settings.max_delay)
+            with self._lock:
+                size = min(len(self._buffer), self.settings.max_batch)
+                batch = [self._buffer.popleft() for _ in range(size)]
+                self._has_room.notify_all()
             self._write_batch(batch)
 
     def _write_batch(self, batch: list[_Pending]) -> None:
@@ -203,7 +206,8 @@ class Dispatcher:
                 stored = self._write([pending.event for pending in batch])
             except TRANSIENT:
                 # Keep retrying: these events were accepted and must not be lost.
-                self._count("retries")
+                with self._lock:
+                    self._counts["retries"] += 1
                 time.sleep(delay)
                 delay = min(delay * 2, self._max_retry)
                 continue
@@ -220,15 +224,16 @@ class Dispatcher:
         now = time.monotonic()
         for pending, event in zip(batch, stored, strict=True):
             pending.future.set_result(event)
-            self._latencies.append(now - pending.submitted)
-        self._finish(batch, "written")
-        with self._counts_lock:
+        with self._lock:
+            self._latencies.extend(now - pending.submitted for pending in batch)
             self._counts["batches"] += 1
             self._counts["last_batch_size"] = len(batch)
             self._counts["largest_batch"] = max(self._counts["largest_batch"], len(batch))
+        self._finish(batch, "written")
 
     def _finish(self, batch: list[_Pending], outcome: str) -> None:
-        self._count(outcome, len(batch))
-        with self._idle:
+        with self._lock:
+            self._counts[outcome] += len(batch)
             self._in_flight -= len(batch)
-            self._idle.notify_all()
+            if self._in_flight == 0:
+                self._all_done.notify_all()

@@ -274,3 +274,11 @@ def test_one_bad_event_fails_alone_not_its_whole_batch(pg_settings: Settings) ->
         assert [f.result().metadata["body"] for i, f in enumerate(futures) if i != 5] == [
             f"ok {n}" for n in range(10) if n != 5
         ]
+
+
+def test_dispatch_settings_take_policy_names_and_refuse_nonsense() -> None:
+    assert DispatchSettings(policy="reject").policy is FullBufferPolicy.REJECT  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="'drop' is not a valid FullBufferPolicy"):
+        DispatchSettings(policy="drop")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="max_buffer and max_batch must be at least 1"):
+        DispatchSettings(max_buffer=0)

@@ -34,6 +34,7 @@ from auditcore.events import (
 )
 from auditcore.facade import AuditCore
 from auditcore.store import Settings
+from auditcore.store.dispatcher import DispatchBufferFullError, DispatchSettings, FullBufferPolicy
 
 __all__ = [
     "SYSTEM_ACTOR",
@@ -46,9 +47,12 @@ __all__ = [
     "AuditedAggregate",
     "ConfigurationError",
     "ConflictError",
+    "DispatchBufferFullError",
+    "DispatchSettings",
     "DomainRuleError",
     "EventIdReusedError",
     "FreeformMetadata",
+    "FullBufferPolicy",
     "Incident",
     "IncidentRuleError",
     "IncidentStatus",

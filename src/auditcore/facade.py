@@ -92,8 +92,13 @@ class AuditCore:
         self._migrated = False
 
     @classmethod
-    def from_env(cls, *, registry: ActionRegistry | None = None) -> AuditCore:
-        return cls(Settings.from_env(), registry=registry)
+    def from_env(
+        cls,
+        *,
+        registry: ActionRegistry | None = None,
+        dispatch: DispatchSettings | None = None,
+    ) -> AuditCore:
+        return cls(Settings.from_env(), registry=registry, dispatch=dispatch)
 
     def __enter__(self) -> Self:
         return self

@@ -52,6 +52,14 @@ class DispatchSettings:
     policy: FullBufferPolicy = FullBufferPolicy.BLOCK
     block_timeout: float = 5.0
 
+    def __post_init__(self) -> None:
+        # Accept "block" / "reject" as well as the enum (e.g. from configuration).
+        object.__setattr__(self, "policy", FullBufferPolicy(self.policy))
+        if self.max_buffer < 1 or self.max_batch < 1:
+            raise ValueError("max_buffer and max_batch must be at least 1")
+        if self.max_delay < 0 or self.block_timeout < 0:
+            raise ValueError("max_delay and block_timeout cannot be negative")
+
 
 @dataclass(frozen=True)
 class DispatcherStats:

@@ -11,7 +11,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from auditcore import ActionRegistry, AuditEvent, InvalidEventError, MetadataLimits, Target
+from auditcore import (
+    ActionRegistry,
+    AuditEvent,
+    InvalidEventError,
+    MetadataLimits,
+    RequestContext,
+    Target,
+)
 from auditcore.events.factory import build_event
 from auditcore.store.mapper import AuditMapper
 
@@ -174,3 +181,16 @@ def test_integers_beyond_64_bits_are_refused_with_advice() -> None:
     registry = registry_with("note.added")
     with pytest.raises(InvalidEventError, match=r"metadata\.big: integer is outside the 64-bit"):
         registry.validate_metadata("note.added", {"big": 2**70, "ok": 2**63})
+
+
+@given(st.ip_addresses())
+def test_ip_addresses_are_kept_in_canonical_form(address: Any) -> None:
+    context = RequestContext.model_validate({"ip": str(address)})
+    assert context.ip == str(address)
+    assert RequestContext.model_validate({"ip": str(address).upper()}).ip == str(address)
+
+
+@pytest.mark.parametrize("bad", ["256.1.1.1", "1.2.3", "01.2.3.4", "example.com", ""])
+def test_malformed_ip_addresses_are_refused(bad: str) -> None:
+    with pytest.raises(ValidationError, match="does not appear to be an IPv4 or IPv6 address"):
+        RequestContext.model_validate({"ip": bad})

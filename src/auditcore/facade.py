@@ -201,6 +201,7 @@ class AuditCore:
             version=1,
             metadata=metadata,
             provenance=provenance,
+            recorded=True,
         )
 
     def dispatch(
@@ -302,7 +303,8 @@ class AuditCore:
             stored = {e.event_id: e for e in self._store(list(unique.values()))}
             return [stored[event.event_id] for event in events]
         now = datetime.now(UTC)
-        stamped = [event.with_recorded_at(now) for event in events]
+        # Standalone events were stamped when built; aggregates' events are stamped here.
+        stamped = [event if event.recorded_at else event.with_recorded_at(now) for event in events]
         try:
             self._append(stamped)
         except IntegrityError:

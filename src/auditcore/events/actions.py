@@ -11,7 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from auditcore.errors import InvalidEventError, UnknownActionError
-from auditcore.events.envelope import ACTION_PATTERN
+from auditcore.events.envelope import ACTION_PATTERN, PATTERN_RULES
 from auditcore.events.limits import MetadataLimits
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -160,7 +160,11 @@ def located_problems(prefix: str, error: ValidationError) -> list[tuple[str, str
         location = prefix
         for part in detail["loc"]:
             location += f"[{part}]" if isinstance(part, int) else f".{part}"
-        problems.append((location, detail["msg"].removeprefix("Value error, ")))
+        message = detail["msg"].removeprefix("Value error, ")
+        rule = PATTERN_RULES.get(detail.get("ctx", {}).get("pattern", ""))
+        if detail["type"] == "string_pattern_mismatch" and rule:
+            message = f"{detail['input']!r} is not valid: {rule}"
+        problems.append((location, message))
     return problems
 
 

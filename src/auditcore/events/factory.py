@@ -25,12 +25,14 @@ def build_event(
     metadata: BaseModel | Mapping[str, Any] | None,
     subject: Sequence[Target] = (),
     provenance: Provenance,
+    recorded: bool = False,
 ) -> AuditEvent:
     """Build an event, reporting every problem at once rather than the first one.
 
     ``subject`` are the targets the domain itself knows (e.g. the incident);
     the caller's own ``targets`` are appended after them. ``stream_id=None`` makes
-    a standalone event that is its own one-event stream.
+    a standalone event that is its own one-event stream. ``recorded=True`` stamps
+    ``recorded_at`` now (the event goes straight to the store); otherwise the store stamps it.
     """
     provenance = with_ambient(provenance)
     problems: list[tuple[str, str]] = []
@@ -54,6 +56,7 @@ def build_event(
         "schema_version": schema_version,
         "targets": [*subject, *provenance.get("targets", [])],
         "occurred_at": provenance.get("occurred_at", now),
+        "recorded_at": now if recorded else None,
         "metadata": clean_metadata,
     }
     for optional in ("actor", "source", "context"):

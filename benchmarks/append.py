@@ -87,6 +87,24 @@ def auditcore_record(url: str, count: int) -> Measurement:
     )
 
 
+def auditcore_record_many(url: str, count: int, size: int = 1000) -> Measurement:
+    with AuditCore(Settings(url), registry=bench_registry()) as audit:
+        drafts = list(realistic_drafts(count))
+
+        def record_all() -> int:
+            for start in range(0, count, size):
+                audit.record_many(drafts[start : start + size])
+            return count
+
+        done, seconds = timed(record_all)
+    return Measurement(
+        f"auditcore: record_many({size:,} at a time)",
+        done,
+        seconds,
+        note="validated envelope; COPY in one locked transaction",
+    )
+
+
 def auditcore_dispatch(url: str, count: int, producers: int = 4) -> Measurement:
     settings = DispatchSettings(max_buffer=200_000, max_batch=10_000)
     with AuditCore(Settings(url), registry=bench_registry(), dispatch=settings) as audit:
@@ -165,6 +183,7 @@ def run(single: int, batched: int, dispatched: int) -> list[Measurement]:
         ("library, one per save", lambda url: library_one_per_save(url, single)),
         ("library, save(*1000)", lambda url: library_batches(url, batched)),
         ("auditcore record()", lambda url: auditcore_record(url, single)),
+        ("auditcore record_many()", lambda url: auditcore_record_many(url, batched)),
         ("auditcore dispatch()", lambda url: auditcore_dispatch(url, dispatched)),
     ):
         console.print(f"{name} …")

@@ -6,7 +6,6 @@ import subprocess
 import sys
 import threading
 import time
-from concurrent.futures import Future
 from pathlib import Path
 from uuid import uuid4
 
@@ -18,6 +17,7 @@ from auditcore.projection.log import LogReader
 from auditcore.store.dispatcher import (
     DispatchBufferFullError,
     Dispatcher,
+    DispatchHandle,
     DispatchSettings,
     FullBufferPolicy,
 )
@@ -166,7 +166,7 @@ def test_a_full_buffer_refuses_clearly_and_keeps_what_it_accepted(
             DispatchSettings(max_buffer=5, max_batch=2, policy=policy, block_timeout=0.3),
         )
         event = audit._build_standalone
-        accepted: list[Future[AuditEvent]] = []
+        accepted: list[DispatchHandle] = []
         started = time.monotonic()
 
         def fill() -> None:

@@ -7,7 +7,6 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
@@ -35,7 +34,12 @@ from auditcore.projection.runner import Progress, ProjectionRunner
 from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.readmodel.registry import ReadModelRegistry, load_read_models
 from auditcore.store.application import AuditApplication
-from auditcore.store.dispatcher import Dispatcher, DispatcherStats, DispatchSettings
+from auditcore.store.dispatcher import (
+    Dispatcher,
+    DispatcherStats,
+    DispatchHandle,
+    DispatchSettings,
+)
 from auditcore.store.recorders import BulkAppender
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
@@ -216,11 +220,11 @@ class AuditCore:
         context: RequestContext | Mapping[str, Any] | None = None,
         event_id: UUID | str | None = None,
         occurred_at: datetime | None = None,
-    ) -> Future[AuditEvent]:
+    ) -> DispatchHandle:
         """Validate a standalone event now and write it in the background, batched with others.
 
-        Returns at once with a future that resolves to the stored event. An invalid event raises
-        here, in the caller; a full buffer raises ``DispatchBufferFullError`` (per the
+        Returns at once with a handle whose ``result()`` is the stored event. An invalid event
+        raises here, in the caller; a full buffer raises ``DispatchBufferFullError`` (per the
         policy). ``flush()`` waits for everything dispatched; leaving the ``with`` block,
         interpreter exit and SIGTERM drain the buffer.
         """

@@ -1,6 +1,6 @@
 """The dispatcher: audit events handed over off the request path, written in large batches.
 
-``submit`` returns at once with a future; a background worker groups queued events into
+``submit`` returns at once with a handle; a background worker groups queued events into
 batches (up to ``max_batch`` events, waiting at most ``max_delay`` for more) and writes each
 batch in one transaction. The buffer is bounded; when it is full the policy applies: ``block``
 (wait up to ``block_timeout``, then refuse) or ``reject`` (refuse at once). A refused event is
@@ -17,7 +17,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from concurrent.futures import Future
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -76,11 +75,40 @@ class DispatcherStats:
     latency_p99_ms: float
 
 
-@dataclass
-class _Pending:
-    event: AuditEvent
-    future: Future[AuditEvent]
-    submitted: float
+class DispatchHandle:
+    """What ``dispatch`` returns: the event's outcome, once its batch is written.
+
+    Far lighter than a ``concurrent.futures.Future`` (no lock of its own): every handle
+    waits on its dispatcher's one condition, which is notified once per batch.
+    """
+
+    __slots__ = ("_done", "_error", "_result", "_signal", "event", "submitted")
+
+    def __init__(self, event: AuditEvent, signal: threading.Condition) -> None:
+        self.event = event
+        self.submitted = time.monotonic()
+        self._signal = signal
+        self._done = False
+        self._result: AuditEvent | None = None
+        self._error: BaseException | None = None
+
+    def done(self) -> bool:
+        return self._done
+
+    def result(self, timeout: float | None = None) -> AuditEvent:
+        """The stored event; raises what storing it raised, or ``TimeoutError``."""
+        error = self.exception(timeout)
+        if error is not None:
+            raise error
+        assert self._result is not None  # done without an error means stored
+        return self._result
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        if not self._done:
+            with self._signal:
+                if not self._signal.wait_for(self.done, timeout=timeout):
+                    raise TimeoutError(f"event {self.event.event_id} is not written yet")
+        return self._error
 
 
 class Dispatcher:
@@ -103,7 +131,7 @@ class Dispatcher:
         self._has_events = threading.Condition(self._lock)
         self._has_room = threading.Condition(self._lock)
         self._all_done = threading.Condition(self._lock)
-        self._buffer: deque[_Pending] = deque()
+        self._buffer: deque[DispatchHandle] = deque()
         self._in_flight = 0
         self._closed = False
         self._latencies: deque[float] = deque(maxlen=10_000)
@@ -123,9 +151,9 @@ class Dispatcher:
         self._worker = threading.Thread(target=self._run, name="auditcore-dispatcher", daemon=True)
         self._worker.start()
 
-    def submit(self, event: AuditEvent) -> Future[AuditEvent]:
-        """Queue an (already validated) event; the future resolves once it is committed."""
-        pending = _Pending(event, Future(), time.monotonic())
+    def submit(self, event: AuditEvent) -> DispatchHandle:
+        """Queue an (already validated) event; the handle resolves once it is committed."""
+        pending = DispatchHandle(event, self._all_done)
         limit = self.settings.max_buffer
         with self._lock:
             if self._closed:
@@ -144,7 +172,7 @@ class Dispatcher:
             self._counts["accepted"] += 1
             if len(self._buffer) == 1 or len(self._buffer) >= self.settings.max_batch:
                 self._has_events.notify()
-        return pending.future
+        return pending
 
     def _full(self, event: AuditEvent) -> DispatchBufferFullError:
         waited = (
@@ -207,7 +235,7 @@ class Dispatcher:
                 self._has_room.notify_all()
             self._write_batch(batch)
 
-    def _write_batch(self, batch: list[_Pending]) -> None:
+    def _write_batch(self, batch: list[DispatchHandle]) -> None:
         delay = self._first_retry
         while True:
             try:
@@ -225,13 +253,13 @@ class Dispatcher:
                     for pending in batch:
                         self._write_batch([pending])
                     return
-                batch[0].future.set_exception(error)
+                batch[0]._error = error
                 self._finish(batch, "failed")
                 return
             break
         now = time.monotonic()
         for pending, event in zip(batch, stored, strict=True):
-            pending.future.set_result(event)
+            pending._result = event
         with self._lock:
             self._latencies.extend(now - pending.submitted for pending in batch)
             self._counts["batches"] += 1
@@ -239,9 +267,10 @@ class Dispatcher:
             self._counts["largest_batch"] = max(self._counts["largest_batch"], len(batch))
         self._finish(batch, "written")
 
-    def _finish(self, batch: list[_Pending], outcome: str) -> None:
+    def _finish(self, batch: list[DispatchHandle], outcome: str) -> None:
         with self._lock:
+            for pending in batch:
+                pending._done = True
             self._counts[outcome] += len(batch)
             self._in_flight -= len(batch)
-            if self._in_flight == 0:
-                self._all_done.notify_all()
+            self._all_done.notify_all()

@@ -120,15 +120,17 @@ def test_naive_timestamps_are_refused_with_a_fix() -> None:
 
 
 def test_a_target_listed_twice_is_refused() -> None:
-    with pytest.raises(ValidationError, match="listed more than once"):
-        AuditEvent(
-            event_id=uuid4(),
+    registry = registry_with("note.added")
+    twice = [Target(type="user", id="1"), Target(type="user", id="1")]
+    with pytest.raises(InvalidEventError, match="targets: the same target"):
+        build_event(
+            registry,
+            action="note.added",
             workspace_id="acme",
-            stream_id=uuid4(),
+            stream_id=None,
             version=1,
-            action="a.b",
-            occurred_at=datetime.now(UTC),
-            targets=(Target(type="user", id="1"), Target(type="user", id="1")),
+            metadata={},
+            provenance={"targets": twice},
         )
 
 
@@ -194,3 +196,22 @@ def test_ip_addresses_are_kept_in_canonical_form(address: Any) -> None:
 def test_malformed_ip_addresses_are_refused(bad: str) -> None:
     with pytest.raises(ValidationError, match="does not appear to be an IPv4 or IPv6 address"):
         RequestContext.model_validate({"ip": bad})
+
+
+def test_event_ids_are_distinct_version_4_uuids_even_across_a_fork() -> None:
+    import os  # noqa: PLC0415
+
+    from auditcore.events.ids import new_event_id  # noqa: PLC0415
+
+    mine = {new_event_id() for _ in range(3000)}
+    assert len(mine) == 3000
+    assert {u.version for u in mine} == {4}
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.write(write, b"".join(new_event_id().bytes for _ in range(100)))
+        os._exit(0)
+    os.waitpid(child, 0)
+    theirs = os.read(read, 1600)
+    ours = b"".join(new_event_id().bytes for _ in range(100))
+    assert theirs != ours

@@ -9,7 +9,7 @@ from ipaddress import ip_address
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 WORKSPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -120,13 +120,6 @@ class AuditEvent(_Frozen):
     recorded_at: UtcDatetime | None = None
     context: RequestContext = RequestContext()
     metadata: dict[str, JsonValue] = Field(default_factory=dict)
-
-    @field_validator("targets")
-    @classmethod
-    def _targets_are_distinct(cls, targets: tuple[Target, ...]) -> tuple[Target, ...]:
-        if len({(target.type, target.id) for target in targets}) != len(targets):
-            raise ValueError("the same target (type, id) is listed more than once")
-        return targets
 
     # The eventsourcing library's DomainEventProtocol.
     @property

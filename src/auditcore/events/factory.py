@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import UUID
 
 from pydantic import BaseModel, JsonValue, ValidationError
 
 from auditcore.errors import InvalidEventError, UnknownActionError
 from auditcore.events.actions import ActionRegistry, located_problems
 from auditcore.events.envelope import AuditEvent, Target
+from auditcore.events.ids import new_event_id
 from auditcore.events.provenance import Provenance, with_ambient
 
 
@@ -45,7 +46,7 @@ def build_event(
     except InvalidEventError as error:
         problems.extend(error.problems)
 
-    event_id = provenance.get("event_id") or uuid4()
+    event_id = provenance.get("event_id") or new_event_id()
     now = datetime.now(UTC)
     fields: dict[str, Any] = {
         "event_id": event_id,
@@ -67,6 +68,8 @@ def build_event(
     except ValidationError as error:
         problems[:0] = located_problems("", error)
         event = None
+    if event is not None and len({(t.type, t.id) for t in event.targets}) != len(event.targets):
+        problems.append(("targets", "the same target (type, id) is listed more than once"))
     if problems or event is None:
         raise InvalidEventError(action, [(loc.lstrip("."), msg) for loc, msg in problems])
     return event

@@ -171,9 +171,7 @@ def test_a_full_buffer_refuses_clearly_and_keeps_what_it_accepted(
 
         def fill() -> None:
             for n in range(100):
-                draft = event(
-                    "incident.comment_added", workspace_id="acme", metadata={"body": f"{n}"}
-                )
+                draft = event("incident.comment_added", "acme", {"body": f"{n}"}, {})
                 accepted.append(dispatcher.submit(draft))
 
         with pytest.raises(DispatchBufferFullError, match="the dispatch buffer is full"):

@@ -20,6 +20,7 @@ from rich.table import Table
 from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
 from auditcore.errors import AuditcoreError
 from auditcore.events.envelope import Actor, ActorType, Target
+from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
 from auditcore.projection.runner import ProcessorStatus
 from auditcore.readmodel.queries import EventQuery
@@ -286,15 +287,14 @@ def record(
     except json.JSONDecodeError as error:
         raise typer.BadParameter(f"not valid JSON: {error}", param_hint="--metadata") from None
     with _open(event_store) as audit:
-        event = audit.record(
-            action,
-            workspace_id=workspace,
-            actor=Actor(id=actor_id, type=actor_type, name=actor_name),
-            targets=[_parse_target(text) for text in targets or []],
-            metadata=parsed_metadata,
-            source=source,
-            event_id=event_id,
-        )
+        provenance: Provenance = {
+            "actor": Actor(id=actor_id, type=actor_type, name=actor_name),
+            "targets": [_parse_target(text) for text in targets or []],
+            "source": source,
+        }
+        if event_id:
+            provenance["event_id"] = event_id
+        event = audit.record(action, workspace_id=workspace, metadata=parsed_metadata, **provenance)
         print_events(console, [event], output)
 
 

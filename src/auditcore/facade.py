@@ -6,11 +6,11 @@ import atexit
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
-from typing import Any, Self, TypeVar, cast
+from typing import Any, Self, TypeVar, Unpack, cast
 from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
@@ -27,7 +27,7 @@ from auditcore.errors import (
     StreamNotFoundError,
 )
 from auditcore.events.actions import ActionRegistry, default_registry
-from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
+from auditcore.events.envelope import AuditEvent
 from auditcore.events.factory import build_event
 from auditcore.events.provenance import Provenance
 from auditcore.projection.runner import Progress, ProjectionRunner
@@ -144,59 +144,24 @@ class AuditCore:
         action: str,
         *,
         workspace_id: str,
-        actor: Actor | Mapping[str, Any] | None = None,
-        targets: Sequence[Target | Mapping[str, Any]] = (),
         metadata: BaseModel | Mapping[str, Any] | None = None,
-        source: str | None = None,
-        context: RequestContext | Mapping[str, Any] | None = None,
-        event_id: UUID | str | None = None,
-        occurred_at: datetime | None = None,
+        **provenance: Unpack[Provenance],
     ) -> AuditEvent:
         """Record one standalone event (no aggregate needed) and return it once committed.
 
-        Re-recording with the same ``event_id`` and content returns the first event and
-        stores nothing new.
+        ``provenance``: ``actor``, ``targets``, ``source``, ``context``, ``event_id`` (an
+        idempotency key: re-recording the same id and content returns the first event and
+        stores nothing new) and ``occurred_at``.
         """
-        return self._store(
-            [
-                self._build_standalone(
-                    action,
-                    workspace_id=workspace_id,
-                    actor=actor,
-                    targets=targets,
-                    metadata=metadata,
-                    source=source,
-                    context=context,
-                    event_id=event_id,
-                    occurred_at=occurred_at,
-                )
-            ]
-        )[0]
+        return self._store([self._build_standalone(action, workspace_id, metadata, provenance)])[0]
 
     def _build_standalone(
         self,
         action: str,
-        *,
         workspace_id: str,
-        actor: Actor | Mapping[str, Any] | None = None,
-        targets: Sequence[Target | Mapping[str, Any]] = (),
-        metadata: BaseModel | Mapping[str, Any] | None = None,
-        source: str | None = None,
-        context: RequestContext | Mapping[str, Any] | None = None,
-        event_id: UUID | str | None = None,
-        occurred_at: datetime | None = None,
+        metadata: BaseModel | Mapping[str, Any] | None,
+        provenance: Provenance,
     ) -> AuditEvent:
-        provenance: Provenance = {"targets": list(targets)}
-        if actor is not None:
-            provenance["actor"] = actor
-        if source is not None:
-            provenance["source"] = source
-        if context is not None:
-            provenance["context"] = context
-        if event_id is not None:
-            provenance["event_id"] = event_id
-        if occurred_at is not None:
-            provenance["occurred_at"] = occurred_at
         return build_event(
             self.registry,
             action=action,
@@ -213,33 +178,19 @@ class AuditCore:
         action: str,
         *,
         workspace_id: str,
-        actor: Actor | Mapping[str, Any] | None = None,
-        targets: Sequence[Target | Mapping[str, Any]] = (),
         metadata: BaseModel | Mapping[str, Any] | None = None,
-        source: str | None = None,
-        context: RequestContext | Mapping[str, Any] | None = None,
-        event_id: UUID | str | None = None,
-        occurred_at: datetime | None = None,
+        **provenance: Unpack[Provenance],
     ) -> DispatchHandle:
         """Validate a standalone event now and write it in the background, batched with others.
 
-        Returns at once with a handle whose ``result()`` is the stored event. An invalid event
-        raises here, in the caller; a full buffer raises ``DispatchBufferFullError`` (per the
-        policy). ``flush()`` waits for everything dispatched; leaving the ``with`` block,
-        interpreter exit and SIGTERM drain the buffer.
+        Takes ``record``'s arguments and returns at once with a handle whose ``result()`` is
+        the stored event. An invalid event raises here, in the caller; a full buffer raises
+        ``DispatchBufferFullError`` (per the policy). ``flush()`` waits for everything
+        dispatched; leaving the ``with`` block, interpreter exit and SIGTERM drain the buffer.
         """
-        event = self._build_standalone(
-            action,
-            workspace_id=workspace_id,
-            actor=actor,
-            targets=targets,
-            metadata=metadata,
-            source=source,
-            context=context,
-            event_id=event_id,
-            occurred_at=occurred_at,
+        return self.dispatcher.submit(
+            self._build_standalone(action, workspace_id, metadata, provenance)
         )
-        return self.dispatcher.submit(event)
 
     @property
     def dispatcher(self) -> Dispatcher:
@@ -265,7 +216,11 @@ class AuditCore:
         events = []
         for index, draft in enumerate(drafts):
             try:
-                events.append(self._build_standalone(**draft))
+                fields = dict(draft)
+                action, workspace_id = fields.pop("action"), fields.pop("workspace_id")
+                metadata = fields.pop("metadata", None)
+                provenance = cast("Provenance", fields)
+                events.append(self._build_standalone(action, workspace_id, metadata, provenance))
             except InvalidEventError as error:
                 raise InvalidEventError(
                     error.action, [(f"[{index}].{where}", what) for where, what in error.problems]

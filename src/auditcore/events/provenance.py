@@ -6,7 +6,7 @@ everything recorded inside a ``with acting_as(...)`` block.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
@@ -22,7 +22,7 @@ class Provenance(TypedDict, total=False):
     context: RequestContext | Mapping[str, Any]
     event_id: UUID | str
     occurred_at: datetime
-    targets: list[Target | Mapping[str, Any]]
+    targets: Sequence[Target | Mapping[str, Any]]
 
 
 _ambient: ContextVar[Provenance | None] = ContextVar("auditcore_provenance", default=None)

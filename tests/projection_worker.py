@@ -25,12 +25,12 @@ def main(command: str, event_store: str, clickhouse: str) -> None:
             json.dumps(
                 {
                     "store": audit.app.recorder.max_notification_id() or 0,
-                    "rows": scalar("SELECT count() FROM audit_events_v1"),
-                    "distinct": scalar("SELECT uniqExact(event_id) FROM audit_events_v1"),
-                    "hourly": scalar("SELECT sum(events) FROM activity_hourly_v1"),
-                    "incident_rows": scalar("SELECT count() FROM incidents_v1 FINAL"),
-                    "incident_comments": scalar("SELECT sum(comments) FROM incidents_v1 FINAL"),
-                    "incident_versions": scalar("SELECT sum(version) FROM incidents_v1 FINAL"),
+                    "rows": scalar("SELECT count() FROM audit_events"),
+                    "distinct": scalar("SELECT uniqExact(event_id) FROM audit_events"),
+                    "hourly": scalar("SELECT sum(events) FROM activity_hourly"),
+                    "incident_rows": scalar("SELECT count() FROM incidents FINAL"),
+                    "incident_comments": scalar("SELECT sum(comments) FROM incidents FINAL"),
+                    "incident_versions": scalar("SELECT sum(version) FROM incidents FINAL"),
                 }
             )
         )

@@ -241,6 +241,49 @@ def projections_status(
             )
 
 
+@projections_app.command("rebuild")
+def projections_rebuild(
+    name: Annotated[str, typer.Argument(help="The read model, e.g. audit_events.")],
+    keep_old: Annotated[
+        bool, typer.Option("--keep-old", help="Keep the replaced table as NAME__old_<time>.")
+    ] = False,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+    cluster: ClusterOption = None,
+) -> None:
+    """Build a read model anew beside the live one from the whole log, then swap it in.
+
+    Readers keep querying the live table throughout and never see a partial one. Interrupted
+    (Ctrl-C, kill), it leaves the live table untouched; run it again to resume.
+    """
+    with _open(event_store, clickhouse, cluster) as audit:
+        model = audit.read_models.get(name)
+        head = audit.app.recorder.max_notification_id() or 0
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:>10} events/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=console) as progress:
+            task = progress.add_task(f"rebuilding {model.name}", total=head, rate="-")
+            started = time.monotonic()
+
+            def advance(count: int) -> None:
+                progress.advance(task, count)
+                done = progress.tasks[task].completed
+                progress.update(task, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f}")
+
+            result = audit.rebuild(name, keep_old=keep_old, progress=advance)
+        resumed = f", resumed at position {result.resumed_from:,}" if result.resumed_from else ""
+        kept = f"; the old table is kept as {result.kept_old_as}" if result.kept_old_as else ""
+        console.print(
+            f"Rebuilt {name}: {result.events:,} events projected{resumed}, swapped in "
+            f"at position {result.position:,}{kept}."
+        )
+
+
 def status_table(statuses: list[ProcessorStatus]) -> Group:
     table = Table(title="Read models", title_justify="left")
     for column in ("read model", "table", "position", "store head", "lag", "updated (UTC)", "note"):

@@ -107,3 +107,16 @@ class NotEntitledError(AuditcoreError, PermissionError):
 
 class StoreMismatchError(ConfigurationError):
     """A read model was built from a different event store than the one configured."""
+
+
+class DefinitionChangedError(AuditcoreError):
+    """A read model's declaration changed since its table was built: rebuild it."""
+
+    def __init__(self, name: str, built: str, declared: str) -> None:
+        self.name = name
+        super().__init__(
+            f"the read model {name!r} has changed since its table was built (definition "
+            f"{built} there, {declared} now), so its rows would mix two definitions. Run "
+            f"`auditcore projections rebuild {name}` to build the new version beside the live "
+            "one and swap it in."
+        )

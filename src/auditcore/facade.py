@@ -30,6 +30,7 @@ from auditcore.events.actions import ActionRegistry, default_registry
 from auditcore.events.envelope import AuditEvent
 from auditcore.events.factory import build_event
 from auditcore.events.provenance import Provenance
+from auditcore.projection.rebuild import RebuildResult, rebuild
 from auditcore.projection.runner import Progress, ProjectionRunner
 from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.readmodel.registry import ReadModelRegistry, load_read_models
@@ -372,6 +373,23 @@ class AuditCore:
     def project(self, progress: Progress | None = None) -> dict[str, int]:
         """Bring every read model up to date with the store; return events processed per model."""
         return self.projections.catch_up(self.clickhouse, progress)
+
+    def rebuild(
+        self,
+        name: str,
+        *,
+        keep_old: bool = False,
+        progress: Callable[[int], None] | None = None,
+    ) -> RebuildResult:
+        """Rebuild one read model beside the live one from the whole log, then swap it in."""
+        return rebuild(
+            self.read_models.get(name),
+            self.app,
+            self.settings.clickhouse_target,
+            self.clickhouse,
+            keep_old=keep_old,
+            progress=progress,
+        )
 
     def reader(
         self, workspace_id: str, *, entitlements: frozenset[str] | None = None

@@ -17,10 +17,15 @@ from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.bulk import insert_select
 from auditcore.clickhouse.connection import ClickHouseTarget, connect, query_dicts
-from auditcore.errors import StoreMismatchError
+from auditcore.errors import DefinitionChangedError, StoreMismatchError
 from auditcore.projection.log import LoggedEvent, LogReader
 from auditcore.projection.records import decode_logged, upcast_states
-from auditcore.projection.tracking import newest_position_in, read_positions, record_position
+from auditcore.projection.tracking import (
+    TrackedPosition,
+    newest_position_in,
+    read_positions,
+    record_position,
+)
 from auditcore.projection.wakeup import wakeup_for
 from auditcore.readmodel.model import EventTable, ReadModel, Row, StateTable
 from auditcore.store.application import AuditApplication
@@ -45,8 +50,10 @@ class Processor:
         *,
         batch_size: int = 20_000,
         client: Client | None = None,
+        table: str | None = None,
     ) -> None:
         self.model = model
+        self.table = table or model.table_name
         self.app = app
         self.target = target
         self.batch_size = batch_size
@@ -64,38 +71,51 @@ class Processor:
 
     def resume(self) -> int:
         """Find where to continue: the recorded position or the rows' newest, whichever is later."""
-        tracked = read_positions(self.client).get(self.model.table_name)
-        if tracked and tracked.store_id and tracked.store_id != self._store_id():
+        tracked = read_positions(self.client).get(self.table)
+        if tracked and tracked.store_id and tracked.store_id != self.store_id():
             raise StoreMismatchError(
-                f"the read model {self.model.table_name} in {self.target.describe()} was built "
+                f"the read model {self.table} in {self.target.describe()} was built "
                 f"from another event store than {self.app.settings.describe_event_store()} "
                 "(their first events differ). Give each event store its own ClickHouse "
                 "database (AUDITCORE_CLICKHOUSE=chdb://PATH?database=NAME), or drop the "
                 "read model's tables to rebuild them from this store."
             )
+        self._check_definition(tracked)
         recorded = tracked.position if tracked else 0
-        self.position = max(recorded, newest_position_in(self.client, self.model.table_name))
+        self.position = max(recorded, newest_position_in(self.client, self.table))
         self._resumed = True
         return self.position
 
+    def _check_definition(self, tracked: TrackedPosition | None) -> None:
+        declared = self.model.fingerprint()
+        if tracked and tracked.fingerprint and tracked.fingerprint != declared:
+            raise DefinitionChangedError(self.model.name, tracked.fingerprint, declared)
+
+    def _follow_tracking(self) -> None:
+        """Before each batch: another writer (a rebuild's swap) may have moved the table on."""
+        tracked = read_positions(self.client).get(self.table)
+        self._check_definition(tracked)
+        if tracked and tracked.position > self.position:
+            self.position = tracked.position
+
     def step(self) -> int:
         """Process the next batch; return how many events it read (0 when caught up)."""
-        if not self._resumed:
+        if self._resumed:
+            self._follow_tracking()
+        else:
             self.resume()
         batch = self.log.after(self.position, self.batch_size)
         if not batch:
             return 0
         first, last = batch[0].position, batch[-1].position
         settings: dict[str, str | int] = {
-            "insert_deduplication_token": f"{self.model.table_name}:{first}-{last}"
+            "insert_deduplication_token": f"{self.table}:{first}-{last}"
         }
         if isinstance(self.model, EventTable):
             self._insert_computed(self.model, batch, settings)
         elif isinstance(self.model, StateTable):
             self._insert_folded(self.model, batch, settings)
-        record_position(
-            self.client, self.model.table_name, last, self.model.fingerprint(), self._store_id()
-        )
+        record_position(self.client, self.table, last, self.model.fingerprint(), self.store_id())
         self.position = last
         return len(batch)
 
@@ -135,7 +155,7 @@ class Processor:
             self._client.close()
             self._client = None
 
-    def _store_id(self) -> str:
+    def store_id(self) -> str:
         """The event id of the store's first event, or "" while the store is empty."""
         if self._first_event_id is None:
             first = self.log.after(0, 1)
@@ -148,7 +168,7 @@ class Processor:
         insert_select(
             self.client,
             self.target,
-            model.table_name,
+            self.table,
             model.table.column_names,
             model.select_sql("{source}"),
             upcast_states(self.app.registry, list(batch)),
@@ -167,7 +187,7 @@ class Processor:
         # JSONEachRow: one C-speed serialisation here, parsed by ClickHouse in C++.
         body = b"\n".join(orjson.dumps(row) for row in rows)
         self.client.raw_insert(
-            model.table_name,
+            self.table,
             model.table.column_names,
             insert_block=body,
             fmt="JSONEachRow",
@@ -180,7 +200,7 @@ class Processor:
         for start in range(0, len(ordered), _KEYS_PER_LOOKUP):
             rows = query_dicts(
                 self.client,
-                f"SELECT * FROM `{model.table_name}` FINAL "
+                f"SELECT * FROM `{self.table}` FINAL "
                 f"WHERE `{model.key_column}` IN {{keys:Array(UUID)}}",
                 {"keys": ordered[start : start + _KEYS_PER_LOOKUP]},
             )

@@ -50,3 +50,10 @@ def record_position(
 
 def newest_position_in(client: Client, table: str) -> int:
     return int(client.query(f"SELECT max(position) FROM `{table}`").result_rows[0][0] or 0)
+
+
+def forget_position(client: Client, processor: str) -> None:
+    client.command(
+        f"DELETE FROM `{TRACKING_TABLE}` WHERE processor = {{processor:String}}",
+        parameters={"processor": processor},
+    )

@@ -73,10 +73,12 @@ class ReadModel:
     time_column: str | None = None
     entitlement: str = ""
     version: int = 1
+    """Bump to force a rebuild when what ``fingerprint`` covers has not changed (e.g. a fold)."""
 
     @property
     def table_name(self) -> str:
-        return f"{self.name}_v{self.version}"
+        """The live table's name: stable, so a rebuild can swap a new version in beneath it."""
+        return self.name
 
     @property
     def required_entitlement(self) -> str:

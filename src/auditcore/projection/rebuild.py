@@ -1,0 +1,80 @@
+"""Blue/green rebuilds: a read model's next version is built beside the live one from the
+start of the log, catches up with the live one, and is swapped in atomically.
+
+Readers always query the live name; ``EXCHANGE TABLES`` swaps the two tables in one step, so a
+reader sees the old version or the new one, never an empty, partial or mixed table. An
+interrupted rebuild leaves the live table untouched; running it again resumes the next version
+from its own position (or starts it over if the definition changed meanwhile).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from clickhouse_connect.driver.client import Client
+
+from auditcore.clickhouse.connection import ClickHouseTarget
+from auditcore.clickhouse.ddl import create_table_sql, tracking_table_sql
+from auditcore.projection.processor import Processor
+from auditcore.projection.tracking import forget_position, read_positions, record_position
+from auditcore.readmodel.model import ReadModel
+from auditcore.store.application import AuditApplication
+
+NEXT_SUFFIX = "__next"
+
+
+@dataclass(frozen=True)
+class RebuildResult:
+    name: str
+    events: int
+    position: int
+    resumed_from: int
+    kept_old_as: str | None
+
+
+def rebuild(
+    model: ReadModel,
+    app: AuditApplication,
+    target: ClickHouseTarget,
+    client: Client,
+    *,
+    keep_old: bool = False,
+    batch_size: int = 20_000,
+    progress: Callable[[int], None] | None = None,
+) -> RebuildResult:
+    """Build ``model`` anew beside its live table and swap it in (see the module's notes)."""
+    live, building = model.table_name, model.table_name + NEXT_SUFFIX
+    fingerprint = model.fingerprint()
+    client.command(tracking_table_sql(target.cluster))
+    tracked = read_positions(client)
+    previous = tracked.get(building)
+    if previous is not None and previous.fingerprint != fingerprint:
+        # A half-built version of an older definition: start over.
+        client.command(f"DROP TABLE IF EXISTS `{building}`")
+        forget_position(client, building)
+        previous = None
+    client.command(create_table_sql(live, model.table, target.cluster))
+    client.command(create_table_sql(building, model.table, target.cluster))
+
+    processor = Processor(model, app, target, batch_size=batch_size, client=client, table=building)
+    resumed_from = processor.resume()
+    events = processor.catch_up(progress)
+    # Catch up with the live version too (it may have moved on while this one was built).
+    live_position = read_positions(client).get(live)
+    while live_position is not None and processor.position < live_position.position:
+        if not (count := processor.step()):
+            break
+        events += count
+
+    client.command(f"EXCHANGE TABLES `{live}` AND `{building}`")
+    record_position(client, live, processor.position, fingerprint, processor.store_id())
+    forget_position(client, building)
+    kept = None
+    if keep_old:
+        kept = f"{live}__old_{datetime.now(UTC):%Y%m%d%H%M%S}"
+        client.command(f"RENAME TABLE `{building}` TO `{kept}`")
+    else:
+        client.command(f"DROP TABLE `{building}`")
+    return RebuildResult(model.name, events, processor.position, resumed_from, kept)

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
+from auditcore.domain import AuditedAggregate, Incident, Monitor
 from auditcore.errors import AuditcoreError
 from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
@@ -247,6 +248,12 @@ def projections_rebuild(
     keep_old: Annotated[
         bool, typer.Option("--keep-old", help="Keep the replaced table as NAME__old_<time>.")
     ] = False,
+    stream: Annotated[
+        UUID | None, typer.Option("--stream", help="Only re-project this stream's rows.")
+    ] = None,
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", "-w", help="Only re-project this workspace.")
+    ] = None,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     cluster: ClusterOption = None,
@@ -254,9 +261,14 @@ def projections_rebuild(
     """Build a read model anew beside the live one from the whole log, then swap it in.
 
     Readers keep querying the live table throughout and never see a partial one. Interrupted
-    (Ctrl-C, kill), it leaves the live table untouched; run it again to resume.
+    (Ctrl-C, kill), it leaves the live table untouched; run it again to resume. With
+    --stream or --workspace, only that part's rows are replaced, in place.
     """
     with _open(event_store, clickhouse, cluster) as audit:
+        if stream or workspace:
+            count = audit.rebuild_part(name, stream_id=stream, workspace_id=workspace)
+            console.print(f"Re-projected {count:,} events of {stream or workspace} into {name}.")
+            return
         model = audit.read_models.get(name)
         head = audit.app.recorder.max_notification_id() or 0
         columns = (
@@ -410,17 +422,37 @@ def history(
     from_store: Annotated[
         bool, typer.Option("--from-store", help="Read the event store, not the read model.")
     ] = False,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            parser=_moment,
+            metavar="TIME",
+            help="As the store had it then (replayed from the store), with the state it built.",
+        ),
+    ] = None,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
-    """Show a stream's full history, in version order."""
+    """Show a stream's full history, in version order (or as it was at --as-of)."""
     with _open(event_store, clickhouse) as audit:
-        if from_store:
-            events = audit.history(stream_id, workspace_id=workspace)
+        if from_store or as_of:
+            events = audit.history(stream_id, workspace_id=workspace, as_of=as_of)
         else:
             events = audit.reader(workspace).history(stream_id)
         print_events(console, events, output)
+        kind = AGGREGATES.get(events[0].action)
+        if as_of and kind and output is OutputFormat.TABLE:
+            aggregate = kind.project(None, events)
+            table = Table(
+                title=f"{kind.__name__} as of {as_of:%Y-%m-%d %H:%M:%S} UTC", title_justify="left"
+            )
+            table.add_column("field")
+            table.add_column("value")
+            for field, value in vars(aggregate).items():
+                if not field.startswith("_"):
+                    table.add_row(field, str(value))
+            console.print(table)
 
 
 @app.command()
@@ -553,6 +585,11 @@ def actions() -> None:
         )
         table.add_row(spec.name, str(spec.version), fields or "(none)")
     console.print(table)
+
+
+AGGREGATES: dict[str, type[AuditedAggregate]] = {
+    kind.created_by_action: kind for kind in (Incident, Monitor)
+}
 
 
 def _draft(line: str) -> dict[str, Any]:

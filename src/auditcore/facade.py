@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import itertools
 import random
 import threading
 import time
@@ -24,13 +25,14 @@ from auditcore.errors import (
     ConflictError,
     EventIdReusedError,
     InvalidEventError,
+    NotFoundError,
     StreamNotFoundError,
 )
 from auditcore.events.actions import ActionRegistry, default_registry
-from auditcore.events.envelope import AuditEvent
+from auditcore.events.envelope import AuditEvent, to_utc
 from auditcore.events.factory import build_event
 from auditcore.events.provenance import Provenance
-from auditcore.projection.rebuild import RebuildResult, rebuild
+from auditcore.projection.rebuild import RebuildResult, rebuild, rebuild_part
 from auditcore.projection.runner import Progress, ProjectionRunner
 from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.readmodel.registry import ReadModelRegistry, load_read_models
@@ -319,19 +321,45 @@ class AuditCore:
 
     # Reading from the store.
 
-    def get(self, kind: type[A], stream_id: UUID, *, workspace_id: str | None = None) -> A:
-        """Rebuild an aggregate from its stored events."""
-        events = self.history(stream_id, workspace_id=workspace_id)
+    def get(
+        self,
+        kind: type[A],
+        stream_id: UUID,
+        *,
+        workspace_id: str | None = None,
+        as_of: datetime | None = None,
+    ) -> A:
+        """Rebuild an aggregate from its stored events (as it was at ``as_of``, if given)."""
+        events = self.history(stream_id, workspace_id=workspace_id, as_of=as_of)
         aggregate = kind.project(None, events)
         if aggregate is None:  # pragma: no cover - history() never returns an empty list
             raise StreamNotFoundError(stream_id, kind.stream_type)
         return aggregate
 
-    def history(self, stream_id: UUID, *, workspace_id: str | None = None) -> list[AuditEvent]:
-        """A stream's events in version order (upcast to current schemas)."""
+    def history(
+        self,
+        stream_id: UUID,
+        *,
+        workspace_id: str | None = None,
+        as_of: datetime | None = None,
+    ) -> list[AuditEvent]:
+        """A stream's events in version order (upcast to current schemas).
+
+        With ``as_of``, only what the store had recorded by then: the longest run of versions
+        recorded at or before that moment (a stream's state is always a prefix of it).
+        """
         events = cast("list[AuditEvent]", list(self.app.events.get(stream_id)))
         if not events or (workspace_id is not None and events[0].workspace_id != workspace_id):
             raise StreamNotFoundError(stream_id)
+        if as_of is not None:
+            moment = to_utc(as_of)
+            events = list(
+                itertools.takewhile(
+                    lambda e: e.recorded_at is None or e.recorded_at <= moment, events
+                )
+            )
+            if not events:
+                raise NotFoundError(f"stream {stream_id} had no events yet at {moment.isoformat()}")
         return events
 
     def event(self, event_id: UUID, *, workspace_id: str | None = None) -> AuditEvent:
@@ -373,6 +401,21 @@ class AuditCore:
     def project(self, progress: Progress | None = None) -> dict[str, int]:
         """Bring every read model up to date with the store; return events processed per model."""
         return self.projections.catch_up(self.clickhouse, progress)
+
+    def rebuild_part(
+        self, name: str, *, stream_id: UUID | None = None, workspace_id: str | None = None
+    ) -> int:
+        """Re-project one stream or one workspace of a read model, replacing just its rows."""
+        if not self._migrated:
+            self.migrate()
+        return rebuild_part(
+            self.read_models.get(name),
+            self.app,
+            self.settings.clickhouse_target,
+            self.clickhouse,
+            stream_id=stream_id,
+            workspace_id=workspace_id,
+        )
 
     def rebuild(
         self,

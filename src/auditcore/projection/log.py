@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import NamedTuple
+from uuid import UUID
 
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.rows import tuple_row
@@ -40,6 +41,13 @@ class LogReader:
                 Identifier(self._postgres.datastore.schema),
                 Identifier(self._postgres.events_table_name),
             )
+            self._select_stream = SQL(
+                "SELECT notification_id, originator_id::text, originator_version, topic, state "
+                "FROM {}.{} WHERE originator_id = %s ORDER BY originator_version"
+            ).format(
+                Identifier(self._postgres.datastore.schema),
+                Identifier(self._postgres.events_table_name),
+            )
 
     def after(self, position: int, limit: int) -> Sequence[LoggedEvent]:
         if self._postgres is None:
@@ -54,6 +62,28 @@ class LogReader:
             conn.cursor(row_factory=tuple_row) as curs,
         ):
             curs.execute(self._select, (position, limit), prepare=True)
+            return [LoggedEvent(*row) for row in curs.fetchall()]
+
+    def stream(self, stream_id: UUID) -> Sequence[LoggedEvent]:
+        """One stream's events, in version order, with their positions."""
+        if self._postgres is None:
+            recorder = self.app.recorder
+            with recorder.datastore.transaction(commit=False) as cursor:  # type: ignore[attr-defined]
+                cursor.execute(
+                    "SELECT rowid, originator_id, originator_version, topic, state FROM "
+                    f"{recorder.events_table_name} WHERE originator_id = ? "  # type: ignore[attr-defined]
+                    "ORDER BY originator_version",
+                    (stream_id.hex,),
+                )
+                return [
+                    LoggedEvent(row[0], str(UUID(row[1])), row[2], row[3], row[4])
+                    for row in cursor.fetchall()
+                ]
+        with (
+            self._postgres.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row) as curs,
+        ):
+            curs.execute(self._select_stream, (stream_id,))
             return [LoggedEvent(*row) for row in curs.fetchall()]
 
     def head(self) -> int:

@@ -119,6 +119,14 @@ class Processor:
         self.position = last
         return len(batch)
 
+    def write(self, batch: Sequence[LoggedEvent], token: str) -> None:
+        """Turn a batch of stored events into rows, in one insert deduplicated by ``token``."""
+        settings: dict[str, str | int] = {"insert_deduplication_token": token}
+        if isinstance(self.model, EventTable):
+            self._insert_computed(self.model, batch, settings)
+        elif isinstance(self.model, StateTable):
+            self._insert_folded(self.model, batch, settings)
+
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         """Process until no event is left; return how many events were processed."""
         total = 0

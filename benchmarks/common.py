@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 from uuid import uuid4
 
@@ -29,6 +29,7 @@ ADMIN_URL = os.environ.get(
     "AUDITCORE_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
 RESULTS = Path(__file__).parent / "results"
+T = TypeVar("T")
 console = Console(width=150)
 
 
@@ -124,9 +125,13 @@ def populate(audit: AuditCore, count: int, batch: int = 5_000) -> float:
 
 
 def timed(run: Callable[[], int]) -> tuple[int, float]:
+    return timed_result(run)
+
+
+def timed_result(run: Callable[[], T]) -> tuple[T, float]:
     started = time.perf_counter()
-    events = run()
-    return events, time.perf_counter() - started
+    result = run()
+    return result, time.perf_counter() - started
 
 
 def machine() -> dict[str, Any]:

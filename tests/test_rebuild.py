@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -193,7 +194,6 @@ def test_a_roll_up_is_rebuilt_whole_only(projected: AuditCore) -> None:
 
 
 def test_point_in_time_history_and_state_replay_what_the_store_had(pg_settings: Settings) -> None:
-    import time  # noqa: PLC0415
     from datetime import UTC, datetime  # noqa: PLC0415
 
     from auditcore import Incident, IncidentStatus, NotFoundError  # noqa: PLC0415
@@ -241,3 +241,36 @@ def test_point_in_time_history_and_state_replay_what_the_store_had(pg_settings: 
         )
         with pytest.raises(NotFoundError, match="had no events yet"):
             audit.history(incident.id, as_of=before_anything)
+
+
+def test_a_rebuild_while_following_and_recording_loses_and_repeats_nothing(
+    projected: AuditCore,
+) -> None:
+    audit = projected
+    stop, writing_done = threading.Event(), threading.Event()
+    followers = audit.projections.follow(stop)
+
+    def keep_recording() -> None:
+        for n in range(150):
+            audit.record("incident.comment_added", workspace_id="acme", metadata={"body": f"{n}"})
+        writing_done.set()
+
+    writer = threading.Thread(target=keep_recording)
+    writer.start()
+    try:
+        for _ in range(3):
+            audit.rebuild("audit_events")
+        writer.join()
+        head = audit.app.recorder.max_notification_id()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and rows_of(
+            audit, "SELECT max(position) FROM audit_events"
+        ) < (head or 0):
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        for follower in followers:
+            follower.join(timeout=10)
+    assert writing_done.is_set()
+    assert rows_of(audit, "SELECT count() FROM audit_events") == head
+    assert rows_of(audit, "SELECT uniqExact(event_id) FROM audit_events") == head

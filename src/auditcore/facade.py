@@ -432,6 +432,7 @@ class AuditCore:
             self.clickhouse,
             keep_old=keep_old,
             progress=progress,
+            guard=self.projections.guard(name),
         )
 
     def reader(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from uuid import UUID
 
 import orjson
@@ -143,12 +144,19 @@ class Processor:
         linger: float = 0.05,
         poll: float = 0.2,
         on_batch: Callable[[int], None] | None = None,
+        guard: AbstractContextManager[object] | None = None,
     ) -> None:
-        """Catch up, then keep following new events until ``stop`` is set."""
+        """Catch up, then keep following new events until ``stop`` is set.
+
+        Each batch runs inside ``guard`` (if given), which a rebuild in the same process takes
+        to swap tables between two batches.
+        """
         wakeup = wakeup_for(self.app, stop, poll)
         try:
             while not stop.is_set():
-                if count := self.step():
+                with guard or nullcontext():
+                    count = self.step()
+                if count:
                     if on_batch:
                         on_batch(count)
                     continue

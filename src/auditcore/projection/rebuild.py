@@ -10,6 +10,7 @@ from its own position (or starts it over if the definition changed meanwhile).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
@@ -47,8 +48,13 @@ def rebuild(
     keep_old: bool = False,
     batch_size: int = 20_000,
     progress: Callable[[int], None] | None = None,
+    guard: AbstractContextManager[object] | None = None,
 ) -> RebuildResult:
-    """Build ``model`` anew beside its live table and swap it in (see the module's notes)."""
+    """Build ``model`` anew beside its live table and swap it in (see the module's notes).
+
+    ``guard`` is held from the final catch-up to the swap: pass the lock this process's
+    follower of the read model holds per batch (``ProjectionRunner.guard``).
+    """
     live, building = model.table_name, model.table_name + NEXT_SUFFIX
     fingerprint = model.fingerprint()
     client.command(tracking_table_sql(target.cluster))
@@ -65,15 +71,15 @@ def rebuild(
     processor = Processor(model, app, target, batch_size=batch_size, client=client, table=building)
     resumed_from = processor.resume()
     events = processor.catch_up(progress)
-    # Catch up with the live version too (it may have moved on while this one was built).
-    live_position = read_positions(client).get(live)
-    while live_position is not None and processor.position < live_position.position:
-        if not (count := processor.step()):
-            break
-        events += count
-
-    client.command(f"EXCHANGE TABLES `{live}` AND `{building}`")
-    record_position(client, live, processor.position, fingerprint, processor.store_id())
+    with guard or nullcontext():
+        # Catch up with the live version too: it may have moved on while this one was built.
+        live_position = read_positions(client).get(live)
+        while live_position is not None and processor.position < live_position.position:
+            if not (count := processor.step()):
+                break
+            events += count
+        client.command(f"EXCHANGE TABLES `{live}` AND `{building}`")
+        record_position(client, live, processor.position, fingerprint, processor.store_id())
     forget_position(client, building)
     kept = None
     if keep_old:

@@ -58,6 +58,12 @@ class ProjectionRunner:
         self.models = models
         self.batch_size = batch_size
         self._errors: dict[str, str] = {}
+        # Held by a following processor during each batch, and by a rebuild for its swap.
+        self._guards = {model.name: threading.Lock() for model in models}
+
+    def guard(self, name: str) -> threading.Lock:
+        """The lock that keeps this process's follower of ``name`` between batches."""
+        return self._guards[self.models.get(name).name]
 
     def migrate(self, client: Client) -> list[str]:
         """Create what is missing: the tracking table and each read model's table."""
@@ -112,7 +118,7 @@ class ProjectionRunner:
                 self.models.get(name), self.app, self.target, batch_size=self.batch_size
             )
             try:
-                processor.follow(stop, on_batch=recovered)
+                processor.follow(stop, on_batch=recovered, guard=self._guards[name])
             except Exception as error:
                 self._errors[name] = f"{type(error).__name__}: {error}"
                 logger.exception("read model %s failed; retrying in %.1fs", name, delay)

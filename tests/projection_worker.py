@@ -7,6 +7,7 @@ import json
 import sys
 
 from auditcore import AuditCore, Settings
+from auditcore.projection.rebuild import rebuild
 
 
 def main(command: str, event_store: str, clickhouse: str) -> None:
@@ -15,12 +16,20 @@ def main(command: str, event_store: str, clickhouse: str) -> None:
             audit.projections.batch_size = 31
             audit.project()
             return
+        if command == "rebuild":
+            model = audit.read_models.get("audit_events")
+            result = rebuild(
+                model, audit.app, audit.settings.clickhouse_target, audit.clickhouse, batch_size=31
+            )
+            print(json.dumps({"resumed_from": result.resumed_from}))
+            return
         client = audit.clickhouse
         audit.migrate()
 
         def scalar(sql: str) -> int:
             return int(client.query(sql).result_rows[0][0])
 
+        tables = {row[0] for row in client.query("SHOW TABLES").result_rows}
         print(
             json.dumps(
                 {
@@ -31,6 +40,9 @@ def main(command: str, event_store: str, clickhouse: str) -> None:
                     "incident_rows": scalar("SELECT count() FROM incidents FINAL"),
                     "incident_comments": scalar("SELECT sum(comments) FROM incidents FINAL"),
                     "incident_versions": scalar("SELECT sum(version) FROM incidents FINAL"),
+                    "next_rows": scalar("SELECT count() FROM audit_events__next")
+                    if "audit_events__next" in tables
+                    else None,
                 }
             )
         )

@@ -25,12 +25,8 @@ def worker(command: str, settings: Settings) -> subprocess.Popen[str]:
     )
 
 
-def test_sigkill_mid_batch_then_restart_ends_with_exactly_the_stores_events(
-    postgres_database: str, tmp_path: Path
-) -> None:
-    from tests.conftest import fresh_postgres_store  # noqa: PLC0415
-
-    settings = Settings(fresh_postgres_store(postgres_database), f"chdb://{tmp_path / 'ch'}")
+def seed(settings: Settings) -> None:
+    """1,500 incidents with 0 to 6 comments each, saved 250 at a time."""
     incidents = []
     with AuditCore(settings) as audit:
         for n in range(1500):
@@ -40,6 +36,23 @@ def test_sigkill_mid_batch_then_restart_ends_with_exactly_the_stores_events(
             incidents.append(incident)
         for start in range(0, len(incidents), 250):
             audit.save(*incidents[start : start + 250])
+
+
+def verify(settings: Settings) -> dict[str, int | None]:
+    process = worker("verify", settings)
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == 0, err
+    counts: dict[str, int | None] = json.loads(out)
+    return counts
+
+
+def test_sigkill_mid_batch_then_restart_ends_with_exactly_the_stores_events(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    from tests.conftest import fresh_postgres_store  # noqa: PLC0415
+
+    settings = Settings(fresh_postgres_store(postgres_database), f"chdb://{tmp_path / 'ch'}")
+    seed(settings)
     expected_comments = sum(n % 7 for n in range(1500))
     expected_events = 1500 + expected_comments
 
@@ -56,10 +69,7 @@ def test_sigkill_mid_batch_then_restart_ends_with_exactly_the_stores_events(
 
     finish = worker("project", settings)
     assert finish.wait(timeout=300) == 0, finish.stderr.read() if finish.stderr else ""
-    verify = worker("verify", settings)
-    out, err = verify.communicate(timeout=120)
-    assert verify.returncode == 0, err
-    counts = json.loads(out)
+    counts = verify(settings)
 
     assert counts["store"] == expected_events
     assert counts["rows"] == counts["distinct"] == expected_events
@@ -67,3 +77,33 @@ def test_sigkill_mid_batch_then_restart_ends_with_exactly_the_stores_events(
     assert counts["incident_rows"] == 1500
     assert counts["incident_comments"] == expected_comments
     assert counts["incident_versions"] == expected_events
+
+
+def test_a_sigkilled_rebuild_leaves_the_live_table_and_resumes(
+    postgres_database: str, tmp_path: Path
+) -> None:
+    from tests.conftest import fresh_postgres_store  # noqa: PLC0415
+
+    settings = Settings(fresh_postgres_store(postgres_database), f"chdb://{tmp_path / 'ch'}")
+    seed(settings)
+    assert worker("project", settings).wait(timeout=300) == 0
+    live = verify(settings)
+    assert live["rows"] == live["store"]
+
+    for delay in (1.5, 2.0):
+        process = worker("rebuild", settings)
+        time.sleep(delay)
+        if process.poll() is None:
+            process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        during = verify(settings)
+        assert during["rows"] == live["rows"], "the live table changed under a killed rebuild"
+    assert during["next_rows"], "the rebuild was not killed mid-way: give it more work"
+
+    finish = worker("rebuild", settings)
+    out, err = finish.communicate(timeout=300)
+    assert finish.returncode == 0, err
+    assert json.loads(out.strip().splitlines()[-1])["resumed_from"] > 0
+    after = verify(settings)
+    assert after["rows"] == after["distinct"] == live["store"]
+    assert after["next_rows"] is None

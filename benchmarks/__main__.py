@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup
+from benchmarks import append, catchup, queries
 from benchmarks.common import console, machine
 
 WORKLOADS = {
     "append": {
         "quick": lambda: append.run(single=1_000, batched=20_000, dispatched=20_000),
         "full": lambda: append.run(single=10_000, batched=200_000, dispatched=500_000),
+    },
+    "queries": {
+        "quick": lambda: queries.run(20_000),
+        "full": lambda: (queries.run(1_000_000), queries.run(10_000_000)),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

@@ -117,9 +117,12 @@ def as_utc(value: Any) -> Any:
 
 
 def query_dicts(
-    client: Client, sql: str, parameters: dict[str, Any] | None = None
+    client: Client,
+    sql: str,
+    parameters: dict[str, Any] | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    result = client.query(sql, parameters=parameters or {})
+    result = client.query(sql, parameters=parameters or {}, settings=settings or {})
     names = result.column_names
     return [
         {name: as_utc(value) for name, value in zip(names, row, strict=True)}

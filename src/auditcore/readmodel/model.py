@@ -40,6 +40,8 @@ class Filter:
     help: str = ""
     parse: Callable[[str], Any] | None = None
     """Turns the text a caller gives into the parameter's value (default: the text itself)."""
+    settings: Mapping[str, str | int] = field(default_factory=dict)
+    """ClickHouse settings for queries using this filter (e.g. to let a projection serve it)."""
 
 
 @dataclass(frozen=True)

@@ -79,6 +79,7 @@ class _Where:
     def __init__(self, workspace_id: str) -> None:
         self.conditions = ["workspace_id = {workspace:String}"]
         self.parameters: dict[str, Any] = {"workspace": workspace_id}
+        self.settings: dict[str, Any] = {}
 
     def add(self, condition: str, **parameters: Any) -> None:
         self.conditions.append(condition)
@@ -255,7 +256,7 @@ class WorkspaceReader:
             sql += f" ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {limit}"
-        return query_dicts(self.client, sql, where.parameters)
+        return query_dicts(self.client, sql, where.parameters, where.settings)
 
     @staticmethod
     def _apply_filters(
@@ -275,6 +276,7 @@ class WorkspaceReader:
                     raise InvalidQueryError(name, "each value must be 1 to 256 characters")
                 alternatives.append(declared.condition.replace("{value:", f"{{{parameter}:"))
                 where.parameters[parameter] = _parse_value(declared, value)
+            where.settings.update(declared.settings)
             if alternatives:
                 where.conditions.append(" OR ".join(f"({a})" for a in alternatives))
 

@@ -1,0 +1,348 @@
+"""Queries: the read API's questions against the ClickHouse read model, beside the same data in
+a PostgreSQL table with the indexes a careful engineer would add.
+
+Both tables are filled by SQL with the same synthetic distribution (20 workspaces, 5,000
+actors, 30 days, streams of ten events, a few dozen actions), so what is measured is the
+querying, not the loading.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import psycopg
+from rich.table import Table
+
+from auditcore import AuditCore, Settings
+from auditcore.readmodel.queries import EventQuery
+from benchmarks.common import RESULTS, console, fresh_database, machine
+
+START = datetime(2026, 10, 1, tzinfo=UTC)
+SPAN_SECONDS = 30 * 24 * 3600
+ACTIONS = [
+    f"{noun}.{verb}"
+    for noun in ("incident", "monitor", "user", "api_key", "settings")
+    for verb in ("created", "updated", "deleted", "viewed", "exported", "resolved")
+]
+REPEATS = 30
+
+
+def fill_clickhouse(audit: AuditCore, count: int) -> None:
+    actions = "[" + ", ".join(f"'{a}'" for a in ACTIONS) + "]"
+    audit.migrate()
+    audit.clickhouse.command(
+        f"""
+        INSERT INTO audit_events
+        SELECT
+            concat('ws', toString(number % 20)) AS workspace_id,
+            toDateTime64('{START:%Y-%m-%d %H:%M:%S}', 6, 'UTC')
+                + toIntervalMicrosecond(intDiv(number * {SPAN_SECONDS} * 1000000, {count}))
+                AS occurred_at,
+            generateUUIDv4(number) AS event_id,
+            reinterpretAsUUID(reverse(unhex(lower(hex(cityHash64(intDiv(number, 10)))))))
+                AS stream_id,
+            toUInt32(number % 10 + 1) AS version,
+            toUInt64(number + 1) AS position,
+            {actions}[1 + cityHash64(number, 1) % {len(ACTIONS)}] AS action,
+            toUInt16(1) AS schema_version,
+            concat('user_', toString(cityHash64(number, 2) % 5000)) AS actor_id,
+            'user' AS actor_type,
+            concat('User ', toString(cityHash64(number, 2) % 5000)) AS actor_name,
+            ['incident', 'user'] AS target_types,
+            [concat('inc_', toString(intDiv(number, 10))), concat('user_', toString(number % 977))]
+                AS target_ids,
+            ['', ''] AS target_names,
+            ['api', 'dashboard', 'cli'][1 + number % 3] AS source,
+            occurred_at AS recorded_at,
+            '10.0.0.1' AS ip, '' AS user_agent, concat('req_', toString(number)) AS request_id,
+            concat('{{"note":"checked ', toString(cityHash64(number, 3) % 100000), '"}}')
+                AS metadata,
+            lower(concat_ws(' ', action, actor_id, actor_name, source, metadata)) AS search_text
+        FROM numbers({count})
+    """,
+        settings={"max_insert_threads": 2},
+    )
+    audit.clickhouse.command("OPTIMIZE TABLE audit_events FINAL")
+
+
+def fill_postgres(url: str, n: int) -> None:
+    actions = "ARRAY[" + ", ".join(f"'{a}'" for a in ACTIONS) + "]"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+        conn.execute("""
+            CREATE TABLE audit_events (
+                workspace_id text NOT NULL, occurred_at timestamptz NOT NULL,
+                event_id uuid PRIMARY KEY, stream_id uuid NOT NULL, version int NOT NULL,
+                action text NOT NULL, actor_id text NOT NULL, target_types text[] NOT NULL,
+                target_ids text[] NOT NULL, source text NOT NULL, metadata jsonb NOT NULL,
+                search_text text NOT NULL)
+        """)
+        conn.execute(f"""
+            INSERT INTO audit_events
+            SELECT 'ws' || (n % 20),
+                   timestamptz '{START.isoformat()}'
+                       + make_interval(secs => (n::float8 * {SPAN_SECONDS} / {n})),
+                   md5(n::text)::uuid,
+                   md5('stream' || (n / 10))::uuid,
+                   n % 10 + 1,
+                   ({actions})[1 + abs(hashint4(n)) % {len(ACTIONS)}],
+                   'user_' || (abs(hashint4(n + 7)) % 5000),
+                   ARRAY['incident', 'user'],
+                   ARRAY['inc_' || (n / 10), 'user_' || (n % 977)],
+                   (ARRAY['api', 'dashboard', 'cli'])[1 + n % 3],
+                   jsonb_build_object('note', 'checked ' || (abs(hashint4(n + 3)) % 100000)),
+                   ''
+            FROM generate_series(0, {n} - 1) AS n
+        """)
+        conn.execute(
+            "UPDATE audit_events SET search_text = lower(action || ' ' || actor_id "
+            "|| ' ' || source || ' ' || metadata::text)"
+        )
+        for index in (
+            "CREATE INDEX ON audit_events (workspace_id, occurred_at DESC, event_id DESC)",
+            "CREATE INDEX ON audit_events (stream_id, version)",
+            "CREATE INDEX ON audit_events "
+            "(workspace_id, actor_id, occurred_at DESC, event_id DESC)",
+            "CREATE INDEX ON audit_events USING gin (target_ids)",
+            "CREATE INDEX ON audit_events USING gin (search_text gin_trgm_ops)",
+        ):
+            conn.execute(index)
+        conn.execute("VACUUM ANALYZE audit_events")
+
+
+@dataclass
+class Result:
+    question: str
+    auditcore_ms: list[float]
+    postgres_ms: list[float]
+
+    @staticmethod
+    def p(values: list[float], q: float) -> float:
+        ordered = sorted(values)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def timed_ms(run: Callable[[int], Any]) -> list[float]:
+    run(0)  # warm caches once, as a running service would have them
+    samples = []
+    for i in range(REPEATS):
+        started = time.perf_counter()
+        run(i)
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+def run(n: int) -> list[Result]:
+    with (
+        fresh_database("ac_bench_queries") as url,
+        tempfile.TemporaryDirectory() as chdb,
+        AuditCore(Settings(url, f"chdb://{chdb}")) as audit,
+        psycopg.connect(url) as pg,
+    ):
+        console.print(f"filling ClickHouse with {n:,} events …")
+        fill_clickhouse(audit, n)
+        console.print(f"filling PostgreSQL with {n:,} events (and indexes) …")
+        fill_postgres(url, n)
+        sample = f"WHERE workspace_id = 'ws3' LIMIT {REPEATS + 1}"
+        ch = audit.clickhouse
+        ids = [r[0] for r in ch.query(f"SELECT event_id FROM audit_events {sample}").result_rows]
+        streams = [
+            r[0]
+            for r in ch.query(f"SELECT DISTINCT stream_id FROM audit_events {sample}").result_rows
+        ]
+        pg_ids = [r[0] for r in pg.execute(f"SELECT event_id FROM audit_events {sample}")]
+        pg_streams = [
+            r[0] for r in pg.execute(f"SELECT DISTINCT stream_id FROM audit_events {sample}")
+        ]
+        results = measure(audit, pg, ids, streams, pg_ids, pg_streams)
+        report(n, results, storage(audit, pg))
+        return results
+
+
+def measure(
+    audit: AuditCore,
+    pg: psycopg.Connection[Any],
+    ids: list[Any],
+    streams: list[Any],
+    pg_ids: list[Any],
+    pg_streams: list[Any],
+) -> list[Result]:
+    reader = audit.reader("ws3")
+    busiest = (
+        "SELECT actor_id FROM audit_events WHERE workspace_id = 'ws3' "
+        "GROUP BY actor_id ORDER BY count(*) DESC, actor_id LIMIT 1"
+    )
+    actor = audit.clickhouse.query(busiest).result_rows[0][0]
+    pg_actor = pg.execute(busiest).fetchall()[0][0]
+    second_page_cursor = reader.events(EventQuery({"actor_id": [actor]}, limit=50)).next_cursor
+    first_page = pg.execute(
+        "SELECT occurred_at, event_id FROM audit_events WHERE workspace_id = 'ws3' AND "
+        "actor_id = %s ORDER BY occurred_at DESC, event_id DESC LIMIT 50",
+        (pg_actor,),
+    ).fetchall()
+    last_at, last_id = first_page[-1]
+    day_start = START + timedelta(days=10)
+
+    def pg_query(sql: str, params: tuple[Any, ...] = ()) -> Callable[[int], Any]:
+        return lambda i: pg.execute(sql, params).fetchall()
+
+    return [
+        Result(
+            "event by id",
+            timed_ms(lambda i: reader.get(ids[i])),
+            timed_ms(
+                lambda i: pg.execute(
+                    "SELECT * FROM audit_events WHERE event_id = %s", (pg_ids[i],)
+                ).fetchall()
+            ),
+        ),
+        Result(
+            "a stream's history",
+            timed_ms(lambda i: reader.history(streams[i])),
+            timed_ms(
+                lambda i: pg.execute(
+                    "SELECT * FROM audit_events WHERE stream_id = %s ORDER BY version",
+                    (pg_streams[i],),
+                ).fetchall()
+            ),
+        ),
+        Result(
+            "an actor's newest 50",
+            timed_ms(lambda i: reader.events(EventQuery({"actor_id": [actor]}, limit=50))),
+            timed_ms(
+                pg_query(
+                    "SELECT * FROM audit_events WHERE workspace_id = 'ws3' AND actor_id = %s "
+                    "ORDER BY occurred_at DESC, event_id DESC LIMIT 50",
+                    (pg_actor,),
+                )
+            ),
+        ),
+        Result(
+            "the second keyset page",
+            timed_ms(
+                lambda i: reader.events(
+                    EventQuery({"actor_id": [actor]}, limit=50, cursor=second_page_cursor)
+                )
+            ),
+            timed_ms(
+                pg_query(
+                    "SELECT * FROM audit_events WHERE workspace_id = 'ws3' AND actor_id = %s AND "
+                    "(occurred_at, event_id) < (%s, %s) ORDER BY occurred_at DESC, event_id DESC "
+                    "LIMIT 50",
+                    (pg_actor, last_at, last_id),
+                )
+            ),
+        ),
+        Result(
+            "hourly counts by action, everything",
+            timed_ms(
+                lambda i: (
+                    audit.clickhouse.query(
+                        "SELECT toStartOfHour(occurred_at) h, action, count() FROM audit_events "
+                        "GROUP BY h, action"
+                    ).result_rows
+                )
+            ),
+            timed_ms(
+                pg_query(
+                    "SELECT date_trunc('hour', occurred_at) h, action, count(*) FROM audit_events "
+                    "GROUP BY h, action"
+                )
+            ),
+        ),
+        Result(
+            "hourly counts by action, one workspace, one day",
+            timed_ms(
+                lambda i: reader.stats(
+                    group_by="action",
+                    interval="minute",
+                    since=day_start,
+                    until=day_start + timedelta(hours=6),
+                )
+            ),
+            timed_ms(
+                pg_query(
+                    "SELECT date_trunc('minute', occurred_at) m, action, count(*) "
+                    "FROM audit_events WHERE workspace_id = 'ws3' AND occurred_at >= %s "
+                    "AND occurred_at < %s "
+                    "GROUP BY m, action",
+                    (day_start, day_start + timedelta(hours=6)),
+                )
+            ),
+        ),
+        Result(
+            "free-text search, newest 50",
+            timed_ms(lambda i: reader.events(EventQuery(text="checked 4242", limit=50))),
+            timed_ms(
+                pg_query(
+                    "SELECT * FROM audit_events WHERE workspace_id = 'ws3' AND search_text LIKE "
+                    "'%%checked 4242%%' ORDER BY occurred_at DESC, event_id DESC LIMIT 50"
+                )
+            ),
+        ),
+    ]
+
+
+def storage(audit: AuditCore, pg: psycopg.Connection[Any]) -> dict[str, int]:
+    ch_bytes = int(
+        audit.clickhouse.query(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND table = 'audit_events' "
+            "AND database = currentDatabase()"
+        ).result_rows[0][0]
+    )
+    row = pg.execute("SELECT pg_total_relation_size('audit_events')").fetchone()
+    return {"auditcore": ch_bytes, "postgres": int(row[0]) if row else 0}
+
+
+def report(n: int, results: list[Result], sizes: dict[str, int]) -> None:
+    table = Table(title=f"queries — {n:,} events (ms over {REPEATS} runs)", title_justify="left")
+    for column in ("question", "auditcore p50", "p90", "PostgreSQL p50", "p90", "speed-up (p50)"):
+        table.add_column(column, justify="left" if column == "question" else "right")
+    for r in results:
+        a50, p50 = statistics.median(r.auditcore_ms), statistics.median(r.postgres_ms)
+        table.add_row(
+            r.question,
+            f"{a50:.1f}",
+            f"{Result.p(r.auditcore_ms, 0.9):.1f}",
+            f"{p50:.1f}",
+            f"{Result.p(r.postgres_ms, 0.9):.1f}",
+            f"{p50 / a50:.1f}x",
+        )
+    table.add_row(
+        "storage (MB)",
+        f"{sizes['auditcore'] / 1e6:,.0f}",
+        "",
+        f"{sizes['postgres'] / 1e6:,.0f}",
+        "",
+        f"{sizes['postgres'] / max(sizes['auditcore'], 1):.1f}x smaller",
+    )
+    console.print(table)
+    RESULTS.mkdir(exist_ok=True)
+    import json  # noqa: PLC0415
+
+    (RESULTS / f"queries_{n}.json").write_text(
+        json.dumps(
+            {
+                "workload": "queries",
+                "events": n,
+                "machine": machine(),
+                "measured_at": datetime.now(UTC).isoformat(),
+                "storage_bytes": sizes,
+                "rows": [
+                    {
+                        "question": r.question,
+                        "auditcore_ms": r.auditcore_ms,
+                        "postgres_ms": r.postgres_ms,
+                    }
+                    for r in results
+                ],
+            },
+            indent=2,
+        )
+    )

@@ -257,7 +257,7 @@ def measure(
             ),
         ),
         Result(
-            "hourly counts by action, one workspace, one day",
+            "per-minute counts by action, one workspace, 6 hours",
             timed_ms(
                 lambda i: reader.stats(
                     group_by="action",

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup, queries
+from benchmarks import append, catchup, live, queries
 from benchmarks.common import console, machine
 
 WORKLOADS = {
     "append": {
         "quick": lambda: append.run(single=1_000, batched=20_000, dispatched=20_000),
         "full": lambda: append.run(single=10_000, batched=200_000, dispatched=500_000),
+    },
+    "live": {
+        "quick": lambda: live.run(events=20_000, samples=30),
+        "full": lambda: live.run(events=1_000_000, samples=300),
     },
     "queries": {
         "quick": lambda: queries.run(20_000),

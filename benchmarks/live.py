@@ -3,6 +3,7 @@ of a processor catching up, each measured in the same run as its baseline."""
 
 from __future__ import annotations
 
+import os
 import statistics
 import subprocess
 import sys
@@ -56,13 +57,15 @@ def live_latency(audit: AuditCore, samples: int) -> list[float]:
 
 
 def peak_rss_mb(script: str, settings: Settings) -> float:
-    """Peak resident memory of a fresh process running ``script``."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run(
-        [sys.executable, "-c", script, settings.event_store, settings.clickhouse], check=True
+    """Peak resident memory of a fresh process running ``script`` (its own, via wait4)."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", script, settings.event_store, settings.clickhouse]
     )
-    after = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(after, before) / 1024
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise RuntimeError(f"the measured process failed with exit code {child.returncode}")
+    return usage.ru_maxrss / 1024
 
 
 def run(events: int, samples: int) -> None:

@@ -6,7 +6,6 @@ import json
 import signal
 import sys
 import threading
-import time
 from datetime import datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -14,7 +13,6 @@ from uuid import UUID
 import typer
 from rich.console import Console, Group
 from rich.live import Live
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
@@ -23,6 +21,7 @@ from auditcore.errors import AuditcoreError
 from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
+from auditcore.progress import EventsProgress
 from auditcore.projection.runner import ProcessorStatus
 from auditcore.readmodel.queries import EventQuery
 from auditcore.render import OutputFormat, print_events, stats_table
@@ -89,32 +88,11 @@ def _open(
 
 
 def _project_with_progress(audit: AuditCore) -> dict[str, int]:
-    head = audit.app.recorder.max_notification_id() or 0
-    columns = (
-        TextColumn("{task.description:<16}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]:>10} events/s"),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        audit.migrate()
-        tasks: dict[str, Any] = {}
-        started: dict[str, float] = {}
-        for status in audit.projections.status(audit.clickhouse):
-            tasks[status.name] = progress.add_task(
-                status.name, total=max(head - status.position, 0), rate="-"
-            )
-
-        def advance(name: str, count: int) -> None:
-            started.setdefault(name, time.monotonic())
-            task = tasks[name]
-            progress.advance(task, count)
-            done = progress.tasks[task].completed
-            elapsed = max(time.monotonic() - started[name], 1e-6)
-            progress.update(task, rate=f"{done / elapsed:,.0f}")
-
-        return audit.project(advance)
+    audit.migrate()
+    statuses = audit.projections.status(audit.clickhouse)
+    with EventsProgress(console) as progress:
+        bars = {s.name: progress.track(s.name, max(s.head - s.position, 0)) for s in statuses}
+        return audit.project(lambda name, count: bars[name](count))
 
 
 @app.command()
@@ -271,22 +249,8 @@ def projections_rebuild(
             return
         model = audit.read_models.get(name)
         head = audit.app.recorder.max_notification_id() or 0
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>10} events/s"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task(f"rebuilding {model.name}", total=head, rate="-")
-            started = time.monotonic()
-
-            def advance(count: int) -> None:
-                progress.advance(task, count)
-                done = progress.tasks[task].completed
-                progress.update(task, rate=f"{done / max(time.monotonic() - started, 1e-6):,.0f}")
-
+        with EventsProgress(console) as progress:
+            advance = progress.track(f"rebuilding {model.name}", head)
             result = audit.rebuild(name, keep_old=keep_old, progress=advance)
         resumed = f", resumed at position {result.resumed_from:,}" if result.resumed_from else ""
         kept = f"; the old table is kept as {result.kept_old_as}" if result.kept_old_as else ""
@@ -368,18 +332,8 @@ def import_events(
     stored twice.
     """
     problems: list[str] = []
-    with (
-        _open(event_store) as audit,
-        Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:>10} events/s"),
-            console=console,
-        ) as progress,
-    ):
-        task = progress.add_task("dispatching", total=None, rate="-")
-        started = time.monotonic()
+    with _open(event_store) as audit, EventsProgress(console) as progress:
+        advance = progress.track("dispatching", None)
         futures = []
         for number, line in enumerate(path, start=1):
             if not line.strip():
@@ -388,9 +342,7 @@ def import_events(
                 futures.append((number, audit.dispatch(**_draft(line))))
             except (ValueError, TypeError, AuditcoreError) as error:
                 problems.append(f"line {number}: {error}")
-            progress.update(
-                task, advance=1, rate=f"{len(futures) / max(time.monotonic() - started, 1e-6):,.0f}"
-            )
+            advance(1)
         audit.flush()
         problems += [f"line {n}: {f.exception()}" for n, f in futures if f.exception()]
         stats = audit.stats()

@@ -363,3 +363,34 @@ def test_record_many_is_all_or_nothing_and_names_the_bad_draft(audit: AuditCore)
         audit.record_many(bad)
     with pytest.raises(StreamNotFoundError):
         audit.event(bad[0]["event_id"])  # type: ignore[arg-type]
+
+
+def test_a_large_batch_with_an_already_stored_event_id_stores_the_rest_once(
+    audit: AuditCore,
+) -> None:
+    key = uuid4()
+    first = audit.record(
+        "incident.comment_added", workspace_id="acme", metadata={"body": "x"}, event_id=key
+    )
+    drafts = [
+        {"action": "incident.comment_added", "workspace_id": "acme", "metadata": {"body": f"{n}"}}
+        for n in range(60)  # large enough for the bulk (COPY) path on PostgreSQL
+    ]
+    drafts[30] = {
+        "action": "incident.comment_added",
+        "workspace_id": "acme",
+        "metadata": {"body": "x"},
+        "event_id": key,
+    }
+
+    stored = audit.record_many(drafts)
+
+    assert stored[30] == first
+    assert len({e.event_id for e in stored}) == 60
+    assert all(audit.event(e.event_id) == e for e in stored)
+    drafts[30] = {**drafts[30], "metadata": {"body": "changed"}}
+    drafts[0] = {**drafts[0], "event_id": uuid4()}
+    with pytest.raises(EventIdReusedError):
+        audit.record_many(drafts)
+    with pytest.raises(StreamNotFoundError):
+        audit.event(drafts[0]["event_id"])  # type: ignore[arg-type]

@@ -14,12 +14,26 @@ def main(command: str, event_store: str, clickhouse: str) -> None:
     with AuditCore(Settings(event_store, clickhouse)) as audit:
         if command == "project":
             audit.projections.batch_size = 31
+            audit.migrate()
+            print("projecting", flush=True)  # the schema exists: kills now land mid-batch
             audit.project()
             return
         if command == "rebuild":
             model = audit.read_models.get("audit_events")
+            started = []
+
+            def announce(_: int) -> None:
+                if not started:  # the first batch is in: kills now land mid-rebuild
+                    started.append(True)
+                    print("rebuilding", flush=True)
+
             result = rebuild(
-                model, audit.app, audit.settings.clickhouse_target, audit.clickhouse, batch_size=31
+                model,
+                audit.app,
+                audit.settings.clickhouse_target,
+                audit.clickhouse,
+                batch_size=31,
+                progress=announce,
             )
             print(json.dumps({"resumed_from": result.resumed_from}))
             return

@@ -60,7 +60,9 @@ def test_sigkill_mid_batch_then_restart_ends_with_exactly_the_stores_events(
     kills = 0
     for _ in range(6):
         process = worker("project", settings)
-        time.sleep(rng.uniform(1.0, 2.5))  # chDB starts in ~1 s; then batches are in flight
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "projecting"
+        time.sleep(rng.uniform(0.05, 0.8))
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)
             kills += 1
@@ -90,8 +92,10 @@ def test_a_sigkilled_rebuild_leaves_the_live_table_and_resumes(
     live = verify(settings)
     assert live["rows"] == live["store"]
 
-    for delay in (1.5, 2.0):
+    for delay in (0.3, 0.6):
         process = worker("rebuild", settings)
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "rebuilding"
         time.sleep(delay)
         if process.poll() is None:
             process.send_signal(signal.SIGKILL)

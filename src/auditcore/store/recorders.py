@@ -19,6 +19,9 @@ from psycopg.sql import SQL, Identifier
 
 from auditcore.store.mapper import event_id_of
 
+# An arbitrary, fixed key for the advisory lock taken while creating tables.
+_CREATE_TABLES_LOCK = 0x41554449545F4342
+
 EventLocation = tuple[UUID, int]
 """(stream_id, version) of a stored event."""
 
@@ -72,6 +75,16 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
             "SELECT event_id, originator_id, originator_version FROM {0} "
             "WHERE event_id = ANY(%s::uuid[])"
         ).format(table)
+
+    def create_table(self) -> None:
+        """Create the tables, one process at a time: processes starting together on an empty
+        database would otherwise race in the catalog ("tuple concurrently updated")."""
+        with self.datastore.get_connection() as conn:
+            conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_TABLES_LOCK,))
+            try:
+                super().create_table()
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_TABLES_LOCK,))
 
     def _insert_stored_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[Any], **kwargs: Any

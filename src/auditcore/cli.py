@@ -39,7 +39,9 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_enable=False,
 )
-projections_app = typer.Typer(help="Inspect the read models' processors.", no_args_is_help=True)
+projections_app = typer.Typer(
+    help="Inspect the read models and rebuild them from the event store.", no_args_is_help=True
+)
 app.add_typer(projections_app, name="projections")
 
 # Piped output is read by people too (less, CI logs): do not squeeze it into 80 columns.

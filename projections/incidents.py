@@ -45,7 +45,6 @@ def fold(previous: Row | None, record: EventRecord) -> Row:
         case "incident.reopened":
             row.update(status="open", resolved_at=None, acknowledged_at=None)
             row["times_reopened"] += 1
-    row.update(version=record.version, updated_at=record.occurred_at, position=record.position)
     return row
 
 

@@ -49,7 +49,6 @@ def fold(previous: Row | None, record: EventRecord) -> Row:
             row["downtime_seconds"] += float(data.get("downtime_seconds", 0.0))
         case "monitor.deleted":
             row["state"] = "deleted"
-    row.update(version=record.version, updated_at=record.occurred_at, position=record.position)
     return row
 
 

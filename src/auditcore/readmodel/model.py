@@ -156,7 +156,10 @@ class StateTable(ReadModel):
     """The current state of each stream, one row per stream (kept by ReplacingMergeTree on
     its version column): ``fold`` evolves the previous row by one event. A row starts with
     the ``starts_with`` action; events of streams that never started here are ignored (e.g.
-    a standalone ``incident.comment_added`` recorded without an incident aggregate)."""
+    a standalone ``incident.comment_added`` recorded without an incident aggregate).
+
+    Every state table has ``version``, ``updated_at`` and ``position`` columns, kept here:
+    the engine keeps the newest version, and processors resume from the newest position."""
 
     key_column: str
     starts_with: str
@@ -172,5 +175,9 @@ class StateTable(ReadModel):
             state = latest.get(record.stream_id) or previous.get(record.stream_id)
             if state is None and record.action != self.starts_with:
                 continue
-            latest[record.stream_id] = self.fold(state, record)
+            row = self.fold(state, record)
+            row.update(
+                version=record.version, updated_at=record.occurred_at, position=record.position
+            )
+            latest[record.stream_id] = row
         return list(latest.values())

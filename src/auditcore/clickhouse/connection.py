@@ -58,9 +58,14 @@ class ClickHouseTarget:
 
 
 def connect(target: ClickHouseTarget) -> Client:
-    """Open a client (one per thread: clients are not thread-safe)."""
-    if target.embedded:
-        return _connect_chdb(target)
+    """Open a client on the target's database (one per thread: clients are not thread-safe)."""
+    client = _connect_chdb(target) if target.embedded else _connect_server(target)
+    client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+    client.database = target.database
+    return client
+
+
+def _connect_server(target: ClickHouseTarget) -> Client:
     if not target.url.startswith(("http://", "https://")):
         raise ConfigurationError(
             f"{CLICKHOUSE_VARIABLE}={target.url!r} is not supported: use chdb://PATH for the "
@@ -80,8 +85,6 @@ def connect(target: ClickHouseTarget) -> Client:
         raise ConfigurationError(
             f"cannot reach {target.describe()}: {error}. Check {CLICKHOUSE_VARIABLE}."
         ) from error
-    client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
-    client.database = target.database
     return client
 
 
@@ -104,8 +107,6 @@ def _connect_chdb(target: ClickHouseTarget) -> Client:
             f"directory with {CLICKHOUSE_VARIABLE}=chdb:///other/path, or run a ClickHouse "
             f"server and set {CLICKHOUSE_VARIABLE}=http://host:8123/auditcore. ({error})"
         ) from error
-    client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
-    client.database = target.database
     return client
 
 

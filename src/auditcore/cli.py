@@ -72,6 +72,9 @@ WorkspaceOption = Annotated[
     str, typer.Option("--workspace", "-w", envvar="AUDITCORE_WORKSPACE", help="Workspace (tenant).")
 ]
 FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+FromStoreOption = Annotated[
+    bool, typer.Option("--from-store", help="Read the event store, not the read model.")
+]
 
 
 def _moment(value: str | None) -> datetime | None:
@@ -373,9 +376,7 @@ def import_events(
 def history(
     stream_id: Annotated[UUID, typer.Argument(help="The stream (aggregate) id.")],
     workspace: WorkspaceOption,
-    from_store: Annotated[
-        bool, typer.Option("--from-store", help="Read the event store, not the read model.")
-    ] = False,
+    from_store: FromStoreOption = False,
     as_of: Annotated[
         datetime | None,
         typer.Option(
@@ -413,9 +414,7 @@ def history(
 def get(
     event_id: Annotated[UUID, typer.Argument(help="The event id.")],
     workspace: WorkspaceOption,
-    from_store: Annotated[
-        bool, typer.Option("--from-store", help="Read the event store, not the read model.")
-    ] = False,
+    from_store: FromStoreOption = False,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     output: FormatOption = OutputFormat.JSON,

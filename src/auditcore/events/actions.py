@@ -89,9 +89,6 @@ class ActionRegistry:
             suggestions = difflib.get_close_matches(name, self._specs, n=2, cutoff=0.7)
             raise UnknownActionError(name, suggestions) from None
 
-    def __contains__(self, name: object) -> bool:
-        return name in self._specs
-
     def __iter__(self) -> Iterator[ActionSpec]:
         return iter(sorted(self._specs.values(), key=lambda spec: spec.name))
 

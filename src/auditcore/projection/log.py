@@ -85,6 +85,3 @@ class LogReader:
         ):
             curs.execute(self._select_stream, (stream_id,))
             return [LoggedEvent(*row) for row in curs.fetchall()]
-
-    def head(self) -> int:
-        return self.app.recorder.max_notification_id() or 0

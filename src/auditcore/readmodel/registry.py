@@ -42,9 +42,6 @@ class ReadModelRegistry:
     def __iter__(self) -> Iterator[ReadModel]:
         return iter(self._models.values())
 
-    def __len__(self) -> int:
-        return len(self._models)
-
     def get(self, name: str) -> ReadModel:
         try:
             return self._models[name]

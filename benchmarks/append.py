@@ -140,10 +140,7 @@ def raw_copy(url: str, count: int, size: int = 10_000) -> Measurement:
     with AuditCore(Settings(url), registry=bench_registry()) as audit:
         rows = []
         for draft in realistic_drafts(count):
-            fields = dict(draft)
-            action, workspace = fields.pop("action"), fields.pop("workspace_id")
-            event = audit._build_standalone(action, workspace, fields.pop("metadata"), fields)  # type: ignore[arg-type]
-            stored = audit.app.mapper.to_stored_event(event)
+            stored = audit.app.mapper.to_stored_event(audit.build_draft(draft))
             rows.append(
                 (stored.originator_id, stored.originator_version, stored.topic, stored.state)
             )

@@ -165,14 +165,17 @@ def test_a_full_buffer_refuses_clearly_and_keeps_what_it_accepted(
             slow_store,
             DispatchSettings(max_buffer=5, max_batch=2, policy=policy, block_timeout=0.3),
         )
-        event = audit._build_standalone
         accepted: list[DispatchHandle] = []
         started = time.monotonic()
 
         def fill() -> None:
             for n in range(100):
-                draft = event("incident.comment_added", "acme", {"body": f"{n}"}, {})
-                accepted.append(dispatcher.submit(draft))
+                draft = {
+                    "action": "incident.comment_added",
+                    "workspace_id": "acme",
+                    "metadata": {"body": f"{n}"},
+                }
+                accepted.append(dispatcher.submit(audit.build_draft(draft)))
 
         with pytest.raises(DispatchBufferFullError, match="the dispatch buffer is full"):
             fill()

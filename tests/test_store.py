@@ -394,3 +394,17 @@ def test_a_large_batch_with_an_already_stored_event_id_stores_the_rest_once(
         audit.record_many(drafts)
     with pytest.raises(StreamNotFoundError):
         audit.event(drafts[0]["event_id"])  # type: ignore[arg-type]
+
+
+def test_a_draft_without_its_action_or_workspace_is_named(audit: AuditCore) -> None:
+    with pytest.raises(InvalidEventError, match=r"\[1\]\.workspace_id: Field required"):
+        audit.record_many(
+            [
+                {
+                    "action": "incident.comment_added",
+                    "workspace_id": "acme",
+                    "metadata": {"body": "a"},
+                },
+                {"action": "incident.comment_added", "metadata": {"body": "b"}},
+            ]
+        )

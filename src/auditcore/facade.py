@@ -158,6 +158,18 @@ class AuditCore:
         """
         return self._store([self._build_standalone(action, workspace_id, metadata, provenance)])[0]
 
+    def build_draft(self, draft: Mapping[str, Any]) -> AuditEvent:
+        """Validate one standalone event given as ``record``'s keyword arguments in a mapping."""
+        fields = dict(draft)
+        missing = [name for name in ("action", "workspace_id") if name not in fields]
+        if missing:
+            raise InvalidEventError(
+                str(fields.get("action", "?")), [(name, "Field required") for name in missing]
+            )
+        action, workspace_id = fields.pop("action"), fields.pop("workspace_id")
+        metadata = fields.pop("metadata", None)
+        return self._build_standalone(action, workspace_id, metadata, cast("Provenance", fields))
+
     def _build_standalone(
         self,
         action: str,
@@ -219,11 +231,7 @@ class AuditCore:
         events = []
         for index, draft in enumerate(drafts):
             try:
-                fields = dict(draft)
-                action, workspace_id = fields.pop("action"), fields.pop("workspace_id")
-                metadata = fields.pop("metadata", None)
-                provenance = cast("Provenance", fields)
-                events.append(self._build_standalone(action, workspace_id, metadata, provenance))
+                events.append(self.build_draft(draft))
             except InvalidEventError as error:
                 raise InvalidEventError(
                     error.action, [(f"[{index}].{where}", what) for where, what in error.problems]

@@ -11,11 +11,25 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from rich.console import Console, Group
+from rich.console import Group
 from rich.live import Live
 from rich.table import Table
 
-from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
+from auditcore.api.serve import serve
+from auditcore.cli_options import (
+    ClickHouseOption,
+    ClusterOption,
+    EventStoreOption,
+    FormatOption,
+    FromStoreOption,
+    MomentOption,
+    WorkspaceOption,
+    console,
+    errors,
+    open_core,
+    parse_moment_option,
+)
+from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.domain import AuditedAggregate, Incident, Monitor
 from auditcore.errors import AuditcoreError
 from auditcore.events.envelope import Actor, ActorType, Target
@@ -26,12 +40,9 @@ from auditcore.projection.runner import ProcessorStatus
 from auditcore.readmodel.queries import EventQuery
 from auditcore.render import OutputFormat, print_events, stats_table
 from auditcore.store.settings import (
-    CLUSTER_VARIABLE,
     DEFAULT_EVENT_STORE,
-    EVENT_STORE_VARIABLE,
-    Settings,
 )
-from auditcore.timespec import parse_moment
+from auditcore.tenancy.commands import keys_app, workspaces_app
 
 app = typer.Typer(
     help="Record audit events, project them into ClickHouse, and ask who did what, when.",
@@ -43,53 +54,9 @@ projections_app = typer.Typer(
     help="Inspect the read models and rebuild them from the event store.", no_args_is_help=True
 )
 app.add_typer(projections_app, name="projections")
-
-# Piped output is read by people too (less, CI logs): do not squeeze it into 80 columns.
-console = Console(width=None if sys.stdout.isatty() else 180)
-errors = Console(stderr=True)
-
-EventStoreOption = Annotated[
-    str,
-    typer.Option(
-        "--event-store",
-        envvar=EVENT_STORE_VARIABLE,
-        help="postgresql:// URL, or path to a SQLite file (the embedded default).",
-    ),
-]
-ClickHouseOption = Annotated[
-    str,
-    typer.Option(
-        "--clickhouse",
-        envvar=CLICKHOUSE_VARIABLE,
-        help="chdb://PATH (embedded, the default) or http(s)://user:pass@host:port/database.",
-    ),
-]
-ClusterOption = Annotated[
-    str | None,
-    typer.Option("--cluster", envvar=CLUSTER_VARIABLE, help="ClickHouse cluster for ON CLUSTER."),
-]
-WorkspaceOption = Annotated[
-    str, typer.Option("--workspace", "-w", envvar="AUDITCORE_WORKSPACE", help="Workspace (tenant).")
-]
-FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
-FromStoreOption = Annotated[
-    bool, typer.Option("--from-store", help="Read the event store, not the read model.")
-]
-
-
-def _moment(value: str | None) -> datetime | None:
-    return parse_moment(value) if value else None
-
-
-MomentOption = typer.Option(
-    parser=_moment, metavar="TIME", help="ISO 8601 (UTC unless zoned) or an age: 30m, 6h, 7d."
-)
-
-
-def _open(
-    event_store: str, clickhouse: str = DEFAULT_CLICKHOUSE, cluster: str | None = None
-) -> AuditCore:
-    return AuditCore(Settings(event_store, clickhouse, cluster))
+app.add_typer(workspaces_app, name="workspaces")
+app.add_typer(keys_app, name="keys")
+app.command()(serve)
 
 
 def _project_with_progress(audit: AuditCore) -> dict[str, int]:
@@ -110,7 +77,7 @@ def demo(
     ClickHouse and answer a few questions from the read model."""
     from auditcore.demo import ALICE, run_demo  # noqa: PLC0415 - only the demo needs these
 
-    with _open(event_store, clickhouse) as audit:
+    with open_core(event_store, clickhouse) as audit:
         run = run_demo(audit, workspace)
         console.print(
             f"Recorded {len(run.events)} events in {audit.settings.describe_event_store()}."
@@ -156,7 +123,7 @@ def migrate(
     cluster: ClusterOption = None,
 ) -> None:
     """Create the event store's tables and every read model's ClickHouse table."""
-    with _open(event_store, clickhouse, cluster) as audit:
+    with open_core(event_store, clickhouse, cluster) as audit:
         for table in audit.migrate():
             console.print(f"  ✓ {table}")
         console.print(
@@ -173,7 +140,7 @@ def project(
     cluster: ClusterOption = None,
 ) -> None:
     """Bring every read model up to date with the event store, then exit (or --follow)."""
-    with _open(event_store, clickhouse, cluster) as audit:
+    with open_core(event_store, clickhouse, cluster) as audit:
         done = _project_with_progress(audit)
         console.print(f"Caught up: {sum(done.values()):,} events projected.")
         if not follow:
@@ -199,7 +166,7 @@ def projections_status(
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Each read model's position, the store's head, and the lag between them."""
-    with _open(event_store, clickhouse) as audit:
+    with open_core(event_store, clickhouse) as audit:
         audit.migrate()
         statuses = audit.projections.status(audit.clickhouse)
         if output is OutputFormat.TABLE:
@@ -247,7 +214,7 @@ def projections_rebuild(
     (Ctrl-C, kill), it leaves the live table untouched; run it again to resume. With
     --stream or --workspace, only that part's rows are replaced, in place.
     """
-    with _open(event_store, clickhouse, cluster) as audit:
+    with open_core(event_store, clickhouse, cluster) as audit:
         if stream or workspace:
             count = audit.rebuild_part(name, stream_id=stream, workspace_id=workspace)
             console.print(f"Re-projected {count:,} events of {stream or workspace} into {name}.")
@@ -310,7 +277,7 @@ def record(
         parsed_metadata: Any = json.loads(metadata)
     except json.JSONDecodeError as error:
         raise typer.BadParameter(f"not valid JSON: {error}", param_hint="--metadata") from None
-    with _open(event_store) as audit:
+    with open_core(event_store) as audit:
         provenance: Provenance = {
             "actor": Actor(id=actor_id, type=actor_type, name=actor_name),
             "targets": [_parse_target(text) for text in targets or []],
@@ -337,7 +304,7 @@ def import_events(
     stored twice.
     """
     problems: list[str] = []
-    with _open(event_store) as audit, EventsProgress(console) as progress:
+    with open_core(event_store) as audit, EventsProgress(console) as progress:
         advance = progress.track("dispatching", None)
         futures = []
         for number, line in enumerate(path, start=1):
@@ -380,7 +347,7 @@ def history(
     as_of: Annotated[
         datetime | None,
         typer.Option(
-            parser=_moment,
+            parser=parse_moment_option,
             metavar="TIME",
             help="As the store had it then (replayed from the store), with the state it built.",
         ),
@@ -390,7 +357,7 @@ def history(
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
     """Show a stream's full history, in version order (or as it was at --as-of)."""
-    with _open(event_store, clickhouse) as audit:
+    with open_core(event_store, clickhouse) as audit:
         if from_store or as_of:
             events = audit.history(stream_id, workspace_id=workspace, as_of=as_of)
         else:
@@ -420,7 +387,7 @@ def get(
     output: FormatOption = OutputFormat.JSON,
 ) -> None:
     """Show one event by its id."""
-    with _open(event_store, clickhouse) as audit:
+    with open_core(event_store, clickhouse) as audit:
         if from_store:
             event = audit.event(event_id, workspace_id=workspace)
         else:
@@ -462,7 +429,7 @@ def query(
         "stream_id": [str(stream)] if stream else [],
     }
     request = EventQuery({k: v for k, v in filters.items() if v}, since, until, text, limit, cursor)
-    with _open(event_store, clickhouse) as audit:
+    with open_core(event_store, clickhouse) as audit:
         page = audit.reader(workspace).events(request)
     if output is OutputFormat.JSON:
         console.out(
@@ -494,7 +461,7 @@ def stats(
 ) -> None:
     """Count events per interval, by action, actor or source (default: the last 24 hours)."""
     filters = {"action_prefix": [action_prefix]} if action_prefix else {}
-    with _open(event_store, clickhouse) as audit:
+    with open_core(event_store, clickhouse) as audit:
         result = audit.reader(workspace).stats(
             group_by=group_by,  # type: ignore[arg-type]  # validated by stats()
             interval=interval,  # type: ignore[arg-type]

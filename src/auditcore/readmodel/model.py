@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
+from auditcore.events.envelope import AuditEvent
 from auditcore.projection.records import EventRecord
 
 Row = dict[str, Any]
@@ -42,6 +43,9 @@ class Filter:
     """Turns the text a caller gives into the parameter's value (default: the text itself)."""
     settings: Mapping[str, str | int] = field(default_factory=dict)
     """ClickHouse settings for queries using this filter (e.g. to let a projection serve it)."""
+    live: Callable[[AuditEvent, Any], bool] | None = None
+    """The same condition on an event, for the live tail (which follows the store, not
+    ClickHouse); it gets the parsed value. Filters without it are refused by the live tail."""
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ workspace's condition, and every value travels as a query parameter.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
+import orjson
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import query_dicts
@@ -263,17 +264,10 @@ class WorkspaceReader:
         model: ReadModel, filters: Mapping[str, Sequence[str]], where: _Where
     ) -> None:
         for name, values in filters.items():
-            declared = model.filter(name)
-            if declared is None:
-                available = ", ".join(f.name for f in model.filters)
-                raise InvalidQueryError(
-                    name, f"{model.name} cannot be filtered by {name!r}; available: {available}"
-                )
+            declared = _declared_filter(model, name)
             alternatives = []
             for index, value in enumerate(values):
                 parameter = f"{name}_{index}"
-                if not isinstance(value, str) or not 0 < len(value) <= 256:
-                    raise InvalidQueryError(name, "each value must be 1 to 256 characters")
                 alternatives.append(declared.condition.replace("{value:", f"{{{parameter}:"))
                 where.parameters[parameter] = _parse_value(declared, value)
             where.settings.update(declared.settings)
@@ -282,13 +276,7 @@ class WorkspaceReader:
 
     @staticmethod
     def _apply_text(model: ReadModel, text: str | None, where: _Where) -> None:
-        if not text:
-            return
-        if model.text_column is None:
-            raise InvalidQueryError("text", f"{model.name} has no free-text column")
-        if len(text) > 200:
-            raise InvalidQueryError("text", "at most 200 characters")
-        for index, word in enumerate(text.lower().split()):
+        for index, word in enumerate(_text_words(model, text)):
             escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.add(
                 f"lower({model.text_column}) LIKE {{text_{index}:String}}",
@@ -296,7 +284,62 @@ class WorkspaceReader:
             )
 
 
+def live_matcher(
+    model: ReadModel, filters: Mapping[str, Sequence[str]], text: str | None
+) -> Callable[[AuditEvent], bool]:
+    """``events()``'s filters and free text as a test of one event, for the live tail."""
+    tests: list[Callable[[AuditEvent], bool]] = []
+    for name, values in filters.items():
+        declared = _declared_filter(model, name)
+        live = declared.live
+        if live is None:
+            raise InvalidQueryError(name, "this filter is not available on the live tail")
+        if values:
+            tests.append(_any_of(live, [_parse_value(declared, value) for value in values]))
+    words = _text_words(model, text)
+    if words:
+        tests.append(lambda event: all(word in _searchable(event) for word in words))
+    return lambda event: all(test(event) for test in tests)
+
+
+def _any_of(
+    live: Callable[[AuditEvent, Any], bool], wanted: list[Any]
+) -> Callable[[AuditEvent], bool]:
+    return lambda event: any(live(event, value) for value in wanted)
+
+
+def _searchable(event: AuditEvent) -> str:
+    """What free text matches in ``audit_events`` (its ``search_text`` column), lowercased."""
+    parts = [event.action, event.actor.id, event.actor.name or "", event.source]
+    parts += [t.type for t in event.targets] + [t.id for t in event.targets]
+    parts += [t.name or "" for t in event.targets]
+    parts.append(orjson.dumps(event.metadata, option=orjson.OPT_SORT_KEYS).decode())
+    return " ".join(parts).lower()
+
+
+def _declared_filter(model: ReadModel, name: str) -> Filter:
+    declared = model.filter(name)
+    if declared is None:
+        available = ", ".join(f.name for f in model.filters)
+        raise InvalidQueryError(
+            name, f"{model.name} cannot be filtered by {name!r}; available: {available}"
+        )
+    return declared
+
+
+def _text_words(model: ReadModel, text: str | None) -> list[str]:
+    if not text:
+        return []
+    if model.text_column is None:
+        raise InvalidQueryError("text", f"{model.name} has no free-text column")
+    if len(text) > 200:
+        raise InvalidQueryError("text", "at most 200 characters")
+    return text.lower().split()
+
+
 def _parse_value(declared: Filter, value: str) -> Any:
+    if not isinstance(value, str) or not 0 < len(value) <= 256:
+        raise InvalidQueryError(declared.name, "each value must be 1 to 256 characters")
     try:
         if declared.parse is not None:
             return declared.parse(value)

@@ -65,6 +65,11 @@ class Settings:
         url = urlsplit(self.event_store)
         return f"PostgreSQL at {url.hostname}:{url.port or 5432}{url.path}"
 
+    @property
+    def postgres_schema(self) -> str:
+        """The ``?schema=`` option of a PostgreSQL URL ("" for the server's default)."""
+        return parse_qs(urlsplit(self.event_store).query).get("schema", [""])[-1]
+
     def postgres_conninfo(self) -> str:
         """The URL as libpq takes it (auditcore's own ``?options`` removed)."""
         return urlsplit(self.event_store)._replace(query="").geturl()

@@ -1,0 +1,130 @@
+"""Every failure as a JSON body that says what is wrong and where: never a stack trace.
+
+{"error": {"type": "invalid_event", "message": "...", "request_id": "...",
+           "problems": [{"location": "body[2].metadata.severity", "message": "..."}]}}
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from auditcore.errors import (
+    ConflictError,
+    EventIdReusedError,
+    InvalidEventError,
+    InvalidQueryError,
+    NotEntitledError,
+    NotFoundError,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """A refusal the API itself decides on (authentication, scope, size)."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        message: str,
+        problems: Sequence[tuple[str, str]] = (),
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.kind = kind
+        self.message = message
+        self.problems = list(problems)
+        self.headers = headers
+
+
+def error_response(
+    request: Request,
+    status: int,
+    kind: str,
+    message: str,
+    problems: Sequence[tuple[str, str]] = (),
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": kind,
+        "message": message,
+        "request_id": getattr(request.state, "request_id", None),
+    }
+    if problems:
+        body["problems"] = [{"location": where, "message": what} for where, what in problems]
+    return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return error_response(
+            request, error.status, error.kind, error.message, error.problems, error.headers
+        )
+
+    @app.exception_handler(InvalidQueryError)
+    async def invalid_query(request: Request, error: InvalidQueryError) -> JSONResponse:
+        return error_response(
+            request, 400, "invalid_query", str(error), [(f"query.{error.parameter}", str(error))]
+        )
+
+    @app.exception_handler(InvalidEventError)
+    async def invalid_event(request: Request, error: InvalidEventError) -> JSONResponse:
+        return error_response(request, 422, "invalid_event", str(error), error.problems)
+
+    @app.exception_handler(NotFoundError)
+    async def not_found(request: Request, error: NotFoundError) -> JSONResponse:
+        return error_response(request, 404, "not_found", str(error))
+
+    @app.exception_handler(NotEntitledError)
+    async def not_entitled(request: Request, error: NotEntitledError) -> JSONResponse:
+        return error_response(request, 403, "not_entitled", str(error))
+
+    @app.exception_handler(EventIdReusedError)
+    async def reused(request: Request, error: EventIdReusedError) -> JSONResponse:
+        return error_response(request, 409, "event_id_reused", str(error))
+
+    @app.exception_handler(ConflictError)
+    async def conflict(request: Request, error: ConflictError) -> JSONResponse:
+        return error_response(request, 409, "conflict", str(error))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError) -> JSONResponse:
+        problems = [
+            (_location(detail["loc"]), detail["msg"].removeprefix("Value error, "))
+            for detail in error.errors()
+        ]
+        return error_response(request, 400, "invalid_request", "the request is not valid", problems)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        return error_response(
+            request, error.status_code, kind, str(error.detail), headers=error.headers
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        logger.exception("unexpected error in %s %s", request.method, request.url.path)
+        return error_response(
+            request,
+            500,
+            "internal_error",
+            "the server failed to answer; the request id identifies it in the server's log",
+        )
+
+
+def _location(parts: Sequence[int | str]) -> str:
+    location = ""
+    for part in parts:
+        location += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return location.lstrip(".")

@@ -1,0 +1,120 @@
+"""The API's request and response bodies (and so its OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+
+from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
+
+
+class EventIn(BaseModel):
+    """One event to record. The workspace is the API key's; the actor defaults to the key."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "action": "incident.acknowledged",
+                    "actor": {"id": "user_alice", "type": "user", "name": "Alice Martin"},
+                    "targets": [{"type": "incident", "id": "inc_42"}],
+                    "metadata": {},
+                }
+            ]
+        },
+    )
+
+    action: str = Field(description="A registered action, e.g. `incident.acknowledged`.")
+    event_id: UUID | None = Field(
+        default=None, description="Your idempotency key for this event (default: a new id)."
+    )
+    occurred_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    actor: Actor | None = None
+    targets: list[Target] = Field(default_factory=list)
+    source: str = "api"
+    context: RequestContext | None = Field(
+        default=None,
+        description="Where the request came from; fields you leave out are taken from this "
+        "HTTP request (client IP, user agent, request id).",
+    )
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
+    workspace_id: str | None = Field(
+        default=None, description="Optional; if given it must be the API key's workspace."
+    )
+
+
+class Recorded(BaseModel):
+    ids: list[UUID]
+    items: list[AuditEvent]
+
+
+class EventPage(BaseModel):
+    items: list[AuditEvent]
+    next_cursor: str | None = Field(
+        description="Pass as `cursor` for the next (older) page; null on the last page."
+    )
+
+
+class StatsBucketOut(BaseModel):
+    bucket: datetime
+    key: str
+    events: int
+
+
+class StatsOut(BaseModel):
+    interval: Literal["minute", "hour", "day"]
+    group_by: Literal["action", "actor", "source"]
+    since: datetime
+    until: datetime
+    buckets: list[StatsBucketOut]
+
+
+class FilterOut(BaseModel):
+    name: str
+    help: str
+    live: bool
+
+
+class ColumnOut(BaseModel):
+    name: str
+    type: str
+
+
+class ReadModelOut(BaseModel):
+    name: str
+    description: str
+    kind: Literal["events", "state", "rollup"]
+    columns: list[ColumnOut]
+    filters: list[FilterOut]
+    text_search: bool
+    time_column: str | None
+
+
+class RowsOut(BaseModel):
+    items: list[dict[str, Any]]
+
+
+class Check(BaseModel):
+    ok: bool
+    detail: str
+
+
+class ProcessorOut(BaseModel):
+    name: str
+    position: int
+    lag: int
+    error: str | None
+    needs_rebuild: bool
+
+
+class Readiness(BaseModel):
+    ready: bool
+    event_store: Check
+    clickhouse: Check
+    processors: list[ProcessorOut]
+    live_watchers: int
+    live_following: bool

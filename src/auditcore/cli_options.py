@@ -1,0 +1,65 @@
+"""What every ``auditcore`` command shares: the consoles and the common options."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
+from auditcore.facade import AuditCore
+from auditcore.render import OutputFormat
+from auditcore.store.settings import CLUSTER_VARIABLE, EVENT_STORE_VARIABLE, Settings
+from auditcore.timespec import parse_moment
+
+# Piped output is read by people too (less, CI logs): do not squeeze it into 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 180)
+errors = Console(stderr=True)
+
+EventStoreOption = Annotated[
+    str,
+    typer.Option(
+        "--event-store",
+        envvar=EVENT_STORE_VARIABLE,
+        help="postgresql:// URL, or path to a SQLite file (the embedded default).",
+    ),
+]
+ClickHouseOption = Annotated[
+    str,
+    typer.Option(
+        "--clickhouse",
+        envvar=CLICKHOUSE_VARIABLE,
+        help="chdb://PATH (embedded, the default) or http(s)://user:pass@host:port/database.",
+    ),
+]
+ClusterOption = Annotated[
+    str | None,
+    typer.Option("--cluster", envvar=CLUSTER_VARIABLE, help="ClickHouse cluster for ON CLUSTER."),
+]
+WorkspaceOption = Annotated[
+    str, typer.Option("--workspace", "-w", envvar="AUDITCORE_WORKSPACE", help="Workspace (tenant).")
+]
+FormatOption = Annotated[OutputFormat, typer.Option("--format", "-f", help="Output format.")]
+FromStoreOption = Annotated[
+    bool, typer.Option("--from-store", help="Read the event store, not the read model.")
+]
+
+
+def parse_moment_option(value: str | None) -> datetime | None:
+    return parse_moment(value) if value else None
+
+
+MomentOption = typer.Option(
+    parser=parse_moment_option,
+    metavar="TIME",
+    help="ISO 8601 (UTC unless zoned) or an age: 30m, 6h, 7d.",
+)
+
+
+def open_core(
+    event_store: str, clickhouse: str = DEFAULT_CLICKHOUSE, cluster: str | None = None
+) -> AuditCore:
+    return AuditCore(Settings(event_store, clickhouse, cluster))

@@ -1,0 +1,181 @@
+"""``auditcore workspaces …`` and ``auditcore keys …``: the control plane from the shell.
+
+Each change is also recorded as an audit event in the workspace it concerns.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from auditcore.cli_options import (
+    ClickHouseOption,
+    EventStoreOption,
+    WorkspaceOption,
+    console,
+    open_core,
+)
+from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
+from auditcore.events.envelope import Actor, ActorType, Target
+from auditcore.facade import AuditCore
+from auditcore.store.settings import DEFAULT_EVENT_STORE
+from auditcore.tenancy.actions import register_control_plane_actions
+from auditcore.tenancy.directory import Directory, Scope
+
+workspaces_app = typer.Typer(help="Create and list workspaces (tenants).", no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Issue, list and revoke API keys (one workspace each; read and/or write).",
+    no_args_is_help=True,
+)
+
+OPERATOR = Actor(id="cli", type=ActorType.SYSTEM, name="auditcore CLI")
+
+
+def _record(
+    audit: AuditCore, action: str, workspace_id: str, target: Target, **metadata: object
+) -> None:
+    register_control_plane_actions(audit.registry)
+    audit.record(
+        action,
+        workspace_id=workspace_id,
+        metadata=metadata,
+        actor=OPERATOR,
+        source="cli",
+        targets=[target],
+    )
+
+
+@workspaces_app.command("create")
+def create_workspace(
+    workspace_id: Annotated[str, typer.Argument(help="The workspace id, e.g. acme.")],
+    name: Annotated[str | None, typer.Option(help="A display name.")] = None,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+) -> None:
+    """Create a workspace; its events and keys are sealed off from every other one."""
+    with open_core(event_store, clickhouse) as audit:
+        directory = Directory(audit.settings)
+        try:
+            row = directory.create_workspace(workspace_id, name)
+        finally:
+            directory.close()
+        _record(
+            audit,
+            "auditcore.workspace.created",
+            row.id,
+            Target(type="workspace", id=row.id, name=row.name),
+            name=row.name,
+        )
+    console.print(
+        f"Workspace [bold]{row.id}[/bold] created. Next: auditcore keys create -w {row.id}"
+    )
+
+
+@workspaces_app.command("list")
+def list_workspaces(event_store: EventStoreOption = DEFAULT_EVENT_STORE) -> None:
+    """Every workspace."""
+    with open_core(event_store) as audit:
+        directory = Directory(audit.settings)
+        rows = directory.workspaces()
+        directory.close()
+    table = Table("id", "name", "created", title="Workspaces")
+    for row in rows:
+        table.add_row(row.id, row.name, f"{row.created_at:%Y-%m-%d %H:%M}")
+    console.print(table)
+
+
+@keys_app.command("create")
+def create_key(
+    workspace: WorkspaceOption,
+    name: Annotated[str, typer.Option(help="What the key is for, e.g. ci-deployer.")],
+    scope: Annotated[
+        list[Scope] | None,
+        typer.Option("--scope", "-s", help="read and/or write (repeat); default: read."),
+    ] = None,
+    entitlement: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--entitlement",
+            help="Only these read models' entitlements, e.g. audit_events:read (repeat); "
+            "default: every read model.",
+        ),
+    ] = None,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+) -> None:
+    """Issue a key. The key is printed once: it is stored only as a hash."""
+    with open_core(event_store, clickhouse) as audit:
+        directory = Directory(audit.settings)
+        try:
+            issued = directory.create_key(workspace, name, scope or [Scope.READ], entitlement)
+        finally:
+            directory.close()
+        info = issued.info
+        _record(
+            audit,
+            "auditcore.api_key.created",
+            workspace,
+            Target(type="api_key", id=info.id, name=info.name),
+            key_id=info.id,
+            name=info.name,
+            scopes=[str(s) for s in info.scopes],
+            entitlements=list(info.entitlements) if info.entitlements is not None else None,
+        )
+    console.print(
+        f"API key [bold]{info.id}[/bold] ({', '.join(info.scopes)}) for workspace {workspace}:"
+    )
+    # Plain print: the key must be copyable as is, whatever the terminal width.
+    print(issued.token)
+    console.print("[yellow]Store it now: it is shown only once.[/yellow]")
+
+
+@keys_app.command("list")
+def list_keys(
+    workspace: Annotated[
+        str | None, typer.Option("--workspace", "-w", help="Only this workspace's keys.")
+    ] = None,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+) -> None:
+    """Keys with their scopes and state (never the secret)."""
+    with open_core(event_store) as audit:
+        directory = Directory(audit.settings)
+        keys = directory.keys(workspace)
+        directory.close()
+    table = Table("key id", "workspace", "name", "scopes", "entitlements", "created", "state")
+    for key in keys:
+        table.add_row(
+            key.id,
+            key.workspace_id,
+            key.name,
+            ", ".join(key.scopes),
+            ", ".join(key.entitlements) if key.entitlements is not None else "all",
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            f"revoked {key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "active",
+        )
+    console.print(table)
+
+
+@keys_app.command("revoke")
+def revoke_key(
+    key_id: Annotated[str, typer.Argument(help="The key's id (key_…), from `keys list`.")],
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+) -> None:
+    """Revoke a key: every later request presenting it is refused."""
+    with open_core(event_store, clickhouse) as audit:
+        directory = Directory(audit.settings)
+        try:
+            info = directory.revoke_key(key_id)
+        finally:
+            directory.close()
+        _record(
+            audit,
+            "auditcore.api_key.revoked",
+            info.workspace_id,
+            Target(type="api_key", id=info.id, name=info.name),
+            key_id=info.id,
+            name=info.name,
+        )
+    console.print(f"Key {info.id} ({info.name}) of workspace {info.workspace_id} revoked.")

@@ -1,0 +1,216 @@
+"""Workspaces and API keys: create, list, revoke, and authenticate a presented key.
+
+A key is ``ack_<id>_<secret>``: the id finds the row, the secret is compared with its stored
+SHA-256 in constant time. The full key is returned once, when it is created, and never stored.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from auditcore.errors import ConfigurationError, NotFoundError
+from auditcore.events.envelope import WORKSPACE_PATTERN
+from auditcore.store.settings import Settings
+from auditcore.tenancy.tables import ApiKeyRow, Base, WorkspaceRow
+
+_TOKEN = re.compile(r"ack_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
+# Any constant: serialises table creation between processes starting together.
+_CREATE_LOCK = 0x61756469_7400
+
+
+class Scope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who a request authenticated as: one key of one workspace."""
+
+    workspace_id: str
+    key_id: str
+    key_name: str
+    scopes: frozenset[Scope]
+    entitlements: frozenset[str] | None
+    """None: every read model."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    id: str
+    workspace_id: str
+    name: str
+    scopes: tuple[Scope, ...]
+    entitlements: tuple[str, ...] | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    info: KeyInfo
+    token: str
+    """The full key: shown to its owner once, stored nowhere."""
+
+
+class Directory:
+    """The control plane's tables, in the event store's database (PostgreSQL or SQLite)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.engine = _engine_for(settings)
+        self._postgres = settings.uses_postgres
+        self.migrate()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def migrate(self) -> None:
+        with self.engine.begin() as connection:
+            if self._postgres:
+                connection.execute(text(f"SELECT pg_advisory_xact_lock({_CREATE_LOCK})"))
+            Base.metadata.create_all(connection)
+
+    # Workspaces.
+
+    def create_workspace(self, workspace_id: str, name: str | None = None) -> WorkspaceRow:
+        if not re.fullmatch(WORKSPACE_PATTERN, workspace_id):
+            raise ConfigurationError(
+                f"workspace id {workspace_id!r} is not valid: use 1-64 letters, digits, "
+                "'_', '.', ':' or '-', starting with a letter or digit"
+            )
+        row = WorkspaceRow(id=workspace_id, name=name or workspace_id, created_at=_now())
+        try:
+            with Session(self.engine, expire_on_commit=False) as session, session.begin():
+                session.add(row)
+        except IntegrityError:
+            raise ConfigurationError(f"workspace {workspace_id!r} already exists") from None
+        return row
+
+    def workspaces(self) -> list[WorkspaceRow]:
+        with Session(self.engine) as session:
+            return list(session.scalars(select(WorkspaceRow).order_by(WorkspaceRow.id)))
+
+    def workspace(self, workspace_id: str) -> WorkspaceRow:
+        with Session(self.engine) as session:
+            row = session.get(WorkspaceRow, workspace_id)
+        if row is None:
+            raise NotFoundError(
+                f"no workspace {workspace_id!r}; create it with "
+                f"`auditcore workspaces create {workspace_id}`"
+            )
+        return row
+
+    # Keys.
+
+    def create_key(
+        self,
+        workspace_id: str,
+        name: str,
+        scopes: Iterable[Scope],
+        entitlements: Iterable[str] | None = None,
+    ) -> IssuedKey:
+        self.workspace(workspace_id)
+        chosen = sorted(set(scopes))
+        if not chosen:
+            raise ConfigurationError("a key needs at least one scope: read and/or write")
+        if not 0 < len(name) <= 100:
+            raise ConfigurationError("a key's name must be 1 to 100 characters")
+        key_hex, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
+        row = ApiKeyRow(
+            id=f"key_{key_hex}",
+            workspace_id=workspace_id,
+            name=name,
+            secret_sha256=_digest(secret),
+            scopes=[str(scope) for scope in chosen],
+            entitlements=sorted(set(entitlements)) if entitlements is not None else None,
+            created_at=_now(),
+            revoked_at=None,
+        )
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            session.add(row)
+        return IssuedKey(_info(row), f"ack_{key_hex}_{secret}")
+
+    def keys(self, workspace_id: str | None = None) -> list[KeyInfo]:
+        query = select(ApiKeyRow).order_by(ApiKeyRow.workspace_id, ApiKeyRow.created_at)
+        if workspace_id is not None:
+            query = query.where(ApiKeyRow.workspace_id == workspace_id)
+        with Session(self.engine) as session:
+            return [_info(row) for row in session.scalars(query)]
+
+    def revoke_key(self, key_id: str) -> KeyInfo:
+        """Revoke a key at once: the next request presenting it is refused."""
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            row = session.get(ApiKeyRow, key_id)
+            if row is None:
+                raise NotFoundError(f"no API key {key_id!r}; `auditcore keys list` shows them")
+            if row.revoked_at is None:
+                row.revoked_at = _now()
+        return _info(row)
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The key's principal, or None for a malformed, unknown or revoked key."""
+        match = _TOKEN.fullmatch(token)
+        if match is None:
+            return None
+        with Session(self.engine) as session:
+            row = session.get(ApiKeyRow, f"key_{match.group(1)}")
+        if row is None or row.revoked_at is not None:
+            return None
+        if not hmac.compare_digest(row.secret_sha256, _digest(match.group(2))):
+            return None
+        return Principal(
+            workspace_id=row.workspace_id,
+            key_id=row.id,
+            key_name=row.name,
+            scopes=frozenset(Scope(scope) for scope in row.scopes),
+            entitlements=frozenset(row.entitlements) if row.entitlements is not None else None,
+        )
+
+
+def _engine_for(settings: Settings) -> Engine:
+    if not settings.uses_postgres:
+        path = Path(settings.event_store).with_name("control.sqlite")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return create_engine(f"sqlite:///{path}")
+    url = "postgresql+psycopg://" + settings.postgres_conninfo().split("://", 1)[1]
+    schema = settings.postgres_schema
+    # Same schema as the store (one database can hold several auditcore installations).
+    connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
+    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _info(row: ApiKeyRow) -> KeyInfo:
+    return KeyInfo(
+        id=row.id,
+        workspace_id=row.workspace_id,
+        name=row.name,
+        scopes=tuple(Scope(scope) for scope in row.scopes),
+        entitlements=tuple(row.entitlements) if row.entitlements is not None else None,
+        created_at=_aware(row.created_at),
+        revoked_at=_aware(row.revoked_at) if row.revoked_at else None,
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored moment is UTC.
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

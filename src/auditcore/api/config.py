@@ -17,6 +17,8 @@ class ApiConfig:
     """Peers whose ``X-Forwarded-For`` is believed (e.g. the load balancer's addresses)."""
     max_body_bytes: int = 1_048_576
     max_batch: int = 1000
+    live_keepalive: float = 15.0
+    """Seconds between keep-alive comments on an idle live tail (proxies close silent ones)."""
     run_processors: bool = True
     """Follow the store into ClickHouse inside the server (always so for embedded chDB)."""
 

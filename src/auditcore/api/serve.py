@@ -77,6 +77,10 @@ def serve(
                 f"{audit.settings.clickhouse_target.describe()}"
                 + (", projecting in this process" if config.run_processors else "")
             )
-            uvicorn.run(create_app(audit, directory, config), host=host, port=port)
+            # auditcore decides whom to believe about X-Forwarded-For (--trusted-proxy);
+            # uvicorn's own handling would trust 127.0.0.1 behind our back.
+            uvicorn.run(
+                create_app(audit, directory, config), host=host, port=port, proxy_headers=False
+            )
         finally:
             directory.close()

@@ -11,7 +11,7 @@ import pkgutil
 from collections.abc import Iterator
 from typing import TypeVar
 
-from auditcore.errors import AuditcoreError
+from auditcore.errors import NotFoundError
 from auditcore.readmodel.model import ReadModel
 
 M = TypeVar("M", bound=ReadModel)
@@ -19,7 +19,7 @@ M = TypeVar("M", bound=ReadModel)
 _declared: dict[str, ReadModel] = {}
 
 
-class UnknownReadModelError(AuditcoreError, LookupError):
+class UnknownReadModelError(NotFoundError):
     def __init__(self, name: str, known: list[str]) -> None:
         super().__init__(f"no read model named {name!r}; known read models: {', '.join(known)}")
 

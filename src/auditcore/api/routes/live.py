@@ -17,8 +17,6 @@ from auditcore.readmodel.queries import live_matcher
 
 router = APIRouter(prefix="/v1", tags=["live"])
 
-KEEPALIVE_SECONDS = 15.0
-
 
 @router.get(
     "/live",
@@ -51,18 +49,18 @@ async def live(
     loop = asyncio.get_running_loop()
     watcher = await asyncio.to_thread(hub.watch, reader.workspace_id, matches, after, loop)
     return StreamingResponse(
-        _stream(hub, watcher),
+        _stream(hub, watcher, found.config.live_keepalive),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 
-async def _stream(hub: LiveHub, watcher: Watcher) -> AsyncIterator[str]:
+async def _stream(hub: LiveHub, watcher: Watcher, keepalive: float) -> AsyncIterator[str]:
     try:
         yield "retry: 2000\n: following the event store\n\n"
         while True:
             try:
-                delivery = await asyncio.wait_for(watcher.queue.get(), KEEPALIVE_SECONDS)
+                delivery = await asyncio.wait_for(watcher.queue.get(), keepalive)
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue

@@ -1,0 +1,259 @@
+"use strict";
+// The audit-log viewer: plain DOM, no build step. Every value is set as text, never as HTML.
+
+const $ = (selector) => document.querySelector(selector);
+const KEY = "auditcore.api_key";
+const state = { key: sessionStorage.getItem(KEY), cursor: null, live: null, seen: new Set(),
+                selected: null, models: [] };
+
+async function api(path, options = {}) {
+  const response = await fetch(path, {
+    ...options, headers: { ...(options.headers || {}), Authorization: `Bearer ${state.key}` },
+  });
+  if (!response.ok) {
+    let message = `${response.status} ${response.statusText}`;
+    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
+    const error = new Error(message);
+    error.status = response.status;
+    throw error;
+  }
+  return response.json();
+}
+
+function element(tag, text, className) {
+  const node = document.createElement(tag);
+  if (text !== undefined && text !== null) node.textContent = String(text);
+  if (className) node.className = className;
+  return node;
+}
+
+// Signing in and out.
+
+async function signIn(key) {
+  state.key = key;
+  try {
+    state.models = await api("/v1/models");
+  } catch (error) {
+    state.key = null;
+    sessionStorage.removeItem(KEY);
+    $("#login-error").textContent = error.status === 401
+      ? "That API key is not valid or has been revoked." : error.message;
+    return;
+  }
+  sessionStorage.setItem(KEY, key);
+  $("#login").hidden = true;
+  $("#viewer").hidden = false;
+  $("#logout").hidden = false;
+  $("#who").textContent = `key ${key.split("_").slice(0, 2).join("_")}…`;
+  renderTabs();
+  await search(false);
+}
+
+function signOut() {
+  stopLive();
+  sessionStorage.removeItem(KEY);
+  location.reload();
+}
+
+// Tabs: one per read model this key may read (events, and current-state tables).
+
+function renderTabs() {
+  const tabs = $("#tabs");
+  tabs.replaceChildren();
+  for (const model of state.models.filter((m) => m.kind !== "rollup")) {
+    const tab = element("button", model.name.replace("_", " "));
+    tab.type = "button";
+    tab.id = `tab-${model.name}`;
+    tab.setAttribute("role", "tab");
+    tab.setAttribute("aria-selected", String(model.name === "audit_events"));
+    tab.title = model.description;
+    tab.addEventListener("click", () => selectTab(model));
+    tabs.append(tab);
+  }
+}
+
+async function selectTab(model) {
+  for (const tab of document.querySelectorAll("#tabs button")) {
+    tab.setAttribute("aria-selected", String(tab.id === `tab-${model.name}`));
+  }
+  const events = model.kind === "events";
+  $("#events-panel").hidden = !events;
+  $("#state-panel").hidden = events;
+  if (!events) await showState(model);
+}
+
+async function showState(model) {
+  const status = $("#state-status");
+  status.textContent = "Loading…";
+  try {
+    const { items } = await api(`/v1/models/${encodeURIComponent(model.name)}/rows?limit=200`);
+    const columns = model.columns.map((c) => c.name).filter((n) => !["workspace_id", "position"].includes(n));
+    const head = element("tr");
+    for (const name of columns) { const th = element("th", name); th.scope = "col"; head.append(th); }
+    $("#state thead").replaceChildren(head);
+    $("#state tbody").replaceChildren(...items.map((item) => {
+      const tr = element("tr");
+      for (const name of columns) tr.append(element("td", item[name] ?? "—"));
+      return tr;
+    }));
+    status.textContent = `${items.length} ${model.name} — ${model.description}`;
+  } catch (error) {
+    status.textContent = error.message;
+  }
+}
+
+// Searching and paging.
+
+function filterParams({ live = false } = {}) {
+  const params = new URLSearchParams();
+  for (const input of $("#filters").querySelectorAll("input[name]")) {
+    const value = input.value.trim();
+    if (!value || (live && (input.name === "since" || input.name === "until"))) continue;
+    params.append(input.name, value);
+  }
+  return params;
+}
+
+async function search(append) {
+  const params = filterParams();
+  params.set("limit", "50");
+  if (append && state.cursor) params.set("cursor", state.cursor);
+  const status = $("#status");
+  status.textContent = "Loading…";
+  try {
+    const page = await api(`/v1/events?${params}`);
+    const body = $("#events tbody");
+    if (!append) { body.replaceChildren(); state.seen.clear(); }
+    for (const event of page.items) addRow(event, false);
+    state.cursor = page.next_cursor;
+    $("#more").hidden = !state.cursor;
+    const shown = body.children.length;
+    status.textContent = `${shown} event${shown === 1 ? "" : "s"} shown`
+      + (state.cursor ? " — more below" : "") + (state.live ? " — live" : "");
+  } catch (error) {
+    status.textContent = error.message;
+  }
+}
+
+function summary(event) {
+  return Object.entries(event.metadata).map(([key, value]) =>
+    `${key}=${typeof value === "object" ? JSON.stringify(value) : value}`).join(", ");
+}
+
+function addRow(event, fresh) {
+  if (state.seen.has(event.event_id)) return;
+  state.seen.add(event.event_id);
+  const tr = element("tr", null, fresh ? "new" : "");
+  tr.tabIndex = 0;
+  tr.dataset.eventId = event.event_id;
+  tr.setAttribute("aria-selected", "false");
+  tr.append(
+    element("td", event.occurred_at.replace("T", " ").replace("Z", ""), "time"),
+    element("td", event.action),
+    element("td", event.actor.name ? `${event.actor.name} (${event.actor.id})` : event.actor.id),
+    element("td", event.targets.map((t) => `${t.type}:${t.name || t.id}`).join(", ")),
+    element("td", event.source),
+    element("td", summary(event)),
+  );
+  const open = () => showDetail(event, tr);
+  tr.addEventListener("click", open);
+  tr.addEventListener("keydown", (e) => { if (e.key === "Enter" || e.key === " ") { e.preventDefault(); open(); } });
+  const body = $("#events tbody");
+  if (fresh) body.prepend(tr); else body.append(tr);
+}
+
+// The detail panel: the whole event and its stream's history.
+
+async function showDetail(event, row) {
+  for (const other of document.querySelectorAll("#events tbody tr")) {
+    other.setAttribute("aria-selected", String(other === row));
+  }
+  $("#detail").hidden = false;
+  $("#detail-json").textContent = JSON.stringify(event, null, 2);
+  const history = $("#detail-history");
+  history.replaceChildren(element("li", "Loading…"));
+  try {
+    const events = await api(`/v1/streams/${event.stream_id}/events`);
+    history.replaceChildren(...events.map((e) => element(
+      "li", `v${e.version} ${e.occurred_at.replace("T", " ").slice(0, 19)} ${e.action} by ${e.actor.name || e.actor.id}`,
+      e.event_id === event.event_id ? "current" : "")));
+  } catch (error) {
+    history.replaceChildren(element("li", error.message));
+  }
+}
+
+// Live mode: the server's SSE stream, read with fetch so the key travels in a header.
+
+async function startLive() {
+  stopLive();
+  const controller = new AbortController();
+  state.live = controller;
+  let lastId = null;
+  while (state.live === controller) {
+    try {
+      const headers = { Authorization: `Bearer ${state.key}` };
+      if (lastId) headers["Last-Event-ID"] = lastId;
+      const response = await fetch(`/v1/live?${filterParams({ live: true })}`, { headers, signal: controller.signal });
+      if (!response.ok) {
+        $("#status").textContent = `Live mode failed: ${(await response.json()).error.message}`;
+        $("#live").checked = false;
+        state.live = null;
+        return;
+      }
+      $("#status").textContent = "Live: new events appear at the top.";
+      const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const message = parseMessage(buffer.slice(0, end));
+          buffer = buffer.slice(end + 2);
+          if (message.id) lastId = message.id;
+          if (message.event === "audit_event") addRow(JSON.parse(message.data), true);
+        }
+      }
+    } catch (error) {
+      if (controller.signal.aborted) return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+  }
+}
+
+function parseMessage(text) {
+  const message = { event: "message", data: "", id: null };
+  for (const line of text.split("\n")) {
+    const colon = line.indexOf(":");
+    if (colon <= 0) continue;
+    const field = line.slice(0, colon);
+    const value = line.slice(colon + 1).replace(/^ /, "");
+    if (field === "data") message.data += value;
+    else if (field === "event") message.event = value;
+    else if (field === "id") message.id = value;
+  }
+  return message;
+}
+
+function stopLive() {
+  if (state.live) state.live.abort();
+  state.live = null;
+}
+
+// Wiring.
+
+document.addEventListener("DOMContentLoaded", () => {
+  $("#login-form").addEventListener("submit", (e) => { e.preventDefault(); signIn($("#api-key").value.trim()); });
+  $("#logout").addEventListener("click", signOut);
+  $("#filters").addEventListener("submit", (e) => {
+    e.preventDefault();
+    search(false);
+    if (state.live) startLive();
+  });
+  $("#filters").addEventListener("reset", () => setTimeout(() => { search(false); if (state.live) startLive(); }));
+  $("#more").addEventListener("click", () => search(true));
+  $("#live").addEventListener("change", (e) => { if (e.target.checked) startLive(); else { stopLive(); search(false); } });
+  $("#close-detail").addEventListener("click", () => { $("#detail").hidden = true; });
+  if (state.key) signIn(state.key);
+});

@@ -1,0 +1,101 @@
+"""The web viewer in headless Chromium (Debian's, driven by Playwright): sign in, filter,
+open an event, go live, and see an event recorded through the API appear."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from auditcore import Settings
+from auditcore.api import ApiConfig
+from auditcore.demo import run_demo
+from tests.test_api import Deployment, deploy
+
+CHROMIUM = "/usr/bin/chromium"
+# Set AUDITCORE_SCREENSHOTS=1 to refresh the README's screenshot from this test.
+SCREENSHOT = Path(__file__).parent / "screenshots" / "viewer.png"
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    if shutil.which(CHROMIUM) is None:
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (bash .ci/run does)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+            ],
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def viewer_api(pg_settings: Settings) -> Iterator[Deployment]:
+    yield from deploy(pg_settings, ApiConfig(live_keepalive=0.5))
+
+
+def test_sign_in_filter_open_and_go_live(browser: Browser, viewer_api: Deployment) -> None:
+    api = viewer_api
+    run = run_demo(api.audit, "acme")
+    expected = len(run.events)
+    api.projected("acme", expected)
+    page: Page = browser.new_page(viewport={"width": 1440, "height": 900})
+
+    page.goto(api.url)
+    page.get_by_role("textbox", name="API key").fill("ack_000000000000_" + "x" * 43)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert")).to_contain_text("not valid")
+
+    page.get_by_role("textbox", name="API key").fill(api.keys["acme_read"])
+    page.get_by_role("button", name="Sign in").click()
+    rows = page.locator("#events tbody tr")
+    expect(rows).to_have_count(min(expected, 50))
+
+    page.get_by_label("Action prefix").fill("incident.")
+    page.get_by_role("button", name="Apply").click()
+    incident_events = sum(e.action.startswith("incident.") for e in run.events)
+    expect(rows).to_have_count(incident_events)
+    for action in rows.locator("td:nth-child(2)").all_inner_texts():
+        assert action.startswith("incident.")
+
+    rows.first.click()
+    detail = page.get_by_role("complementary", name="Event detail")
+    expect(detail).to_be_visible()
+    expect(page.locator("#detail-json")).to_contain_text('"event_id"')
+    # Its stream's history, from version 1, with the opened event marked.
+    expect(page.locator("#detail-history li").first).to_contain_text("v1 ")
+    expect(page.locator("#detail-history li.current")).to_have_count(1)
+
+    page.get_by_label("Live").check()
+    expect(page.get_by_role("status")).to_contain_text("Live")
+    with api.client("acme") as client:
+        response = client.post(
+            "/v1/events",
+            json={
+                "action": "incident.opened",
+                "actor": {"id": "user_carol", "type": "user", "name": "Carol Diaz"},
+                "metadata": {"title": "Checkout errors", "severity": "sev2", "service": "shop"},
+            },
+        )
+        assert response.status_code == 201
+    newest = page.locator("#events tbody tr.new")
+    expect(newest).to_have_count(1)
+    expect(newest.first).to_contain_text("Carol Diaz")
+    expect(rows.first).to_contain_text("Checkout errors")
+
+    if os.environ.get("AUDITCORE_SCREENSHOTS"):
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(SCREENSHOT), full_page=False)
+    page.close()

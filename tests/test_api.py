@@ -16,7 +16,7 @@ from auditcore import AuditCore, Settings
 from auditcore.api import ApiConfig, create_app
 from auditcore.api.live import LiveHub
 from auditcore.tenancy import Directory, Scope
-from auditcore.tenancy.actions import register_control_plane_actions
+from auditcore.events.builtin import register_builtin_actions
 from tests.apiserver import ServerThread, eventually
 
 INCIDENT = {
@@ -57,7 +57,7 @@ class Deployment:
 
 def deploy(settings: Settings, config: ApiConfig) -> Iterator[Deployment]:
     with AuditCore(settings) as audit:
-        register_control_plane_actions(audit.registry)
+        register_builtin_actions(audit.registry)
         directory = Directory(settings)
         directory.create_workspace("acme")
         directory.create_workspace("globex")

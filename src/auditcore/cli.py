@@ -7,6 +7,7 @@ import signal
 import sys
 import threading
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
 
@@ -24,6 +25,7 @@ from auditcore.cli_options import (
     FromStoreOption,
     MomentOption,
     WorkspaceOption,
+    cli_actor,
     console,
     errors,
     open_core,
@@ -37,6 +39,7 @@ from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
 from auditcore.progress import EventsProgress
 from auditcore.projection.runner import ProcessorStatus
+from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
 from auditcore.readmodel.queries import EventQuery
 from auditcore.render import OutputFormat, print_events, stats_table
 from auditcore.store.settings import (
@@ -443,6 +446,54 @@ def query(
     print_events(console, page.items, output)
     if page.next_cursor:
         errors.print(f"next page: --cursor {page.next_cursor}", highlight=False)
+
+
+@app.command()
+def export(
+    workspace: WorkspaceOption,
+    output_format: Annotated[
+        ExportFormat, typer.Option("--format", "-f", help="csv (spreadsheet-safe) or jsonl.")
+    ] = ExportFormat.CSV,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="File to write (default: stdout).")
+    ] = None,
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--filter",
+            help="NAME=VALUE, any filter of audit_events, e.g. action=incident.resolved or "
+            "actor_id=user_alice (repeat; several values of one name mean any of them).",
+        ),
+    ] = None,
+    since: Annotated[datetime | None, MomentOption] = None,
+    until: Annotated[datetime | None, MomentOption] = None,
+    text: Annotated[str | None, typer.Option(help="Free text; every word must appear.")] = None,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+) -> None:
+    """Export every matching event (newest first) as CSV or JSON Lines, streamed with flat
+    memory. The export is itself recorded as an audit event."""
+    filters: dict[str, list[str]] = {}
+    for item in filter_ or []:
+        name, separator, value = item.partition("=")
+        if not separator:
+            raise typer.BadParameter(f"{item!r} should be NAME=VALUE", param_hint="--filter")
+        filters.setdefault(name, []).append(value)
+    request = EventQuery(filters, since, until, text)
+    with open_core(event_store, clickhouse) as audit:
+        reader = audit.reader(workspace)
+        total = reader.count(request)
+        record_export(audit, workspace, request, output_format, actor=cli_actor(), source="cli")
+        if out is None:
+            for chunk in export_chunks(reader, request, output_format):
+                sys.stdout.buffer.write(chunk)
+            sys.stdout.flush()
+            return
+        with out.open("wb") as file, EventsProgress(errors) as progress:
+            advance = progress.track("exporting", total)
+            for chunk in export_chunks(reader, request, output_format, progress=advance):
+                file.write(chunk)
+    errors.print(f"Exported {total:,} events to {out} ({output_format.value}).")
 
 
 @app.command()

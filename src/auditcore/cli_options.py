@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import getpass
+import socket
 import sys
 from datetime import datetime
 from typing import Annotated
@@ -10,6 +12,7 @@ import typer
 from rich.console import Console
 
 from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
+from auditcore.events.envelope import Actor, ActorType
 from auditcore.facade import AuditCore
 from auditcore.render import OutputFormat
 from auditcore.store.settings import CLUSTER_VARIABLE, EVENT_STORE_VARIABLE, Settings
@@ -63,3 +66,13 @@ def open_core(
     event_store: str, clickhouse: str = DEFAULT_CLICKHOUSE, cluster: str | None = None
 ) -> AuditCore:
     return AuditCore(Settings(event_store, clickhouse, cluster))
+
+
+def cli_actor() -> Actor:
+    """Who is at the command line: recorded as the actor of what the CLI itself records."""
+    user = getpass.getuser()
+    return Actor(
+        id=f"{user}@{socket.gethostname()}"[:256],
+        type=ActorType.USER,
+        name=f"{user} (auditcore CLI)"[:256],
+    )

@@ -9,15 +9,13 @@ import json
 from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 
 from auditcore.events.envelope import AuditEvent
+from auditcore.readmodel.export import CSV_COLUMNS, csv_cells
 from auditcore.readmodel.queries import Stats
-
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 class OutputFormat(StrEnum):
@@ -71,34 +69,9 @@ def describe_metadata(event: AuditEvent) -> str:
     return " ".join(parts)
 
 
-CSV_COLUMNS = (
-    "occurred_at", "event_id", "workspace_id", "stream_id", "version", "action",
-    "schema_version", "actor_id", "actor_type", "actor_name", "targets", "source", "ip",
-    "user_agent", "request_id", "metadata", "recorded_at",
-)  # fmt: skip
-
-
 def csv_row(event: AuditEvent) -> list[str]:
     """One flat row per event; targets and metadata as canonical JSON."""
-    data = event.summary()
-    flat: dict[str, Any] = {
-        **data,
-        "actor_id": event.actor.id,
-        "actor_type": event.actor.type.value,
-        "actor_name": event.actor.name or "",
-        "targets": json.dumps(data["targets"], sort_keys=True, separators=(",", ":")),
-        "metadata": json.dumps(data["metadata"], sort_keys=True, separators=(",", ":")),
-        **{key: value or "" for key, value in data["context"].items()},
-    }
-    return [
-        neutralise_formula(str(flat[column] if flat[column] is not None else ""))
-        for column in CSV_COLUMNS
-    ]
-
-
-def neutralise_formula(cell: str) -> str:
-    """Spreadsheets run cells starting with = + - @ as formulas; make them plain text."""
-    return "'" + cell if cell.startswith(_FORMULA_PREFIXES) else cell
+    return csv_cells(event.summary())
 
 
 def events_csv(events: Sequence[AuditEvent], header: bool = True) -> str:

@@ -19,7 +19,7 @@ from auditcore.api.deps import Services
 from auditcore.api.errors import install_error_handlers
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
-from auditcore.api.routes import events, health, live, models, stats
+from auditcore.api.routes import events, export, health, live, models, stats
 from auditcore.api.schemas import EventIn
 from auditcore.facade import AuditCore
 from auditcore.tenancy.directory import Directory
@@ -54,7 +54,8 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     app.state.services = Services(audit, directory, hub, config)
     app.add_middleware(RequestIdAndBodyLimit, max_body_bytes=config.max_body_bytes)
     install_error_handlers(app)
-    for module in (events, stats, live, models, health):
+    # The export route first: /v1/events/export is not an event id.
+    for module in (export, events, stats, live, models, health):
         app.include_router(module.router)
     app.mount("/assets", StaticFiles(directory=str(STATIC)), name="assets")
 

@@ -6,8 +6,7 @@ workspace's condition, and every value travels as a query parameter.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -137,8 +136,53 @@ class WorkspaceReader:
 
     def events(self, query: EventQuery) -> Page:
         """Matching events, newest first, a page at a time."""
-        model = self.model("audit_events")
         limit = _checked_limit(query.limit)
+        model, where, fingerprint = self._events_where(query)
+        if query.cursor:
+            cursor = Cursor.decode(query.cursor, fingerprint)
+            _after(where, cursor.occurred_at, cursor.event_id)
+        rows = self._select(model, where, order="occurred_at DESC, event_id DESC", limit=limit + 1)
+        items = [event_from_row(row) for row in rows[:limit]]
+        next_cursor = None
+        if len(rows) > limit:
+            last = items[-1]
+            next_cursor = Cursor(last.occurred_at, last.event_id, fingerprint).encode()
+        return Page(items, next_cursor)
+
+    def rows(self, query: EventQuery, page_size: int = 10_000) -> Iterator[list[Row]]:
+        """Every matching ``audit_events`` row, newest first, ``page_size`` rows at a time
+        (``query.limit`` does not apply): memory stays flat however many there are."""
+        model, where, fingerprint = self._events_where(query)
+        position = Cursor.decode(query.cursor, fingerprint) if query.cursor else None
+        while True:
+            page = _Where(self.workspace_id)
+            page.conditions = list(where.conditions)
+            page.parameters = dict(where.parameters)
+            page.settings = dict(where.settings)
+            if position is not None:
+                _after(page, position.occurred_at, position.event_id)
+            rows = self._select(
+                model, page, order="occurred_at DESC, event_id DESC", limit=page_size
+            )
+            if rows:
+                yield rows
+            if len(rows) < page_size:
+                return
+            last = rows[-1]
+            position = Cursor(last["occurred_at"], last["event_id"], fingerprint)
+
+    def count(self, query: EventQuery) -> int:
+        """How many events match (the cursor and limit do not apply)."""
+        model, where, _ = self._events_where(query)
+        result = self.client.query(
+            f"SELECT count() FROM `{model.table_name}` WHERE {where.sql()}",
+            parameters=where.parameters,
+            settings=where.settings,
+        )
+        return int(result.result_rows[0][0])
+
+    def _events_where(self, query: EventQuery) -> tuple[ReadModel, _Where, str]:
+        model = self.model("audit_events")
         where = _Where(self.workspace_id)
         self._apply_filters(model, query.filters, where)
         _apply_time_range(model, query.since, query.until, where)
@@ -151,21 +195,7 @@ class WorkspaceReader:
                 "t": query.text,
             }
         )
-        if query.cursor:
-            cursor = Cursor.decode(query.cursor, fingerprint)
-            where.add(
-                "occurred_at <= {cursor_at:DateTime64(6, 'UTC')} AND "
-                "(occurred_at, event_id) < ({cursor_at:DateTime64(6, 'UTC')}, {cursor_id:UUID})",
-                cursor_at=cursor.occurred_at,
-                cursor_id=cursor.event_id,
-            )
-        rows = self._select(model, where, order="occurred_at DESC, event_id DESC", limit=limit + 1)
-        items = [event_from_row(row) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = items[-1]
-            next_cursor = Cursor(last.occurred_at, last.event_id, fingerprint).encode()
-        return Page(items, next_cursor)
+        return model, where, fingerprint
 
     # Current state.
 
@@ -350,6 +380,16 @@ def _parse_value(declared: Filter, value: str) -> Any:
     return value
 
 
+def _after(where: _Where, occurred_at: datetime, event_id: UUID) -> None:
+    """Strictly after (older than) this row in newest-first order: keyset paging."""
+    where.add(
+        "occurred_at <= {cursor_at:DateTime64(6, 'UTC')} AND "
+        "(occurred_at, event_id) < ({cursor_at:DateTime64(6, 'UTC')}, {cursor_id:UUID})",
+        cursor_at=occurred_at,
+        cursor_id=event_id,
+    )
+
+
 def _apply_time_range(
     model: ReadModel, since: datetime | None, until: datetime | None, where: _Where
 ) -> None:
@@ -401,33 +441,42 @@ def _auto_interval(span: timedelta) -> Interval:
 
 def event_from_row(row: Row) -> AuditEvent:
     """Rebuild the envelope from an ``audit_events`` row."""
-    return AuditEvent.model_validate(
-        {
-            "event_id": row["event_id"],
-            "workspace_id": row["workspace_id"],
-            "stream_id": row["stream_id"],
-            "version": row["version"],
-            "action": row["action"],
-            "schema_version": row["schema_version"],
-            "actor": {
-                "id": row["actor_id"],
-                "type": row["actor_type"],
-                "name": row["actor_name"] or None,
-            },
-            "targets": [
-                {"type": kind, "id": ident, "name": name or None}
-                for kind, ident, name in zip(
-                    row["target_types"], row["target_ids"], row["target_names"], strict=True
-                )
-            ],
-            "source": row["source"],
-            "occurred_at": row["occurred_at"],
-            "recorded_at": row["recorded_at"],
-            "context": {
-                "ip": row["ip"] or None,
-                "user_agent": row["user_agent"] or None,
-                "request_id": row["request_id"] or None,
-            },
-            "metadata": json.loads(row["metadata"]),
-        }
-    )
+    return AuditEvent.model_validate(summary_from_row(row))
+
+
+def summary_from_row(row: Row) -> dict[str, Any]:
+    """An ``audit_events`` row as the envelope's JSON (``AuditEvent.summary()``), without
+    building the model: exports turn millions of rows into this."""
+    return {
+        "event_id": str(row["event_id"]),
+        "workspace_id": row["workspace_id"],
+        "stream_id": str(row["stream_id"]),
+        "version": row["version"],
+        "action": row["action"],
+        "schema_version": row["schema_version"],
+        "actor": {
+            "id": row["actor_id"],
+            "type": row["actor_type"],
+            "name": row["actor_name"] or None,
+        },
+        "targets": [
+            {"type": kind, "id": ident, "name": name or None}
+            for kind, ident, name in zip(
+                row["target_types"], row["target_ids"], row["target_names"], strict=True
+            )
+        ],
+        "source": row["source"],
+        "occurred_at": _json_moment(row["occurred_at"]),
+        "recorded_at": _json_moment(row["recorded_at"]),
+        "context": {
+            "ip": row["ip"] or None,
+            "user_agent": row["user_agent"] or None,
+            "request_id": row["request_id"] or None,
+        },
+        "metadata": orjson.loads(row["metadata"]),
+    }
+
+
+def _json_moment(moment: datetime) -> str:
+    """As pydantic writes a UTC datetime: ISO 8601 with ``Z``."""
+    return moment.isoformat().replace("+00:00", "Z")

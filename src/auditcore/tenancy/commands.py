@@ -14,14 +14,15 @@ from auditcore.cli_options import (
     ClickHouseOption,
     EventStoreOption,
     WorkspaceOption,
+    cli_actor,
     console,
     open_core,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
-from auditcore.events.envelope import Actor, ActorType, Target
+from auditcore.events.builtin import register_builtin_actions
+from auditcore.events.envelope import Target
 from auditcore.facade import AuditCore
 from auditcore.store.settings import DEFAULT_EVENT_STORE
-from auditcore.tenancy.actions import register_control_plane_actions
 from auditcore.tenancy.directory import Directory, Scope
 
 workspaces_app = typer.Typer(help="Create and list workspaces (tenants).", no_args_is_help=True)
@@ -30,18 +31,16 @@ keys_app = typer.Typer(
     no_args_is_help=True,
 )
 
-OPERATOR = Actor(id="cli", type=ActorType.SYSTEM, name="auditcore CLI")
-
 
 def _record(
     audit: AuditCore, action: str, workspace_id: str, target: Target, **metadata: object
 ) -> None:
-    register_control_plane_actions(audit.registry)
+    register_builtin_actions(audit.registry)
     audit.record(
         action,
         workspace_id=workspace_id,
         metadata=metadata,
-        actor=OPERATOR,
+        actor=cli_actor(),
         source="cli",
         targets=[target],
     )

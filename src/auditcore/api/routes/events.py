@@ -185,15 +185,18 @@ def list_events(
     return EventPage(items=page.items, next_cursor=page.next_cursor)
 
 
-def event_query(request: Request, reader: ReaderDep, limit_default: int = 50) -> EventQuery:
+def event_query(
+    request: Request, reader: ReaderDep, reserved_extra: tuple[str, ...] = ()
+) -> EventQuery:
+    """The query string as an ``EventQuery`` (``reserved_extra``: the route's own parameters)."""
     query = request.query_params
     model = reader.model("audit_events")
     return EventQuery(
-        filters=params.filters_from(query, model, PAGING),
+        filters=params.filters_from(query, model, PAGING + reserved_extra),
         since=params.moment(query, "since"),
         until=params.moment(query, "until"),
         text=query.get("text"),
-        limit=params.integer(query, "limit", limit_default),
+        limit=params.integer(query, "limit", 50),
         cursor=query.get("cursor"),
     )
 

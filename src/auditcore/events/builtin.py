@@ -1,4 +1,5 @@
-"""The control plane's own audit events: who created a workspace, issued or revoked a key."""
+"""auditcore's own audit events: workspaces created, keys issued and revoked, audit data
+exported. They are recorded in the workspace they concern, like any other event."""
 
 from __future__ import annotations
 
@@ -29,7 +30,23 @@ class ApiKeyRevoked(_Metadata):
     name: str = Field(max_length=100)
 
 
-def register_control_plane_actions(registry: ActionRegistry) -> None:
+class ExportCreated(_Metadata):
+    format: Literal["csv", "jsonl"]
+    filters: dict[str, list[str]] = Field(default_factory=dict)
+    since: str | None = None
+    until: str | None = None
+    text: str | None = None
+
+
+class ReportGenerated(_Metadata):
+    since: str
+    until: str
+    events: int
+
+
+def register_builtin_actions(registry: ActionRegistry) -> None:
     registry.register("auditcore.workspace.created", WorkspaceCreated)
     registry.register("auditcore.api_key.created", ApiKeyIssued)
     registry.register("auditcore.api_key.revoked", ApiKeyRevoked)
+    registry.register("auditcore.export.created", ExportCreated)
+    registry.register("auditcore.report.generated", ReportGenerated)

@@ -15,8 +15,8 @@ import pytest
 from auditcore import AuditCore, Settings
 from auditcore.api import ApiConfig, create_app
 from auditcore.api.live import LiveHub
-from auditcore.tenancy import Directory, Scope
 from auditcore.events.builtin import register_builtin_actions
+from auditcore.tenancy import Directory, Scope
 from tests.apiserver import ServerThread, eventually
 
 INCIDENT = {

@@ -17,7 +17,7 @@ from auditcore.demo import run_demo
 from tests.test_api import Deployment, deploy
 
 CHROMIUM = "/usr/bin/chromium"
-# Set AUDITCORE_SCREENSHOTS=1 to refresh the README's screenshot from this test.
+# Set AUDITCORE_SCREENSHOTS=1 to refresh the README's screenshots from these tests.
 SCREENSHOT = Path(__file__).parent / "screenshots" / "viewer.png"
 
 
@@ -98,4 +98,20 @@ def test_sign_in_filter_open_and_go_live(browser: Browser, viewer_api: Deploymen
     if os.environ.get("AUDITCORE_SCREENSHOTS"):
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=False)
+    page.close()
+
+
+def test_report_renders_in_the_browser(browser: Browser, viewer_api: Deployment) -> None:
+    api = viewer_api
+    run = run_demo(api.audit, "acme")
+    api.projected("acme", len(run.events))
+    page = browser.new_page(viewport={"width": 1100, "height": 1500})
+    page.set_extra_http_headers({"Authorization": f"Bearer {api.keys['acme_read']}"})
+    page.goto(f"{api.url}/v1/reports?since=6h")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Audit report: acme")
+    expect(page.locator("#total-events")).to_have_text(str(len(run.events)))
+    assert page.locator("svg rect").count() > 0
+    expect(page.get_by_role("table").nth(3)).to_contain_text("Public API returning 503")
+    if os.environ.get("AUDITCORE_SCREENSHOTS"):
+        page.screenshot(path=str(SCREENSHOT.with_name("report.png")), full_page=False)
     page.close()

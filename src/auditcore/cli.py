@@ -6,7 +6,7 @@ import json
 import signal
 import sys
 import threading
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -494,6 +494,35 @@ def export(
             for chunk in export_chunks(reader, request, output_format, progress=advance):
                 file.write(chunk)
     errors.print(f"Exported {total:,} events to {out} ({output_format.value}).")
+
+
+@app.command()
+def report(
+    workspace: WorkspaceOption,
+    since: Annotated[datetime, MomentOption],
+    until: Annotated[datetime | None, MomentOption] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="HTML file to write.")] = Path(
+        "report.html"
+    ),
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+) -> None:
+    """Write a self-contained HTML audit report of one workspace and period: summary,
+    activity chart, top actions/actors/targets, incident and monitor timings, the events."""
+    from auditcore.report import generate_report  # noqa: PLC0415 - Jinja2 only for reports
+
+    with open_core(event_store, clickhouse) as audit:
+        _project_with_progress(audit)
+        html = generate_report(
+            audit,
+            workspace,
+            since,
+            until or datetime.now(UTC),
+            actor=cli_actor(),
+            source="cli",
+        )
+    out.write_text(html, encoding="utf-8")
+    console.print(f"Report written to {out} ({len(html) // 1024:,} KiB). Open it in a browser.")
 
 
 @app.command()

@@ -58,6 +58,26 @@ class Page:
 
 
 @dataclass(frozen=True)
+class Ranked:
+    key: str
+    label: str
+    events: int
+
+
+TopBy = Literal["action", "actor", "target", "source"]
+_TOP_KEYS: dict[str, tuple[str, str, str]] = {
+    "action": ("action", "action", ""),
+    "actor": ("actor_id", "if(actor_name = '', actor_id, actor_name)", ""),
+    "target": (
+        "concat(target.1, ':', target.2)",
+        "concat(target.1, ': ', if(target.3 = '', target.2, target.3))",
+        "ARRAY JOIN arrayZip(target_types, target_ids, target_names) AS target",
+    ),
+    "source": ("source", "source", ""),
+}
+
+
+@dataclass(frozen=True)
 class StatsBucket:
     bucket: datetime
     key: str
@@ -180,6 +200,21 @@ class WorkspaceReader:
             settings=where.settings,
         )
         return int(result.result_rows[0][0])
+
+    def top(self, by: TopBy, query: EventQuery, limit: int = 10) -> list[Ranked]:
+        """The most frequent actions, actors, targets or sources among matching events."""
+        if by not in _TOP_KEYS:
+            raise InvalidQueryError("by", f"use one of {', '.join(_TOP_KEYS)}")
+        model, where, _ = self._events_where(query)
+        key, label, array_join = _TOP_KEYS[by]
+        rows = self.client.query(
+            f"SELECT {key} AS key, any({label}) AS label, count() AS events "
+            f"FROM `{model.table_name}` {array_join} WHERE {where.sql()} "
+            f"GROUP BY key ORDER BY events DESC, key LIMIT {_checked_limit(limit)}",
+            parameters=where.parameters,
+            settings=where.settings,
+        ).result_rows
+        return [Ranked(str(key), str(label), int(events)) for key, label, events in rows]
 
     def _events_where(self, query: EventQuery) -> tuple[ReadModel, _Where, str]:
         model = self.model("audit_events")

@@ -1,0 +1,71 @@
+"""The activity chart: stacked bars per time bucket, as inline SVG (no scripts, no fonts to
+fetch), so the report stays one self-contained file."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from html import escape
+
+from auditcore.readmodel.queries import Stats
+
+PALETTE = ("#0b5cad", "#e07b00", "#2a9d4b", "#b0306a", "#6a4fb3", "#9aa3ad")
+WIDTH, HEIGHT = 920, 260
+LEFT, BOTTOM, TOP = 48, 34, 12
+
+
+def activity_svg(stats: Stats, series: int = 5) -> str:
+    """Events per bucket, the ``series`` busiest keys stacked and the rest as "other"."""
+    totals: dict[str, int] = {}
+    for bucket in stats.buckets:
+        totals[bucket.key] = totals.get(bucket.key, 0) + bucket.events
+    leaders = sorted(totals, key=lambda key: (-totals[key], key))[:series]
+    moments = sorted({bucket.bucket for bucket in stats.buckets})
+    stacks: dict[datetime, dict[str, int]] = {moment: {} for moment in moments}
+    for bucket in stats.buckets:
+        key = bucket.key if bucket.key in leaders else "other"
+        stack = stacks[bucket.bucket]
+        stack[key] = stack.get(key, 0) + bucket.events
+    keys = leaders + (["other"] if len(totals) > len(leaders) else [])
+    peak = max((sum(stack.values()) for stack in stacks.values()), default=0) or 1
+    plot_width, plot_height = WIDTH - LEFT - 10, HEIGHT - BOTTOM - TOP
+    step = plot_width / max(len(moments), 1)
+    bar = max(step * 0.8, 1.0)
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {WIDTH} {HEIGHT + 24}" '
+        f'role="img" aria-label="Events per {stats.interval}, by {stats.group_by}">',
+        f'<line x1="{LEFT}" y1="{TOP + plot_height}" x2="{WIDTH - 10}" '
+        f'y2="{TOP + plot_height}" stroke="#9aa3ad"/>',
+        f'<text x="{LEFT - 6}" y="{TOP + 8}" text-anchor="end" font-size="11">{peak}</text>',
+        f'<text x="{LEFT - 6}" y="{TOP + plot_height}" text-anchor="end" font-size="11">0</text>',
+    ]
+    label_every = max(1, len(moments) // 8)
+    fmt = "%m-%d" if stats.interval == "day" else "%m-%d %H:%M"
+    for index, moment in enumerate(moments):
+        x = LEFT + index * step + (step - bar) / 2
+        y = float(TOP + plot_height)
+        for key_index, key in enumerate(keys):
+            count = stacks[moment].get(key, 0)
+            if not count:
+                continue
+            height = count / peak * plot_height
+            y -= height
+            colour = PALETTE[min(key_index, len(PALETTE) - 1)]
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{height:.1f}" '
+                f'fill="{colour}"><title>{escape(key)}: {count}</title></rect>'
+            )
+        if index % label_every == 0:
+            parts.append(
+                f'<text x="{x + bar / 2:.1f}" y="{TOP + plot_height + 16}" font-size="11" '
+                f'text-anchor="middle">{moment.strftime(fmt)}</text>'
+            )
+    legend_x = LEFT
+    for key_index, key in enumerate(keys):
+        colour = PALETTE[min(key_index, len(PALETTE) - 1)]
+        parts.append(
+            f'<rect x="{legend_x}" y="{HEIGHT + 8}" width="10" height="10" fill="{colour}"/>'
+            f'<text x="{legend_x + 14}" y="{HEIGHT + 17}" font-size="11">{escape(key)}</text>'
+        )
+        legend_x += 20 + 7 * len(key)
+    parts.append("</svg>")
+    return "".join(parts)

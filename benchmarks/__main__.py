@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup, live, queries
+from benchmarks import append, catchup, export, live, queries
 from benchmarks.common import console, machine
 
 WORKLOADS = {
@@ -19,6 +19,10 @@ WORKLOADS = {
     "queries": {
         "quick": lambda: queries.run(20_000),
         "full": lambda: (queries.run(1_000_000), queries.run(10_000_000)),
+    },
+    "export": {
+        "quick": lambda: export.run(20_000),
+        "full": lambda: export.run(1_000_000),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

@@ -66,13 +66,13 @@ def bench_registry() -> ActionRegistry:
     return registry
 
 
-def realistic_drafts(count: int, seed: int = 1) -> Iterator[dict[str, Any]]:
+def realistic_drafts(count: int, seed: int = 1, workspaces: int = 20) -> Iterator[dict[str, Any]]:
     """A plausible mix: logins, setting changes, key use and incident comments, across 20
-    workspaces and 500 actors, spread over 30 days."""
+    workspaces (by default) and 500 actors, spread over 30 days."""
     rng = random.Random(seed)
     start = datetime(2026, 10, 1, tzinfo=UTC)
     for n in range(count):
-        workspace = f"ws{rng.randrange(20)}"
+        workspace = f"ws{rng.randrange(workspaces)}"
         actor = rng.randrange(500)
         kind = rng.random()
         draft: dict[str, Any] = {
@@ -112,10 +112,10 @@ def realistic_drafts(count: int, seed: int = 1) -> Iterator[dict[str, Any]]:
         yield draft
 
 
-def populate(audit: AuditCore, count: int, batch: int = 5_000) -> float:
+def populate(audit: AuditCore, count: int, batch: int = 5_000, workspaces: int = 20) -> float:
     """Write ``count`` realistic events in batches; return the seconds it took."""
     started = time.perf_counter()
-    drafts = realistic_drafts(count)
+    drafts = realistic_drafts(count, workspaces=workspaces)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"writing {count:,} events", total=count)
         while chunk := [draft for _, draft in zip(range(batch), drafts, strict=False)]:

@@ -166,3 +166,51 @@ def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:
     assert "2 line(s) skipped" in message
     with AuditCore(Settings(store)) as audit:
         assert audit.app.recorder.max_notification_id() == 300
+
+
+def test_workspaces_keys_export_and_report_from_the_shell(
+    pg_settings: Settings, tmp_path: Path
+) -> None:
+    store, clickhouse = pg_settings.event_store, tmp_path / "ch"
+    run("workspaces", "create", "acme", "--name", "Acme Inc", store=store, clickhouse=clickhouse)
+    again = run("workspaces", "create", "acme", store=store, clickhouse=clickhouse, check=False)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+    created = run(
+        "keys", "create", "-w", "acme", "--name", "ci", "-s", "read", "-s", "write",
+        store=store, clickhouse=clickhouse,
+    ).stdout  # fmt: skip
+    token = next(line for line in created.splitlines() if line.startswith("ack_"))
+    listed = run("keys", "list", "-w", "acme", store=store, clickhouse=clickhouse).stdout
+    assert "read, write" in listed
+    assert "active" in listed
+    assert token.split("_")[2] not in listed  # the secret is never shown again
+    key_id = "key_" + token.split("_")[1]
+    run("keys", "revoke", key_id, store=store, clickhouse=clickhouse)
+    assert "revoked" in run("keys", "list", store=store, clickhouse=clickhouse).stdout
+    unknown = run("keys", "create", "-w", "nope", "--name", "x", store=store,
+                  clickhouse=clickhouse, check=False)  # fmt: skip
+    assert "auditcore workspaces create nope" in unknown.stderr
+
+    out = tmp_path / "acme.csv"
+    run("project", store=store, clickhouse=clickhouse)
+    run("export", "-w", "acme", "-o", str(out), "--filter", "action_prefix=auditcore.",
+        store=store, clickhouse=clickhouse)  # fmt: skip
+    exported = out.read_text().splitlines()
+    # The workspace and both key changes were audited, by whoever ran the commands.
+    assert len(exported) == 1 + 3
+    assert all(",user," in line and "(auditcore CLI)" in line for line in exported[1:])
+    bad = run("export", "-w", "acme", "--filter", "colour=red", store=store,
+              clickhouse=clickhouse, check=False)  # fmt: skip
+    assert "cannot be filtered by 'colour'" in bad.stderr
+
+    report = tmp_path / "report.html"
+    run("report", "-w", "acme", "--since", "1h", "--out", str(report), store=store,
+        clickhouse=clickhouse)  # fmt: skip
+    html = report.read_text()
+    assert "Audit report: acme" in html
+    assert "auditcore.api_key.revoked" in html
+    recorded = run("query", "-w", "acme", "--action-prefix", "auditcore.", "-f", "jsonl",
+                   store=store, clickhouse=clickhouse).stdout  # fmt: skip
+    actions = [json.loads(line)["action"] for line in recorded.splitlines()]
+    assert "auditcore.export.created" in actions

@@ -236,6 +236,8 @@ ROUTES = [
     ("GET", "/v1/live"),
     ("GET", "/v1/models"),
     ("GET", "/v1/models/incidents/rows"),
+    ("GET", "/v1/events/export"),
+    ("GET", "/v1/reports?since=1h"),
     ("POST", "/v1/events"),
 ]
 

@@ -145,7 +145,8 @@ def _worker(*args: str) -> str:
     return result.stdout
 
 
-def _peak_rss(tmp_path: Path, rows: int) -> int:
+def _peak_rss(tmp_path: Path, rows: int) -> tuple[int, int]:
+    """Peak RSS of exporting ``rows`` events, and of a process that only opens the stores."""
     directory = tmp_path / f"n{rows}"
     directory.mkdir()
     _worker("load", str(directory), str(rows))
@@ -153,14 +154,16 @@ def _peak_rss(tmp_path: Path, rows: int) -> int:
     report = json.loads(_worker("export", str(directory), str(out)).splitlines()[-1])
     with out.open("rb") as file:
         assert sum(1 for _ in file) == rows + 1
-    peak: int = report["peak_rss"]
-    return peak
+    floor = json.loads(_worker("floor", str(directory)).splitlines()[-1])
+    return int(report["peak_rss"]), int(floor["peak_rss"])
 
 
 def test_memory_stays_flat_on_a_million_event_export(tmp_path: Path) -> None:
-    small = _peak_rss(tmp_path, 100_000)
-    large = _peak_rss(tmp_path, 1_000_000)
+    small, _ = _peak_rss(tmp_path, 100_000)
+    large, floor = _peak_rss(tmp_path, 1_000_000)
     # Ten times the events, (almost) the same memory: the export holds one page at a time.
-    # (The floor of ~450 MB is the embedded ClickHouse engine itself.)
     assert large - small < 64 * 2**20, (small, large)
-    assert large < 768 * 2**20, large
+    # Above a process that only opens the stores (the embedded ClickHouse engine's footprint
+    # differs between machines, so it is measured, not assumed): one page and its query,
+    # ~130 MB here, where holding the million events takes over 3 GB (see the benchmark).
+    assert large - floor < 256 * 2**20, (floor, large)

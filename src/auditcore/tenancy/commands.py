@@ -5,6 +5,8 @@ Each change is also recorded as an audit event in the workspace it concerns.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
@@ -32,6 +34,19 @@ keys_app = typer.Typer(
 )
 
 
+@contextmanager
+def _opened(
+    event_store: str, clickhouse: str = DEFAULT_CLICKHOUSE
+) -> Iterator[tuple[AuditCore, Directory]]:
+    """The event store (to record each change) and the control plane's tables."""
+    with open_core(event_store, clickhouse) as audit:
+        directory = Directory(audit.settings)
+        try:
+            yield audit, directory
+        finally:
+            directory.close()
+
+
 def _record(
     audit: AuditCore, action: str, workspace_id: str, target: Target, **metadata: object
 ) -> None:
@@ -54,12 +69,8 @@ def create_workspace(
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
 ) -> None:
     """Create a workspace; its events and keys are sealed off from every other one."""
-    with open_core(event_store, clickhouse) as audit:
-        directory = Directory(audit.settings)
-        try:
-            row = directory.create_workspace(workspace_id, name)
-        finally:
-            directory.close()
+    with _opened(event_store, clickhouse) as (audit, directory):
+        row = directory.create_workspace(workspace_id, name)
         _record(
             audit,
             "auditcore.workspace.created",
@@ -75,10 +86,8 @@ def create_workspace(
 @workspaces_app.command("list")
 def list_workspaces(event_store: EventStoreOption = DEFAULT_EVENT_STORE) -> None:
     """Every workspace."""
-    with open_core(event_store) as audit:
-        directory = Directory(audit.settings)
+    with _opened(event_store) as (_, directory):
         rows = directory.workspaces()
-        directory.close()
     table = Table("id", "name", "created", title="Workspaces")
     for row in rows:
         table.add_row(row.id, row.name, f"{row.created_at:%Y-%m-%d %H:%M}")
@@ -105,12 +114,8 @@ def create_key(
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
 ) -> None:
     """Issue a key. The key is printed once: it is stored only as a hash."""
-    with open_core(event_store, clickhouse) as audit:
-        directory = Directory(audit.settings)
-        try:
-            issued = directory.create_key(workspace, name, scope or [Scope.READ], entitlement)
-        finally:
-            directory.close()
+    with _opened(event_store, clickhouse) as (audit, directory):
+        issued = directory.create_key(workspace, name, scope or [Scope.READ], entitlement)
         info = issued.info
         _record(
             audit,
@@ -138,10 +143,8 @@ def list_keys(
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
 ) -> None:
     """Keys with their scopes and state (never the secret)."""
-    with open_core(event_store) as audit:
-        directory = Directory(audit.settings)
+    with _opened(event_store) as (_, directory):
         keys = directory.keys(workspace)
-        directory.close()
     table = Table("key id", "workspace", "name", "scopes", "entitlements", "created", "state")
     for key in keys:
         table.add_row(
@@ -163,12 +166,8 @@ def revoke_key(
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
 ) -> None:
     """Revoke a key: every later request presenting it is refused."""
-    with open_core(event_store, clickhouse) as audit:
-        directory = Directory(audit.settings)
-        try:
-            info = directory.revoke_key(key_id)
-        finally:
-            directory.close()
+    with _opened(event_store, clickhouse) as (audit, directory):
+        info = directory.revoke_key(key_id)
         _record(
             audit,
             "auditcore.api_key.revoked",

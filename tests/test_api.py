@@ -15,7 +15,6 @@ import pytest
 from auditcore import AuditCore, Settings
 from auditcore.api import ApiConfig, create_app
 from auditcore.api.live import LiveHub
-from auditcore.events.builtin import register_builtin_actions
 from auditcore.tenancy import Directory, Scope
 from tests.apiserver import ServerThread, eventually
 
@@ -57,7 +56,6 @@ class Deployment:
 
 def deploy(settings: Settings, config: ApiConfig) -> Iterator[Deployment]:
     with AuditCore(settings) as audit:
-        register_builtin_actions(audit.registry)
         directory = Directory(settings)
         directory.create_workspace("acme")
         directory.create_workspace("globex")

@@ -29,6 +29,7 @@ from auditcore.errors import (
     StreamNotFoundError,
 )
 from auditcore.events.actions import ActionRegistry, default_registry
+from auditcore.events.builtin import register_builtin_actions
 from auditcore.events.envelope import AuditEvent, to_utc
 from auditcore.events.factory import build_event
 from auditcore.events.provenance import Provenance
@@ -84,6 +85,8 @@ class AuditCore:
     ) -> None:
         self.settings = settings or Settings()
         self.registry = registry or default_registry
+        # auditcore records its own events (keys issued, exports, reports) in any registry.
+        register_builtin_actions(self.registry)
         self._dispatch_settings = dispatch or DispatchSettings()
         self._dispatcher: Dispatcher | None = None
         self._dispatcher_lock = threading.Lock()

@@ -18,7 +18,6 @@ from auditcore.cli_options import (
     open_core,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
-from auditcore.events.builtin import register_builtin_actions
 from auditcore.store.settings import DEFAULT_EVENT_STORE
 from auditcore.tenancy.directory import Directory
 
@@ -60,7 +59,6 @@ def serve(
     for module in actions or []:
         importlib.import_module(module)
     with open_core(event_store, clickhouse, cluster) as audit:
-        register_builtin_actions(audit.registry)
         embedded = audit.settings.clickhouse_target.embedded
         config = ApiConfig(
             trusted_proxies=ApiConfig.networks(trusted_proxy or []),

@@ -16,7 +16,6 @@ from typing import Any
 
 import orjson
 
-from auditcore.events.builtin import register_builtin_actions
 from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
 from auditcore.facade import AuditCore
 from auditcore.readmodel.queries import EventQuery, WorkspaceReader, summary_from_row
@@ -106,7 +105,6 @@ def record_export(
     context: RequestContext | None = None,
 ) -> AuditEvent:
     """Record that ``actor`` exported this query's events (before the first byte is sent)."""
-    register_builtin_actions(audit.registry)
     return audit.record(
         "auditcore.export.created",
         workspace_id=workspace_id,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from auditcore.events.builtin import register_builtin_actions
 from auditcore.events.envelope import Actor, RequestContext, Target
 from auditcore.facade import AuditCore
 from auditcore.report.data import build_report
@@ -26,7 +25,6 @@ def generate_report(
     reader = audit.reader(workspace_id, entitlements=entitlements)
     data = build_report(reader, since, until, now=datetime.now(UTC))
     html = render_report(data)
-    register_builtin_actions(audit.registry)
     audit.record(
         "auditcore.report.generated",
         workspace_id=workspace_id,

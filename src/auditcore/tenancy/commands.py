@@ -21,7 +21,6 @@ from auditcore.cli_options import (
     open_core,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
-from auditcore.events.builtin import register_builtin_actions
 from auditcore.events.envelope import Target
 from auditcore.facade import AuditCore
 from auditcore.store.settings import DEFAULT_EVENT_STORE
@@ -50,7 +49,6 @@ def _opened(
 def _record(
     audit: AuditCore, action: str, workspace_id: str, target: Target, **metadata: object
 ) -> None:
-    register_builtin_actions(audit.registry)
     audit.record(
         action,
         workspace_id=workspace_id,

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 
 from auditcore.api import params
 from auditcore.api.deps import ReaderDep
 from auditcore.api.routes.events import TIME_HELP
-from auditcore.api.schemas import StatsBucketOut, StatsOut
-from auditcore.errors import InvalidQueryError
+from auditcore.api.schemas import StatsOut
 
 router = APIRouter(prefix="/v1", tags=["stats"])
 
@@ -33,25 +32,11 @@ def stats(
 ) -> StatsOut:
     """Whole buckets: the range is widened to the interval's boundaries, as the answer says."""
     query = request.query_params
-    if group_by not in ("action", "actor", "source"):
-        raise InvalidQueryError("group_by", "use action, actor or source")
-    if interval not in ("minute", "hour", "day", "auto"):
-        raise InvalidQueryError("interval", "use minute, hour, day or auto")
-    chosen_group: Literal["action", "actor", "source"] = group_by  # type: ignore[assignment]
-    chosen_interval: Literal["minute", "hour", "day", "auto"] = interval  # type: ignore[assignment]
     result = reader.stats(
-        group_by=chosen_group,
-        interval=chosen_interval,
+        group_by=group_by,  # type: ignore[arg-type]  # checked by stats(), a 400 naming it
+        interval=interval,  # type: ignore[arg-type]
         since=params.moment(query, "since"),
         until=params.moment(query, "until"),
         filters=params.filters_from(query, reader.model("activity_hourly"), _RESERVED),
     )
-    return StatsOut(
-        interval=result.interval,
-        group_by=result.group_by,
-        since=result.since,
-        until=result.until,
-        buckets=[
-            StatsBucketOut(bucket=b.bucket, key=b.key, events=b.events) for b in result.buckets
-        ],
-    )
+    return StatsOut.model_validate(result, from_attributes=True)

@@ -108,6 +108,13 @@ class _Where:
     def sql(self) -> str:
         return " AND ".join(f"({condition})" for condition in self.conditions)
 
+    def copy(self) -> _Where:
+        copied = _Where.__new__(_Where)
+        copied.conditions = list(self.conditions)
+        copied.parameters = dict(self.parameters)
+        copied.settings = dict(self.settings)
+        return copied
+
 
 class WorkspaceReader:
     """Reads one workspace's read models. ``entitlements=None`` means a trusted caller."""
@@ -158,10 +165,8 @@ class WorkspaceReader:
         """Matching events, newest first, a page at a time."""
         limit = _checked_limit(query.limit)
         model, where, fingerprint = self._events_where(query)
-        if query.cursor:
-            cursor = Cursor.decode(query.cursor, fingerprint)
-            _after(where, cursor.occurred_at, cursor.event_id)
-        rows = self._select(model, where, order="occurred_at DESC, event_id DESC", limit=limit + 1)
+        after = Cursor.decode(query.cursor, fingerprint) if query.cursor else None
+        rows = self._newest_first(model, where, after, limit + 1)
         items = [event_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
@@ -173,23 +178,29 @@ class WorkspaceReader:
         """Every matching ``audit_events`` row, newest first, ``page_size`` rows at a time
         (``query.limit`` does not apply): memory stays flat however many there are."""
         model, where, fingerprint = self._events_where(query)
-        position = Cursor.decode(query.cursor, fingerprint) if query.cursor else None
+        after = Cursor.decode(query.cursor, fingerprint) if query.cursor else None
         while True:
-            page = _Where(self.workspace_id)
-            page.conditions = list(where.conditions)
-            page.parameters = dict(where.parameters)
-            page.settings = dict(where.settings)
-            if position is not None:
-                _after(page, position.occurred_at, position.event_id)
-            rows = self._select(
-                model, page, order="occurred_at DESC, event_id DESC", limit=page_size
-            )
+            rows = self._newest_first(model, where, after, page_size)
             if rows:
                 yield rows
             if len(rows) < page_size:
                 return
-            last = rows[-1]
-            position = Cursor(last["occurred_at"], last["event_id"], fingerprint)
+            after = Cursor(rows[-1]["occurred_at"], rows[-1]["event_id"], fingerprint)
+
+    def _newest_first(
+        self, model: ReadModel, where: _Where, after: Cursor | None, limit: int
+    ) -> list[Row]:
+        """One keyset page: at most ``limit`` rows strictly older than ``after``."""
+        page = where
+        if after is not None:
+            page = where.copy()
+            page.add(
+                "occurred_at <= {cursor_at:DateTime64(6, 'UTC')} AND "
+                "(occurred_at, event_id) < ({cursor_at:DateTime64(6, 'UTC')}, {cursor_id:UUID})",
+                cursor_at=after.occurred_at,
+                cursor_id=after.event_id,
+            )
+        return self._select(model, page, order="occurred_at DESC, event_id DESC", limit=limit)
 
     def count(self, query: EventQuery) -> int:
         """How many events match (the cursor and limit do not apply)."""
@@ -413,16 +424,6 @@ def _parse_value(declared: Filter, value: str) -> Any:
     except ValueError as error:
         raise InvalidQueryError(declared.name, f"{value!r} is not valid: {error}") from None
     return value
-
-
-def _after(where: _Where, occurred_at: datetime, event_id: UUID) -> None:
-    """Strictly after (older than) this row in newest-first order: keyset paging."""
-    where.add(
-        "occurred_at <= {cursor_at:DateTime64(6, 'UTC')} AND "
-        "(occurred_at, event_id) < ({cursor_at:DateTime64(6, 'UTC')}, {cursor_id:UUID})",
-        cursor_at=occurred_at,
-        cursor_id=event_id,
-    )
 
 
 def _apply_time_range(

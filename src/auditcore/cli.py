@@ -482,13 +482,14 @@ def export(
     request = EventQuery(filters, since, until, text)
     with open_core(event_store, clickhouse) as audit:
         reader = audit.reader(workspace)
-        total = reader.count(request)
         record_export(audit, workspace, request, output_format, actor=cli_actor(), source="cli")
         if out is None:
             for chunk in export_chunks(reader, request, output_format):
                 sys.stdout.buffer.write(chunk)
             sys.stdout.flush()
             return
+        # Counted only for the progress bar (stdout gets none).
+        total = reader.count(request)
         with out.open("wb") as file, EventsProgress(errors) as progress:
             advance = progress.track("exporting", total)
             for chunk in export_chunks(reader, request, output_format, progress=advance):

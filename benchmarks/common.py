@@ -166,15 +166,22 @@ def report(workload: str, rows: list[Measurement], baseline: str, extra: dict[st
             row.note,
         )
     console.print(table)
+    save_results(
+        workload.split(maxsplit=1)[0].lower(),
+        {**extra, "rows": [asdict(row) | {"rate": row.rate} for row in rows]},
+    )
+
+
+def save_results(name: str, results: dict[str, Any]) -> None:
+    """Write ``results`` to ``results/NAME.json``, stamped with the machine and the time."""
     RESULTS.mkdir(exist_ok=True)
     payload = {
-        "workload": workload,
+        "workload": name.split("_", 1)[0],
         "measured_at": datetime.now(UTC).isoformat(),
         "machine": machine(),
-        **extra,
-        "rows": [asdict(row) | {"rate": row.rate} for row in rows],
+        **results,
     }
-    path = RESULTS / f"{workload.split(maxsplit=1)[0].lower()}.json"
+    path = RESULTS / f"{name}.json"
     path.write_text(json.dumps(payload, indent=2))
     console.print(f"[dim]saved {path}[/dim]")
 

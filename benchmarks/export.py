@@ -8,12 +8,11 @@ import json
 import subprocess
 import sys
 import tempfile
-from datetime import UTC, datetime
 
 from rich.table import Table
 
 from auditcore import AuditCore, Settings
-from benchmarks.common import RESULTS, bench_registry, console, fresh_database, machine, populate
+from benchmarks.common import bench_registry, console, fresh_database, populate, save_results
 
 # Each script prints {"events": N, "seconds": S, "peak_rss": KiB} for its own process.
 PRELUDE = """
@@ -91,17 +90,4 @@ def run(events: int) -> None:
             f"{rate:,.0f}" if measured["events"] else "",
         )
     console.print(table)
-    RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "export.json").write_text(
-        json.dumps(
-            {
-                "workload": "export",
-                "events": events,
-                "exported": exported,
-                "machine": machine(),
-                "measured_at": datetime.now(UTC).isoformat(),
-                "results": results,
-            },
-            indent=2,
-        )
-    )
+    save_results("export", {"events": events, "exported": exported, "results": results})

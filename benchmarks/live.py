@@ -10,13 +10,12 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
 
 from rich.table import Table
 
 from auditcore import AuditCore, Settings
 from auditcore.errors import NotFoundError
-from benchmarks.common import RESULTS, bench_registry, console, fresh_database, machine, populate
+from benchmarks.common import bench_registry, console, fresh_database, populate, save_results
 
 CATCH_UP = """
 import sys
@@ -90,19 +89,11 @@ def run(events: int, samples: int) -> None:
         f"peak RSS: catching 4 read models up over {events:,} events", f"{catching_up:,.0f} MB"
     )
     console.print(table)
-    RESULTS.mkdir(exist_ok=True)
-    import json  # noqa: PLC0415
-
-    (RESULTS / "live.json").write_text(
-        json.dumps(
-            {
-                "workload": "live",
-                "events": events,
-                "machine": machine(),
-                "measured_at": datetime.now(UTC).isoformat(),
-                "latency_ms": ms,
-                "peak_rss_mb": {"baseline": idle, "catch_up": catching_up},
-            },
-            indent=2,
-        )
+    save_results(
+        "live",
+        {
+            "events": events,
+            "latency_ms": ms,
+            "peak_rss_mb": {"baseline": idle, "catch_up": catching_up},
+        },
     )

@@ -21,7 +21,7 @@ from rich.table import Table
 
 from auditcore import AuditCore, Settings
 from auditcore.readmodel.queries import EventQuery
-from benchmarks.common import RESULTS, console, fresh_database, machine
+from benchmarks.common import console, fresh_database, save_results
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
 SPAN_SECONDS = 30 * 24 * 3600
@@ -323,26 +323,18 @@ def report(n: int, results: list[Result], sizes: dict[str, int]) -> None:
         f"{sizes['postgres'] / max(sizes['auditcore'], 1):.1f}x smaller",
     )
     console.print(table)
-    RESULTS.mkdir(exist_ok=True)
-    import json  # noqa: PLC0415
-
-    (RESULTS / f"queries_{n}.json").write_text(
-        json.dumps(
-            {
-                "workload": "queries",
-                "events": n,
-                "machine": machine(),
-                "measured_at": datetime.now(UTC).isoformat(),
-                "storage_bytes": sizes,
-                "rows": [
-                    {
-                        "question": r.question,
-                        "auditcore_ms": r.auditcore_ms,
-                        "postgres_ms": r.postgres_ms,
-                    }
-                    for r in results
-                ],
-            },
-            indent=2,
-        )
+    save_results(
+        f"queries_{n}",
+        {
+            "events": n,
+            "storage_bytes": sizes,
+            "rows": [
+                {
+                    "question": r.question,
+                    "auditcore_ms": r.auditcore_ms,
+                    "postgres_ms": r.postgres_ms,
+                }
+                for r in results
+            ],
+        },
     )

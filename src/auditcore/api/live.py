@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from uuid import UUID
 
+import orjson
 from eventsourcing.persistence import StoredEvent
 
 from auditcore.events.envelope import AuditEvent
@@ -142,9 +143,10 @@ class LiveHub:
     def _deliver(self, batch: Sequence[LoggedEvent], watchers: list[Watcher]) -> None:
         workspaces = {watcher.workspace_id for watcher in watchers}
         for logged in batch:
-            event = self._decode(logged)
-            if event.workspace_id not in workspaces:
+            # Most events belong to workspaces nobody watches: look before building the model.
+            if orjson.loads(logged.state)["workspace_id"] not in workspaces:
                 continue
+            event = self._decode(logged)
             for watcher in watchers:
                 if (
                     logged.position > watcher.position

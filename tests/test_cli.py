@@ -215,3 +215,56 @@ def test_workspaces_keys_export_and_report_from_the_shell(
                    store=store, clickhouse=clickhouse).stdout  # fmt: skip
     actions = [json.loads(line)["action"] for line in recorded.splitlines()]
     assert "auditcore.export.created" in actions
+
+
+def test_serve_answers_and_decides_itself_whom_to_believe(tmp_path: Path) -> None:
+    """`auditcore serve` as started from a shell: health, an authenticated write, and the
+    client address never taken from X-Forwarded-For sent by an untrusted peer (uvicorn's
+    own proxy handling would believe 127.0.0.1)."""
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    import httpx  # noqa: PLC0415
+
+    store, clickhouse = str(tmp_path / "e.sqlite"), tmp_path / "ch"
+    run("workspaces", "create", "acme", store=store, clickhouse=clickhouse)
+    created = run("keys", "create", "-w", "acme", "--name", "w", "-s", "write",
+                  store=store, clickhouse=clickhouse).stdout  # fmt: skip
+    token = next(line for line in created.splitlines() if line.startswith("ack_"))
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {
+        **os.environ,
+        "AUDITCORE_EVENT_STORE": store,
+        "AUDITCORE_CLICKHOUSE": f"chdb://{clickhouse}",
+    }
+    server = subprocess.Popen(
+        [AUDITCORE, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    if client.get("/healthz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                assert server.poll() is None, server.stdout.read() if server.stdout else ""
+                assert time.monotonic() < deadline, "auditcore serve did not come up"
+                time.sleep(0.2)
+            response = client.post(
+                "/v1/events",
+                json={"action": "auditcore.workspace.created", "metadata": {"name": "x"}},
+                headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": "6.6.6.6"},
+            )
+        assert response.status_code == 201, response.text
+        assert response.json()["items"][0]["context"]["ip"] == "127.0.0.1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

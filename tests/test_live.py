@@ -125,3 +125,20 @@ def test_reconnecting_with_last_event_id_resumes_without_gaps(live_api: Deployme
     assert [e["event_id"] for e in resumed.events] == missed + later
     assert first[0] not in {e["event_id"] for e in resumed.events}
     resumed.close()
+
+
+def test_a_watcher_that_falls_behind_is_told_to_reconnect() -> None:
+    """Bounded memory per watcher: past its capacity it gets one ``None`` (the stream sends
+    ``event: overflow``) and nothing more, so it resumes from its last id instead."""
+    import asyncio  # noqa: PLC0415
+
+    from auditcore.api.live import Watcher  # noqa: PLC0415
+
+    async def offer_too_many() -> list[object]:
+        watcher = Watcher("acme", lambda _: True, 0, asyncio.get_running_loop(), capacity=3)
+        for position in range(1, 7):
+            watcher.offer((position, INCIDENT))  # type: ignore[arg-type]
+        return [watcher.queue.get_nowait() for _ in range(watcher.queue.qsize())]
+
+    delivered = asyncio.run(offer_too_many())
+    assert delivered == [(1, INCIDENT), (2, INCIDENT), (3, INCIDENT), None]

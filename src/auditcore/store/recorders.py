@@ -66,10 +66,10 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
         )
         self._copy_events = SQL(
-            "COPY {0} (originator_id, originator_version, topic, state) FROM STDIN"
+            "COPY {0} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(events)
         self._copy_event_ids = SQL(
-            "COPY {0} (event_id, originator_id, originator_version) FROM STDIN"
+            "COPY {0} (event_id, originator_id, originator_version) FROM STDIN (FORMAT BINARY)"
         ).format(table)
         self._locate_event_ids = SQL(
             "SELECT event_id, originator_id, originator_version FROM {0} "
@@ -112,13 +112,7 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
         """
         # Each COPY goes as one pre-built payload: writing row by row would hand the
         # interpreter lock back and forth with busy producer threads for every few rows.
-        events = "".join(
-            f"{s.originator_id}\t{s.originator_version}\t{s.topic}\t\\\\x{s.state.hex()}\n"
-            for s in stored_events
-        ).encode()
-        ids = "".join(
-            f"{event_id_of(s)}\t{s.originator_id}\t{s.originator_version}\n" for s in stored_events
-        ).encode()
+        events, ids = copy_payloads(stored_events)
         with self.datastore.get_connection() as conn, conn.transaction(), conn.cursor() as curs:
             self._lock_table(curs)
             with curs.copy(self._copy_events) as copy:
@@ -134,6 +128,51 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
                 row["event_id"]: (row["originator_id"], row["originator_version"])
                 for row in curs.fetchall()
             }
+
+
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_COPY_TRAILER = b"\xff\xff"
+_UUID = b"\x00\x00\x00\x10"
+_BIGINT = b"\x00\x00\x00\x08"
+
+
+def _uuid(value: UUID | str) -> UUID:
+    return value if isinstance(value, UUID) else UUID(value)
+
+
+def copy_payloads(stored_events: Sequence[StoredEvent]) -> tuple[bytes, bytes]:
+    """PostgreSQL binary COPY data for the events table and for the event ids table.
+
+    Binary spares the server from parsing text (bytea as hex above all): about half its time.
+    """
+    events, ids = [_COPY_HEADER], [_COPY_HEADER]
+    for stored in stored_events:
+        stream = _uuid(stored.originator_id).bytes
+        version = stored.originator_version.to_bytes(8, "big", signed=True)
+        topic = stored.topic.encode()
+        state = stored.state
+        events.append(
+            b"".join(
+                (
+                    b"\x00\x04" + _UUID,
+                    stream,
+                    _BIGINT,
+                    version,
+                    len(topic).to_bytes(4, "big"),
+                    topic,
+                    len(state).to_bytes(4, "big"),
+                    state,
+                )
+            )
+        )
+        ids.append(
+            b"".join(
+                (b"\x00\x03" + _UUID, event_id_of(stored).bytes, _UUID, stream, _BIGINT, version)
+            )
+        )
+    events.append(_COPY_TRAILER)
+    ids.append(_COPY_TRAILER)
+    return b"".join(events), b"".join(ids)
 
 
 class SQLiteAuditRecorder(SQLiteApplicationRecorder, EventIdIndex):

@@ -7,6 +7,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import cast
 from uuid import uuid4
 
 import psycopg
@@ -21,6 +22,7 @@ from auditcore.store.dispatcher import (
     DispatchSettings,
     FullBufferPolicy,
 )
+from auditcore.store.mapper import AuditStoredEvent
 
 ROOT = Path(__file__).parent.parent
 
@@ -147,22 +149,17 @@ def test_a_full_buffer_refuses_clearly_and_keeps_what_it_accepted(
     gate = threading.Event()
     with AuditCore(pg_settings) as audit:
 
-        def slow_store(events: list[AuditEvent]) -> list[AuditEvent]:
+        def slow_store(events: list[AuditStoredEvent]) -> list[AuditStoredEvent]:
             gate.wait()
-            return audit.record_many(
-                [
-                    {
-                        "action": e.action,
-                        "workspace_id": e.workspace_id,
-                        "metadata": e.metadata,
-                        "event_id": e.event_id,
-                    }
-                    for e in events
-                ]
-            )
+            audit.app.recorder.insert_events(events)
+            return events
+
+        def decode(stored: AuditStoredEvent) -> AuditEvent:
+            return cast("AuditEvent", audit.app.mapper.to_domain_event(stored))
 
         dispatcher = Dispatcher(
             slow_store,
+            decode,
             DispatchSettings(max_buffer=5, max_batch=2, policy=policy, block_timeout=0.3),
         )
         accepted: list[DispatchHandle] = []
@@ -175,7 +172,8 @@ def test_a_full_buffer_refuses_clearly_and_keeps_what_it_accepted(
                     "workspace_id": "acme",
                     "metadata": {"body": f"{n}"},
                 }
-                accepted.append(dispatcher.submit(audit.build_draft(draft)))
+                stored = audit.app.mapper.to_stored_event(audit.build_draft(draft))
+                accepted.append(dispatcher.submit(cast("AuditStoredEvent", stored)))
 
         with pytest.raises(DispatchBufferFullError, match="the dispatch buffer is full"):
             fill()

@@ -7,7 +7,7 @@ import itertools
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
@@ -15,7 +15,7 @@ from typing import Any, Self, TypeVar, Unpack, cast
 from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
-from eventsourcing.persistence import IntegrityError, OperationalError
+from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
 from pydantic import BaseModel
 
 from auditcore.clickhouse.connection import connect
@@ -44,9 +44,11 @@ from auditcore.store.dispatcher import (
     DispatchHandle,
     DispatchSettings,
 )
+from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
+from auditcore.store.standalone import StandaloneEncoder
 
 A = TypeVar("A", bound=AuditedAggregate)
 
@@ -97,6 +99,7 @@ class AuditCore:
                 f"cannot open the event store ({self.settings.describe_event_store()}): {error}. "
                 "Check AUDITCORE_EVENT_STORE and that the database is running."
             ) from error
+        self._standalone = StandaloneEncoder(self.registry, self.app.mapper)
         self._local = threading.local()
         self._clickhouse_clients: list[Client] = []
         self._migrated = False
@@ -207,14 +210,16 @@ class AuditCore:
         dispatched; leaving the ``with`` block, interpreter exit and SIGTERM drain the buffer.
         """
         return self.dispatcher.submit(
-            self._build_standalone(action, workspace_id, metadata, provenance)
+            self._standalone.encode(action, workspace_id, metadata, provenance)
         )
 
     @property
     def dispatcher(self) -> Dispatcher:
         with self._dispatcher_lock:
             if self._dispatcher is None:
-                self._dispatcher = Dispatcher(self._store, self._dispatch_settings)
+                self._dispatcher = Dispatcher(
+                    self._store_encoded, self._decode, self._dispatch_settings
+                )
                 atexit.register(self._dispatcher.close)
                 drain_on_sigterm(self._dispatcher.close)
             return self._dispatcher
@@ -279,18 +284,34 @@ class AuditCore:
         # Standalone events were stamped when built; aggregates' events are stamped here.
         stamped = [event if event.recorded_at else event.with_recorded_at(now) for event in events]
         try:
-            self._append(stamped)
+            self._append([self.app.mapper.to_stored_event(event) for event in stamped])
         except IntegrityError:
             return self._store_after_collision(stamped)
         return stamped
 
-    def _append(self, events: list[AuditEvent]) -> None:
+    def _store_encoded(self, batch: list[AuditStoredEvent]) -> list[AuditStoredEvent]:
+        """Store standalone events already encoded (the dispatcher's batches) in one
+        transaction; returns each as stored (an idempotent repeat: as first stored)."""
+        if len({stored.event_id for stored in batch}) == len(batch):
+            try:
+                self._append(batch)
+            except IntegrityError:
+                pass  # an id seen before: sorted out on the decoded events, below
+            else:
+                return batch
+        events = self._store([self._decode(stored) for stored in batch])
+        return [cast("AuditStoredEvent", self.app.mapper.to_stored_event(e)) for e in events]
+
+    def _append(self, stored_events: Sequence[StoredEvent]) -> None:
         """One transaction; large batches on PostgreSQL go through binary COPY."""
         recorder = self.app.recorder
-        if isinstance(recorder, BulkAppender) and len(events) >= _BULK_APPEND_MIN:
-            recorder.append_bulk([self.app.mapper.to_stored_event(event) for event in events])
+        if isinstance(recorder, BulkAppender) and len(stored_events) >= _BULK_APPEND_MIN:
+            recorder.append_bulk(stored_events)
         else:
-            self.app.save(*events)
+            recorder.insert_events(stored_events)
+
+    def _decode(self, stored: StoredEvent) -> AuditEvent:
+        return cast("AuditEvent", self.app.mapper.to_domain_event(stored))
 
     def _store_after_collision(self, events: list[AuditEvent]) -> list[AuditEvent]:
         """Tell a retried (idempotent) event from a reused id and from a version conflict."""

@@ -215,6 +215,8 @@ class AuditCore:
 
     @property
     def dispatcher(self) -> Dispatcher:
+        if self._dispatcher is not None:  # without the lock: it is taken once, to create it
+            return self._dispatcher
         with self._dispatcher_lock:
             if self._dispatcher is None:
                 self._dispatcher = Dispatcher(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import threading
@@ -281,3 +282,45 @@ def test_dispatch_settings_take_policy_names_and_refuse_nonsense() -> None:
         DispatchSettings(policy="drop")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="max_buffer and max_batch must be at least 1"):
         DispatchSettings(max_buffer=0)
+
+
+def test_dispatching_while_closing_stores_or_refuses_each_event(pg_settings: Settings) -> None:
+    from auditcore.store.dispatcher import DispatcherClosedError  # noqa: PLC0415
+
+    accepted: list[DispatchHandle] = []
+    refused: list[str] = []
+    with AuditCore(pg_settings) as audit:
+        begin = threading.Barrier(5)
+
+        def produce(tag: str) -> None:
+            begin.wait()
+            for n in itertools.count():
+                try:
+                    accepted.append(
+                        audit.dispatch(
+                            "incident.comment_added",
+                            workspace_id="acme",
+                            metadata={"body": f"{tag} {n}"},
+                            actor={"id": tag},
+                        )
+                    )
+                except DispatcherClosedError:
+                    refused.append(tag)
+                    return
+
+        producers = [threading.Thread(target=produce, args=(f"t{i}",)) for i in range(4)]
+        for producer in producers:
+            producer.start()
+        begin.wait()
+        time.sleep(0.3)
+        assert audit.dispatcher.close(timeout=60)
+        for producer in producers:
+            producer.join()
+        found = stored_comments(audit)
+
+    assert sorted(refused) == ["t0", "t1", "t2", "t3"]
+    assert all(handle.done() and handle.exception() is None for handle in accepted)
+    assert len(found) == len(accepted)
+    assert sorted(found) == sorted(
+        (h.result().actor.id, str(h.result().metadata["body"])) for h in accepted
+    )

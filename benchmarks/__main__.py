@@ -9,8 +9,8 @@ from benchmarks.common import console, machine
 
 WORKLOADS = {
     "append": {
-        "quick": lambda: append.run(single=1_000, batched=20_000, dispatched=20_000),
-        "full": lambda: append.run(single=10_000, batched=200_000, dispatched=500_000),
+        "quick": lambda: append.run(single=1_000, batched=20_000, dispatched=20_000, repeats=1),
+        "full": lambda: append.run(single=10_000, batched=200_000, dispatched=500_000, repeats=3),
     },
     "live": {
         "quick": lambda: live.run(events=20_000, samples=30),

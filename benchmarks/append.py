@@ -7,7 +7,11 @@ the events table (the ceiling: no validation, no envelope, no index of event ids
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+import time
+from multiprocessing.synchronize import Event, Semaphore
 from uuid import uuid4
 
 import psycopg
@@ -138,6 +142,52 @@ def auditcore_dispatch(url: str, count: int, producers: int) -> Measurement:
     )
 
 
+def _dispatching_process(
+    url: str, count: int, seed: int, ready: Semaphore, start: Event, done: Semaphore
+) -> None:
+    settings = DispatchSettings(max_buffer=count, max_batch=10_000)
+    with AuditCore(Settings(url), registry=bench_registry(), dispatch=settings) as audit:
+        drafts = list(realistic_drafts(count, seed=seed))
+        ready.release()
+        start.wait()
+        for draft in drafts:
+            audit.dispatch(**draft)
+        audit.flush()
+        done.release()
+
+
+def auditcore_dispatch_processes(url: str, count: int, processes: int) -> Measurement:
+    """What an application with several worker processes sustains: each process dispatches
+    its share; the clock runs from the common start until every process has flushed."""
+    AuditCore(Settings(url), registry=bench_registry()).close()  # tables made before the race
+    context = multiprocessing.get_context("spawn")
+    ready, done, start = context.Semaphore(0), context.Semaphore(0), context.Event()
+    share = count // processes
+    workers = [
+        context.Process(target=_dispatching_process, args=(url, share, seed, ready, start, done))
+        for seed in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    for _ in workers:
+        ready.acquire()
+    started = time.perf_counter()
+    start.set()
+    for _ in workers:
+        done.acquire()
+    seconds = time.perf_counter() - started
+    for worker in workers:
+        worker.join()
+        if worker.exitcode:
+            raise RuntimeError(f"a dispatching process failed (exit code {worker.exitcode})")
+    return Measurement(
+        f"auditcore: dispatch() from {processes} processes, until flushed",
+        share * processes,
+        seconds,
+        note=f"one process per core ({os.cpu_count()} here), each as the 1-thread row",
+    )
+
+
 def auditcore_dispatcher_writes(url: str, count: int) -> Measurement:
     """The dispatcher's own path: events validated and encoded before the clock starts, as
     the library rows build their aggregates before it."""
@@ -215,6 +265,10 @@ def run(single: int, batched: int, dispatched: int, repeats: int) -> list[Measur
         ("auditcore record_many()", lambda url: auditcore_record_many(url, batched)),
         ("auditcore dispatch(), 1 thread", lambda url: auditcore_dispatch(url, dispatched, 1)),
         ("auditcore dispatch(), 4 threads", lambda url: auditcore_dispatch(url, dispatched, 4)),
+        (
+            "auditcore dispatch(), processes",
+            lambda url: auditcore_dispatch_processes(url, dispatched, os.cpu_count() or 1),
+        ),
         ("the dispatcher's write path", lambda url: auditcore_dispatcher_writes(url, dispatched)),
     ):
         runs = []

@@ -293,8 +293,9 @@ class Dispatcher:
     def _write_batch(self, batch: list[DispatchHandle]) -> None:
         delay = self._first_retry
         while True:
+            events = [pending.stored for pending in batch]
             try:
-                stored = self._write([pending.stored for pending in batch])
+                stored = self._write(events)
             except TRANSIENT:
                 # Keep retrying: these events were accepted and must not be lost.
                 with self._lock:
@@ -304,17 +305,20 @@ class Dispatcher:
                 continue
             except Exception as error:
                 if len(batch) > 1:
-                    # Write one by one, so only the events at fault fail.
-                    for pending in batch:
-                        self._write_batch([pending])
+                    # Write each half on its own, so only the events at fault fail: a few
+                    # bad events in a large batch cost a few writes each, not one per event.
+                    middle = len(batch) // 2
+                    self._write_batch(batch[:middle])
+                    self._write_batch(batch[middle:])
                     return
                 batch[0]._error = error
                 self._finish(batch, "failed")
                 return
             break
         now = time.monotonic()
-        for pending, event in zip(batch, stored, strict=True):
-            pending.stored = event
+        if stored is not events:  # some were stored before (idempotent repeats)
+            for pending, event in zip(batch, stored, strict=True):
+                pending.stored = event
         with self._lock:
             self._latencies.extend(now - pending.submitted for pending in batch)
             self._counts["batches"] += 1

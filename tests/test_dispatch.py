@@ -117,9 +117,9 @@ def test_lost_connections_mid_burst_lose_nothing(pg_settings: Settings) -> None:
     assert stats is not None
 
 
-def test_re_dispatching_an_event_id_records_it_once(pg_settings: Settings) -> None:
+def test_re_dispatching_an_event_id_records_it_once(store_settings: Settings) -> None:
     key = uuid4()
-    with AuditCore(pg_settings) as audit:
+    with AuditCore(store_settings) as audit:
         first = audit.dispatch(
             "incident.comment_added", workspace_id="acme", metadata={"body": "once"}, event_id=key
         )
@@ -251,11 +251,14 @@ def test_a_follower_sees_every_event_in_order_during_multi_process_ingest(
     assert seen == everything
 
 
-def test_one_bad_event_fails_alone_not_its_whole_batch(pg_settings: Settings) -> None:
+@pytest.mark.parametrize("count", [10, 2_000])  # the library's insert; COPY, split in halves
+def test_one_bad_event_fails_alone_not_its_whole_batch(
+    store_settings: Settings, count: int
+) -> None:
     from auditcore import EventIdReusedError  # noqa: PLC0415
 
-    key = uuid4()
-    with AuditCore(pg_settings) as audit:
+    key, bad = uuid4(), count * 2 // 3
+    with AuditCore(store_settings, dispatch=DispatchSettings(max_delay=0.5)) as audit:
         audit.record(
             "incident.comment_added", workspace_id="acme", metadata={"body": "x"}, event_id=key
         )
@@ -263,17 +266,26 @@ def test_one_bad_event_fails_alone_not_its_whole_batch(pg_settings: Settings) ->
             audit.dispatch(
                 "incident.comment_added",
                 workspace_id="acme",
-                metadata={"body": "y" if n == 5 else f"ok {n}"},
-                event_id=key if n == 5 else None,
+                metadata={"body": "y" if n == bad else f"ok {n}"},
+                event_id=key if n == bad else None,
             )
-            for n in range(10)
+            for n in range(count)
         ]
         audit.flush()
+        stats = audit.stats()
         with pytest.raises(EventIdReusedError):
-            futures[5].result()
-        assert [f.result().metadata["body"] for i, f in enumerate(futures) if i != 5] == [
-            f"ok {n}" for n in range(10) if n != 5
+            futures[bad].result()
+        assert [f.result().metadata["body"] for i, f in enumerate(futures) if i != bad] == [
+            f"ok {n}" for n in range(count) if n != bad
         ]
+        assert [body for _, body in stored_comments(audit)] == [
+            "x",
+            *(f"ok {n}" for n in range(count) if n != bad),
+        ]
+    assert stats is not None
+    assert (stats.written, stats.failed) == (count - 1, 1)
+    if count > 1_000:
+        assert stats.batches < 50, "the bad event was found by halving, not one by one"
 
 
 def test_dispatch_settings_take_policy_names_and_refuse_nonsense() -> None:

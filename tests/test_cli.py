@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from uuid import UUID, uuid4
 
 import pytest
 
@@ -141,16 +142,21 @@ def test_bad_input_is_a_clear_error_without_a_traceback(
 
 
 def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:
-    lines = [
-        json.dumps(
-            {
-                "action": "incident.comment_added",
-                "workspace_id": "acme",
-                "metadata": {"body": f"n{n}"},
-            }
-        )
-        for n in range(300)
-    ]
+    def line(n: int, body: str | None = None, event_id: UUID | None = None) -> str:
+        fields: dict[str, object] = {
+            "action": "incident.comment_added",
+            "workspace_id": "acme",
+            "metadata": {"body": body or f"n{n}"},
+        }
+        if event_id:
+            fields["event_id"] = str(event_id)
+        return json.dumps(fields)
+
+    # Longer than the import keeps handles for, so failures are collected along the way too.
+    count, early, late = 25_000, uuid4(), uuid4()
+    lines = [line(n) for n in range(count)]
+    lines[2], lines[3] = line(2, "first", early), line(3, "other", early)
+    lines[100], lines[24_000] = line(100, "first", late), line(24_000, "other", late)
     lines.insert(7, '{"action": "incident.comment_added", "workspace_id": "acme"}')
     lines.insert(12, "[1, 2]")
     source = tmp_path / "events.jsonl"
@@ -161,11 +167,18 @@ def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:
 
     assert done.returncode == 2
     message = " ".join(done.stderr.split())
-    assert "line 8: invalid event 'incident.comment_added'" in message
-    assert "line 13: expected a JSON object, got list" in message
-    assert "2 line(s) skipped" in message
+    skipped = [
+        "line 4: event_id",
+        "line 8: invalid event 'incident.comment_added'",
+        "line 13: expected a JSON object, got list",
+        "line 24003: event_id",
+    ]
+    assert [message.index(part) for part in skipped] == sorted(
+        message.index(part) for part in skipped
+    )
+    assert "4 line(s) skipped" in message
     with AuditCore(Settings(store)) as audit:
-        assert audit.app.recorder.max_notification_id() == 300
+        assert audit.app.recorder.max_notification_id() == count - 2
 
 
 def test_workspaces_keys_export_and_report_from_the_shell(

@@ -42,6 +42,7 @@ from auditcore.projection.runner import ProcessorStatus
 from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
 from auditcore.readmodel.queries import EventQuery
 from auditcore.render import OutputFormat, print_events, stats_table
+from auditcore.store.dispatcher import DispatchHandle
 from auditcore.store.settings import (
     DEFAULT_EVENT_STORE,
 )
@@ -306,20 +307,22 @@ def import_events(
     line is reported with its number and skipped; lines with an event_id already stored are not
     stored twice.
     """
-    problems: list[str] = []
+    problems: list[tuple[int, str]] = []
     with open_core(event_store) as audit, EventsProgress(console) as progress:
         advance = progress.track("dispatching", None)
-        futures = []
+        waiting: list[tuple[int, DispatchHandle]] = []
         for number, line in enumerate(path, start=1):
             if not line.strip():
                 continue
             try:
-                futures.append((number, audit.dispatch(**_draft(line))))
+                waiting.append((number, audit.dispatch(**_draft(line))))
             except (ValueError, TypeError, AuditcoreError) as error:
-                problems.append(f"line {number}: {error}")
+                problems.append((number, str(error)))
             advance(1)
+            if number % _SETTLE_EVERY == 0:
+                waiting = _unsettled(waiting, problems)
         audit.flush()
-        problems += [f"line {n}: {f.exception()}" for n, f in futures if f.exception()]
+        _unsettled(waiting, problems)
         stats = audit.stats()
     table = Table(title="Dispatcher", title_justify="left")
     for column in ("accepted", "written", "failed", "batches", "largest batch", "p50 ms", "p99 ms"):
@@ -335,11 +338,28 @@ def import_events(
             f"{stats.latency_p99_ms:,.1f}",
         )
     console.print(table)
-    for problem in problems[:20]:
-        errors.print(f"[yellow]skipped[/yellow] {problem}", highlight=False)
+    for number, problem in sorted(problems)[:20]:
+        errors.print(f"[yellow]skipped[/yellow] line {number}: {problem}", highlight=False)
     if problems:
         errors.print(f"{len(problems)} line(s) skipped", highlight=False)
         raise typer.Exit(code=2)
+
+
+_SETTLE_EVERY = 10_000
+"""Lines between sweeps of the import's handles: each keeps its event, so a long file must not
+keep them all; unsettled ones are at most what the dispatcher buffers."""
+
+
+def _unsettled(
+    waiting: list[tuple[int, DispatchHandle]], problems: list[tuple[int, str]]
+) -> list[tuple[int, DispatchHandle]]:
+    """The handles not settled yet; the failed ones are added to ``problems``."""
+    problems += [
+        (number, str(handle.exception()))
+        for number, handle in waiting
+        if handle.done() and handle.exception() is not None
+    ]
+    return [(number, handle) for number, handle in waiting if not handle.done()]
 
 
 @app.command()

@@ -128,7 +128,9 @@ class Dispatcher:
 
     ``submit`` takes no lock while there is room: producer threads contending for one lock
     under the interpreter lock queue behind each other at every preemption (measured: a third
-    of the throughput with four producers). The buffer and its counters are the worker's.
+    of the throughput with four producers). Producers only append to the buffer and the worker
+    only takes from it; as the room check takes no lock, producers racing for the last places
+    may overfill it by at most one event each.
     """
 
     def __init__(
@@ -292,8 +294,8 @@ class Dispatcher:
 
     def _write_batch(self, batch: list[DispatchHandle]) -> None:
         delay = self._first_retry
+        events = [pending.stored for pending in batch]
         while True:
-            events = [pending.stored for pending in batch]
             try:
                 stored = self._write(events)
             except TRANSIENT:

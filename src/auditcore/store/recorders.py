@@ -132,8 +132,10 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 _COPY_TRAILER = b"\xff\xff"
-_UUID = b"\x00\x00\x00\x10"
+_UUID = b"\x00\x00\x00\x10"  # a field's length: 16 bytes
 _BIGINT = b"\x00\x00\x00\x08"
+_EVENT_ROW = b"\x00\x04" + _UUID  # four fields, the first a uuid
+_EVENT_ID_ROW = b"\x00\x03" + _UUID  # three fields, the first a uuid
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -154,7 +156,7 @@ def copy_payloads(stored_events: Sequence[StoredEvent]) -> tuple[bytes, bytes]:
         events.append(
             b"".join(
                 (
-                    b"\x00\x04" + _UUID,
+                    _EVENT_ROW,
                     stream,
                     _BIGINT,
                     version,
@@ -166,9 +168,7 @@ def copy_payloads(stored_events: Sequence[StoredEvent]) -> tuple[bytes, bytes]:
             )
         )
         ids.append(
-            b"".join(
-                (b"\x00\x03" + _UUID, event_id_of(stored).bytes, _UUID, stream, _BIGINT, version)
-            )
+            b"".join((_EVENT_ID_ROW, event_id_of(stored).bytes, _UUID, stream, _BIGINT, version))
         )
     events.append(_COPY_TRAILER)
     ids.append(_COPY_TRAILER)

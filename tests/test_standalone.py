@@ -23,7 +23,7 @@ from auditcore import (
     UnknownActionError,
     acting_as,
 )
-from auditcore.events.factory import build_event
+from auditcore.events.factory import build_standalone_event
 from auditcore.events.provenance import Provenance
 from auditcore.store.mapper import AuditMapper, AuditStoredEvent
 from auditcore.store.standalone import StandaloneEncoder
@@ -143,16 +143,7 @@ def both_ways(draft: dict[str, Any]) -> tuple[bytes | Exception, bytes | Excepti
         return ENCODER.encode(action, workspace_id, metadata, provenance)
 
     def careful() -> StoredEvent:
-        event = build_event(
-            REGISTRY,
-            action=action,
-            workspace_id=workspace_id,
-            stream_id=None,
-            version=1,
-            metadata=metadata,
-            provenance=provenance,
-            recorded=True,
-        )
+        event = build_standalone_event(REGISTRY, action, workspace_id, metadata, provenance)
         return MAPPER.to_stored_event(event)
 
     outcomes: list[bytes | Exception] = []

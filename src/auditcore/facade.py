@@ -31,7 +31,7 @@ from auditcore.errors import (
 from auditcore.events.actions import ActionRegistry, default_registry
 from auditcore.events.builtin import register_builtin_actions
 from auditcore.events.envelope import AuditEvent, to_utc
-from auditcore.events.factory import build_event
+from auditcore.events.factory import build_standalone_event
 from auditcore.events.provenance import Provenance
 from auditcore.projection.rebuild import RebuildResult, rebuild, rebuild_part
 from auditcore.projection.runner import Progress, ProjectionRunner
@@ -162,7 +162,9 @@ class AuditCore:
         idempotency key: re-recording the same id and content returns the first event and
         stores nothing new) and ``occurred_at``.
         """
-        return self._store([self._build_standalone(action, workspace_id, metadata, provenance)])[0]
+        return self._store(
+            [build_standalone_event(self.registry, action, workspace_id, metadata, provenance)]
+        )[0]
 
     def build_draft(self, draft: Mapping[str, Any]) -> AuditEvent:
         """Validate one standalone event given as ``record``'s keyword arguments in a mapping."""
@@ -174,24 +176,8 @@ class AuditCore:
             )
         action, workspace_id = fields.pop("action"), fields.pop("workspace_id")
         metadata = fields.pop("metadata", None)
-        return self._build_standalone(action, workspace_id, metadata, cast("Provenance", fields))
-
-    def _build_standalone(
-        self,
-        action: str,
-        workspace_id: str,
-        metadata: BaseModel | Mapping[str, Any] | None,
-        provenance: Provenance,
-    ) -> AuditEvent:
-        return build_event(
-            self.registry,
-            action=action,
-            workspace_id=workspace_id,
-            stream_id=None,
-            version=1,
-            metadata=metadata,
-            provenance=provenance,
-            recorded=True,
+        return build_standalone_event(
+            self.registry, action, workspace_id, metadata, cast("Provenance", fields)
         )
 
     def dispatch(

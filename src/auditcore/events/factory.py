@@ -73,3 +73,23 @@ def build_event(
     if problems or event is None:
         raise InvalidEventError(action, [(loc.lstrip("."), msg) for loc, msg in problems])
     return event
+
+
+def build_standalone_event(
+    registry: ActionRegistry,
+    action: str,
+    workspace_id: str,
+    metadata: BaseModel | Mapping[str, Any] | None,
+    provenance: Provenance,
+) -> AuditEvent:
+    """A standalone event: its own one-event stream (named by its id), recorded now."""
+    return build_event(
+        registry,
+        action=action,
+        workspace_id=workspace_id,
+        stream_id=None,
+        version=1,
+        metadata=metadata,
+        provenance=provenance,
+        recorded=True,
+    )

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from auditcore.events.actions import ActionRegistry, ActionSpec
 from auditcore.events.envelope import AuditEvent
-from auditcore.events.factory import build_event
+from auditcore.events.factory import build_standalone_event
 from auditcore.events.ids import new_event_id
 from auditcore.events.provenance import Provenance, with_ambient
 from auditcore.store.codec import COLUMN_FIELDS
@@ -107,16 +107,7 @@ class StandaloneEncoder:
         provenance: Provenance,
     ) -> AuditStoredEvent:
         """``build_event``'s path: raises its ``InvalidEventError`` naming every problem."""
-        event = build_event(
-            self.registry,
-            action=action,
-            workspace_id=workspace_id,
-            stream_id=None,
-            version=1,
-            metadata=metadata,
-            provenance=provenance,
-            recorded=True,
-        )
+        event = build_standalone_event(self.registry, action, workspace_id, metadata, provenance)
         return cast("AuditStoredEvent", self.mapper.to_stored_event(event))
 
     def _envelope_model(self, spec: ActionSpec) -> type[AuditEvent]:

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -41,8 +42,9 @@ from auditcore.progress import EventsProgress
 from auditcore.projection.runner import ProcessorStatus
 from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
 from auditcore.readmodel.queries import EventQuery
-from auditcore.render import OutputFormat, print_events, stats_table
+from auditcore.render import OutputFormat, dispatchers_table, print_events, stats_table
 from auditcore.store.dispatcher import DispatchHandle
+from auditcore.store.heartbeats import Heartbeats
 from auditcore.store.settings import (
     DEFAULT_EVENT_STORE,
 )
@@ -161,6 +163,48 @@ def project(
             stop.set()
         for thread in threads:
             thread.join(timeout=10)
+
+
+@app.command()
+def status(
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Every process dispatching into this event store, as it last reported (every 5 s by
+    default): queue depth, events accepted, written and failed, batches, latencies. A running
+    dispatcher that misses three reports is flagged silent. Read models: `projections status`.
+    """
+    with open_core(event_store) as audit:
+        head = audit.app.recorder.max_notification_id() or 0
+        heartbeats = Heartbeats(audit.settings)
+        try:
+            reports = heartbeats.reports()
+        finally:
+            heartbeats.close()
+    if output is OutputFormat.TABLE:
+        console.print(dispatchers_table(reports, head, datetime.now(UTC)))
+        return
+    console.out(
+        json.dumps(
+            {
+                "head": head,
+                "dispatchers": [
+                    {
+                        "process": report.process,
+                        "host": report.host,
+                        "pid": report.pid,
+                        "started_at": report.started_at.isoformat(),
+                        "reported_at": report.reported_at.isoformat(),
+                        "running": report.running,
+                        **asdict(report.stats),
+                    }
+                    for report in reports
+                ],
+            },
+            indent=2,
+        ),
+        highlight=False,
+    )
 
 
 @projections_app.command("status")

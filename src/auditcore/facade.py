@@ -44,6 +44,7 @@ from auditcore.store.dispatcher import (
     DispatchHandle,
     DispatchSettings,
 )
+from auditcore.store.heartbeats import Heartbeats
 from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
 from auditcore.store.settings import Settings
@@ -100,6 +101,8 @@ class AuditCore:
                 "Check AUDITCORE_EVENT_STORE and that the database is running."
             ) from error
         self._standalone = StandaloneEncoder(self.registry, self.app.mapper)
+        # Connects only when the dispatcher first reports.
+        self._heartbeats = Heartbeats(self.settings)
         self._local = threading.local()
         self._clickhouse_clients: list[Client] = []
         self._migrated = False
@@ -130,6 +133,7 @@ class AuditCore:
             self._dispatcher.close()
             atexit.unregister(self._dispatcher.close)
             stop_draining(self._dispatcher.close)
+        self._heartbeats.close()
         for client in self._clickhouse_clients:
             client.close()
         self._clickhouse_clients.clear()
@@ -206,7 +210,10 @@ class AuditCore:
         with self._dispatcher_lock:
             if self._dispatcher is None:
                 self._dispatcher = Dispatcher(
-                    self._store_encoded, self._decode, self._dispatch_settings
+                    self._store_encoded,
+                    self._decode,
+                    self._dispatch_settings,
+                    report=self._heartbeats.publish,
                 )
                 atexit.register(self._dispatcher.close)
                 drain_on_sigterm(self._dispatcher.close)

@@ -7,7 +7,7 @@ import csv
 import io
 import json
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from rich.console import Console
@@ -16,6 +16,7 @@ from rich.table import Table
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.export import CSV_COLUMNS, csv_cells
 from auditcore.readmodel.queries import Stats
+from auditcore.store.heartbeats import DispatcherReport
 
 
 class OutputFormat(StrEnum):
@@ -108,3 +109,66 @@ def stats_table(stats: Stats, title: str) -> Table:
             counts = [cells.get((moments[row_index], key), 0) for key in keys]
         table.add_row(row, *[str(count or "·") for count in counts], str(sum(counts)))
     return table
+
+
+def dispatchers_table(reports: Sequence[DispatcherReport], head: int, now: datetime) -> Table:
+    """Every dispatching process as it last reported, and the event store's head."""
+    table = Table(
+        title=f"Dispatchers (event store head: position {head:,})",
+        title_justify="left",
+        caption=None if reports else "no process has dispatched events into this store yet",
+    )
+    table.add_column("process")
+    table.add_column("state")
+    for column in (
+        "queued",
+        "accepted",
+        "written",
+        "failed",
+        "rejected",
+        "retries",
+        "batches",
+        "largest batch",
+        "p50 ms",
+        "p99 ms",
+    ):
+        table.add_column(column, justify="right")
+    for report in reports:
+        stats = report.stats
+        silent = report.silent_for(now)
+        ago = _ago(now - report.reported_at)
+        if silent is not None:
+            state = f"[red]silent for {_ago(silent)}[/red] (process gone?)"
+        elif report.running:
+            state = f"running, reported {ago} ago"
+        else:
+            state = f"stopped {ago} ago"
+        table.add_row(
+            f"{report.host} pid {report.pid}",
+            state,
+            *(
+                f"{value:,}"
+                for value in (
+                    stats.queued,
+                    stats.accepted,
+                    stats.written,
+                    stats.failed,
+                    stats.rejected,
+                    stats.retries,
+                    stats.batches,
+                    stats.largest_batch,
+                )
+            ),
+            f"{stats.latency_p50_ms:,.1f}",
+            f"{stats.latency_p99_ms:,.1f}",
+        )
+    return table
+
+
+def _ago(elapsed: timedelta) -> str:
+    seconds = int(elapsed.total_seconds())
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m"
+    return f"{seconds // 3600}h"

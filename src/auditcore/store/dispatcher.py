@@ -13,12 +13,14 @@ ids are unique in the store.
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Protocol
 
 from eventsourcing.persistence import InterfaceError, OperationalError
 
@@ -27,6 +29,14 @@ from auditcore.events.envelope import AuditEvent
 from auditcore.store.mapper import AuditStoredEvent
 
 TRANSIENT = (InterfaceError, OperationalError)
+log = logging.getLogger(__name__)
+
+
+class Report(Protocol):
+    """Publishes a dispatcher's counters (``Heartbeats.publish``)."""
+
+    def __call__(self, stats: DispatcherStats, report_every: float, *, running: bool) -> None:
+        """Store ``stats``, reported every ``report_every`` seconds while ``running``."""
 
 
 class DispatchBufferFullError(AuditcoreError):
@@ -44,21 +54,23 @@ class FullBufferPolicy(StrEnum):
 
 @dataclass(frozen=True)
 class DispatchSettings:
-    """How the dispatcher buffers and batches (see ``Dispatcher``)."""
+    """How the dispatcher buffers and batches (see ``Dispatcher``); ``report_every``: seconds
+    between reports of its counters to ``auditcore status`` (0: never)."""
 
     max_buffer: int = 100_000
     max_batch: int = 10_000
     max_delay: float = 0.02
     policy: FullBufferPolicy = FullBufferPolicy.BLOCK
     block_timeout: float = 5.0
+    report_every: float = 5.0
 
     def __post_init__(self) -> None:
         # Accept "block" / "reject" as well as the enum (e.g. from configuration).
         object.__setattr__(self, "policy", FullBufferPolicy(self.policy))
         if self.max_buffer < 1 or self.max_batch < 1:
             raise ValueError("max_buffer and max_batch must be at least 1")
-        if self.max_delay < 0 or self.block_timeout < 0:
-            raise ValueError("max_delay and block_timeout cannot be negative")
+        if self.max_delay < 0 or self.block_timeout < 0 or self.report_every < 0:
+            raise ValueError("max_delay, block_timeout and report_every cannot be negative")
 
 
 @dataclass(frozen=True)
@@ -139,11 +151,15 @@ class Dispatcher:
         decode: Callable[[AuditStoredEvent], AuditEvent],
         settings: DispatchSettings | None = None,
         *,
+        report: Report | None = None,
         retry_delays: tuple[float, float] = (0.05, 5.0),
     ) -> None:
         self.settings = settings or DispatchSettings()
         self._write = write
         self._decode = decode
+        self._report = report if self.settings.report_every else None
+        self._next_report = 0.0
+        self._report_failing = False
         self._first_retry, self._max_retry = retry_delays
         # deque.append and popleft are atomic: producers append, only the worker pops.
         self._buffer: deque[DispatchHandle] = deque()
@@ -269,14 +285,15 @@ class Dispatcher:
 
     def _run(self) -> None:
         while True:
-            self._wake_worker.wait()
+            self._wake_worker.wait(self.settings.report_every if self._report else None)
             # Cleared before looking at the buffer: a later append sets it again.
             self._wake_worker.clear()
+            self._report_if_due()
             with self._lock:
                 if not self._buffer:
                     if self._closed:
                         self._stopped = True
-                        return
+                        break
                     continue
                 short = len(self._buffer) < self.settings.max_batch and not self._closed
             if short:
@@ -291,6 +308,27 @@ class Dispatcher:
                 self._writing = []
             # More may be waiting (or the dispatcher closing): look again without waiting.
             self._wake_worker.set()
+        self._publish(running=False)
+
+    def _report_if_due(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_report:
+            self._next_report = now + self.settings.report_every
+            self._publish(running=True)
+
+    def _publish(self, *, running: bool) -> None:
+        """Report the counters. A report that fails is logged (once until one succeeds) and
+        dropped: it must never stop the worker, which holds accepted events."""
+        if self._report is None:
+            return
+        try:
+            self._report(self.stats(), self.settings.report_every, running=running)
+        except Exception as error:
+            if not self._report_failing:
+                log.warning("cannot report the dispatcher's counters (%s); will keep trying", error)
+            self._report_failing = True
+        else:
+            self._report_failing = False
 
     def _write_batch(self, batch: list[DispatchHandle]) -> None:
         delay = self._first_retry

@@ -14,20 +14,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, select, text
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from auditcore.errors import ConfigurationError, NotFoundError
 from auditcore.events.envelope import WORKSPACE_PATTERN
+from auditcore.store.control import control_engine, create_tables
 from auditcore.store.settings import Settings
 from auditcore.tenancy.tables import ApiKeyRow, Base, WorkspaceRow
 
 _TOKEN = re.compile(r"ack_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
-# Any constant: serialises table creation between processes starting together.
-_CREATE_LOCK = 0x61756469_7400
 
 
 class Scope(StrEnum):
@@ -69,18 +67,14 @@ class Directory:
     """The control plane's tables, in the event store's database (PostgreSQL or SQLite)."""
 
     def __init__(self, settings: Settings) -> None:
-        self.engine = _engine_for(settings)
-        self._postgres = settings.uses_postgres
+        self.engine = control_engine(settings)
         self.migrate()
 
     def close(self) -> None:
         self.engine.dispose()
 
     def migrate(self) -> None:
-        with self.engine.begin() as connection:
-            if self._postgres:
-                connection.execute(text(f"SELECT pg_advisory_xact_lock({_CREATE_LOCK})"))
-            Base.metadata.create_all(connection)
+        create_tables(self.engine, Base.metadata)
 
     # Workspaces.
 
@@ -177,18 +171,6 @@ class Directory:
             scopes=frozenset(Scope(scope) for scope in row.scopes),
             entitlements=frozenset(row.entitlements) if row.entitlements is not None else None,
         )
-
-
-def _engine_for(settings: Settings) -> Engine:
-    if not settings.uses_postgres:
-        path = Path(settings.event_store).with_name("control.sqlite")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return create_engine(f"sqlite:///{path}")
-    url = "postgresql+psycopg://" + settings.postgres_conninfo().split("://", 1)[1]
-    schema = settings.postgres_schema
-    # Same schema as the store (one database can hold several auditcore installations).
-    connect_args = {"options": f"-csearch_path={schema}"} if schema else {}
-    return create_engine(url, pool_pre_ping=True, connect_args=connect_args)
 
 
 def _digest(secret: str) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 from uuid import uuid4
 
 import httpx
+import psycopg
 import pytest
 
 from auditcore import AuditCore, Settings
@@ -384,6 +385,35 @@ def test_a_cursor_pages_through_without_gaps(api: Deployment) -> None:
 def page_cursor(client: httpx.Client) -> str:
     cursor: str = client.get("/v1/events", params={"limit": 1}).json()["next_cursor"]
     return cursor
+
+
+def test_readiness_is_503_while_the_event_store_cannot_answer(
+    api: Deployment, pg_settings: Settings
+) -> None:
+    schema, table = pg_settings.postgres_schema, api.audit.app.recorder.events_table_name
+    with (
+        psycopg.connect(pg_settings.postgres_conninfo(), autocommit=True) as admin,
+        api.client(None) as client,
+    ):
+        admin.execute(f'ALTER TABLE "{schema}"."{table}" RENAME TO hidden_events')
+        try:
+            down = client.get("/readyz")
+        finally:
+            admin.execute(f'ALTER TABLE "{schema}".hidden_events RENAME TO "{table}"')
+
+        def ready_again() -> httpx.Response | None:
+            response = client.get("/readyz")
+            return response if response.status_code == 200 else None
+
+        up = eventually(ready_again, timeout=30)
+
+    assert down.status_code == 503
+    body = down.json()
+    assert not body["ready"]
+    assert not body["event_store"]["ok"]
+    assert "does not exist" in body["event_store"]["detail"]
+    assert body["clickhouse"]["ok"], "a store failure is not ClickHouse's"
+    assert up.json()["event_store"]["ok"]
 
 
 def test_health_readiness_and_openapi(api: Deployment) -> None:

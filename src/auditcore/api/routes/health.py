@@ -32,8 +32,10 @@ def readyz(found: ServicesDep) -> JSONResponse:
         store = Check(ok=False, detail=f"{type(error).__name__}: {error}")
     processors: list[ProcessorOut] = []
     try:
-        statuses = audit.projections.status(audit.clickhouse)
+        audit.clickhouse.command("SELECT 1")
         clickhouse = Check(ok=True, detail=audit.settings.clickhouse_target.describe())
+        # Each processor's lag needs the store's head as well.
+        statuses = audit.projections.status(audit.clickhouse) if store.ok else []
         processors = [
             ProcessorOut(
                 name=s.name,

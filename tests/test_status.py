@@ -101,7 +101,8 @@ def test_a_dispatcher_that_stops_reporting_is_flagged_silent(
     assert silent is not None
     assert silent > timedelta(seconds=55)
     table = run("status", store=pg_settings.event_store, clickhouse=tmp_path / "ch").stdout
-    assert re.search(r"silent for 6\ds", table), table
+    # A minute and however long the command took to start.
+    assert re.search(r"silent for (6\d|[7-9]\d|1[01]\d)s", table), table
 
 
 def test_reports_that_cannot_be_stored_do_not_hold_up_writes(

@@ -98,6 +98,8 @@ def test_html_is_escaped(pg_settings: Settings) -> None:
             workspace_id="acme",
             actor={"id": "u1", "name": "<script>alert(1)</script>"},
             targets=[{"type": "doc", "id": "d1", "name": "<img src=x onerror=alert(1)>"}],
+            # Inside the report's period whatever day the test runs (it ends a day after NOW).
+            occurred_at=NOW - timedelta(hours=1),
         )
         audit.project()
         html = render_report(

@@ -4,6 +4,7 @@ keys and scopes, request context, idempotency, and every class of bad input."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -398,6 +399,8 @@ def test_readiness_is_503_while_the_event_store_cannot_answer(
         admin.execute(f'ALTER TABLE "{schema}"."{table}" RENAME TO hidden_events')
         try:
             down = client.get("/readyz")
+            # Long enough for every processor's next read to fail too (they poll each second).
+            time.sleep(1.5)
         finally:
             admin.execute(f'ALTER TABLE "{schema}".hidden_events RENAME TO "{table}"')
 
@@ -405,6 +408,7 @@ def test_readiness_is_503_while_the_event_store_cannot_answer(
             response = client.get("/readyz")
             return response if response.status_code == 200 else None
 
+        # Nothing new is written: the processors must count as healthy once they read again.
         up = eventually(ready_again, timeout=30)
 
     assert down.status_code == 503

@@ -143,22 +143,23 @@ class Processor:
         *,
         linger: float = 0.05,
         poll: float = 0.2,
-        on_batch: Callable[[int], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
         guard: AbstractContextManager[object] | None = None,
     ) -> None:
         """Catch up, then keep following new events until ``stop`` is set.
 
         Each batch runs inside ``guard`` (if given), which a rebuild in the same process takes
-        to swap tables between two batches.
+        to swap tables between two batches. ``on_step`` hears of every step that went through,
+        with the number of events it read (0 once caught up).
         """
         wakeup = wakeup_for(self.app, stop, poll)
         try:
             while not stop.is_set():
                 with guard or nullcontext():
                     count = self.step()
+                if on_step:
+                    on_step(count)
                 if count:
-                    if on_batch:
-                        on_batch(count)
                     continue
                 wakeup.wait(timeout=1.0)
                 # Let a burst of commits accumulate into one batch.

@@ -118,7 +118,8 @@ class ProjectionRunner:
                 self.models.get(name), self.app, self.target, batch_size=self.batch_size
             )
             try:
-                processor.follow(stop, on_batch=recovered, guard=self._guards[name])
+                # Healthy again as soon as a step goes through, even with nothing new to read.
+                processor.follow(stop, on_step=recovered, guard=self._guards[name])
             except Exception as error:
                 self._errors[name] = f"{type(error).__name__}: {error}"
                 logger.exception("read model %s failed; retrying in %.1fs", name, delay)

@@ -42,7 +42,13 @@ from auditcore.progress import EventsProgress
 from auditcore.projection.runner import ProcessorStatus
 from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
 from auditcore.readmodel.queries import EventQuery
-from auditcore.render import OutputFormat, dispatchers_table, print_events, stats_table
+from auditcore.render import (
+    OutputFormat,
+    dispatcher_table,
+    dispatchers_table,
+    print_events,
+    stats_table,
+)
 from auditcore.store.dispatcher import DispatchHandle
 from auditcore.store.heartbeats import Heartbeats
 from auditcore.store.settings import (
@@ -368,20 +374,7 @@ def import_events(
         audit.flush()
         _unsettled(waiting, problems)
         stats = audit.stats()
-    table = Table(title="Dispatcher", title_justify="left")
-    for column in ("accepted", "written", "failed", "batches", "largest batch", "p50 ms", "p99 ms"):
-        table.add_column(column, justify="right")
-    if stats:
-        table.add_row(
-            f"{stats.accepted:,}",
-            f"{stats.written:,}",
-            f"{stats.failed:,}",
-            f"{stats.batches:,}",
-            f"{stats.largest_batch:,}",
-            f"{stats.latency_p50_ms:,.1f}",
-            f"{stats.latency_p99_ms:,.1f}",
-        )
-    console.print(table)
+    console.print(dispatcher_table(stats))
     for number, problem in sorted(problems)[:20]:
         errors.print(f"[yellow]skipped[/yellow] line {number}: {problem}", highlight=False)
     if problems:

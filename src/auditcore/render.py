@@ -16,6 +16,7 @@ from rich.table import Table
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.export import CSV_COLUMNS, csv_cells
 from auditcore.readmodel.queries import Stats
+from auditcore.store.dispatcher import DispatcherStats
 from auditcore.store.heartbeats import DispatcherReport
 
 
@@ -111,6 +112,15 @@ def stats_table(stats: Stats, title: str) -> Table:
     return table
 
 
+def dispatcher_table(stats: DispatcherStats | None) -> Table:
+    """This process's dispatcher, as ``stats()`` gives it (no row before anything was sent)."""
+    table = Table(title="Dispatcher", title_justify="left")
+    _dispatcher_columns(table)
+    if stats:
+        table.add_row(*_dispatcher_cells(stats))
+    return table
+
+
 def dispatchers_table(reports: Sequence[DispatcherReport], head: int, now: datetime) -> Table:
     """Every dispatching process as it last reported, and the event store's head."""
     table = Table(
@@ -120,21 +130,8 @@ def dispatchers_table(reports: Sequence[DispatcherReport], head: int, now: datet
     )
     table.add_column("process")
     table.add_column("state")
-    for column in (
-        "queued",
-        "accepted",
-        "written",
-        "failed",
-        "rejected",
-        "retries",
-        "batches",
-        "largest batch",
-        "p50 ms",
-        "p99 ms",
-    ):
-        table.add_column(column, justify="right")
+    _dispatcher_columns(table)
     for report in reports:
-        stats = report.stats
         silent = report.silent_for(now)
         ago = _ago(now - report.reported_at)
         if silent is not None:
@@ -143,26 +140,34 @@ def dispatchers_table(reports: Sequence[DispatcherReport], head: int, now: datet
             state = f"running, reported {ago} ago"
         else:
             state = f"stopped {ago} ago"
-        table.add_row(
-            f"{report.host} pid {report.pid}",
-            state,
-            *(
-                f"{value:,}"
-                for value in (
-                    stats.queued,
-                    stats.accepted,
-                    stats.written,
-                    stats.failed,
-                    stats.rejected,
-                    stats.retries,
-                    stats.batches,
-                    stats.largest_batch,
-                )
-            ),
-            f"{stats.latency_p50_ms:,.1f}",
-            f"{stats.latency_p99_ms:,.1f}",
-        )
+        table.add_row(f"{report.host} pid {report.pid}", state, *_dispatcher_cells(report.stats))
     return table
+
+
+_DISPATCHER_COUNTS = {
+    "queued": "queued",
+    "accepted": "accepted",
+    "written": "written",
+    "failed": "failed",
+    "rejected": "rejected",
+    "retries": "retries",
+    "batches": "batches",
+    "largest batch": "largest_batch",
+}
+"""Column heading: ``DispatcherStats`` field."""
+
+
+def _dispatcher_columns(table: Table) -> None:
+    for column in (*_DISPATCHER_COUNTS, "p50 ms", "p99 ms"):
+        table.add_column(column, justify="right")
+
+
+def _dispatcher_cells(stats: DispatcherStats) -> list[str]:
+    return [
+        *(f"{getattr(stats, field):,}" for field in _DISPATCHER_COUNTS.values()),
+        f"{stats.latency_p50_ms:,.1f}",
+        f"{stats.latency_p99_ms:,.1f}",
+    ]
 
 
 def _ago(elapsed: timedelta) -> str:

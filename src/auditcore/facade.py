@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from functools import cached_property
 from types import TracebackType
-from typing import Any, Self, TypeVar, Unpack, cast
+from typing import TYPE_CHECKING, Any, Self, TypeVar, Unpack, cast
 from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
@@ -44,12 +44,14 @@ from auditcore.store.dispatcher import (
     DispatchHandle,
     DispatchSettings,
 )
-from auditcore.store.heartbeats import Heartbeats
 from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
 from auditcore.store.standalone import StandaloneEncoder
+
+if TYPE_CHECKING:
+    from auditcore.store.heartbeats import Heartbeats
 
 A = TypeVar("A", bound=AuditedAggregate)
 
@@ -101,8 +103,7 @@ class AuditCore:
                 "Check AUDITCORE_EVENT_STORE and that the database is running."
             ) from error
         self._standalone = StandaloneEncoder(self.registry, self.app.mapper)
-        # Connects only when the dispatcher first reports.
-        self._heartbeats = Heartbeats(self.settings)
+        self._heartbeats: Heartbeats | None = None
         self._local = threading.local()
         self._clickhouse_clients: list[Client] = []
         self._migrated = False
@@ -133,7 +134,8 @@ class AuditCore:
             self._dispatcher.close()
             atexit.unregister(self._dispatcher.close)
             stop_draining(self._dispatcher.close)
-        self._heartbeats.close()
+        if self._heartbeats is not None:
+            self._heartbeats.close()
         for client in self._clickhouse_clients:
             client.close()
         self._clickhouse_clients.clear()
@@ -209,6 +211,11 @@ class AuditCore:
             return self._dispatcher
         with self._dispatcher_lock:
             if self._dispatcher is None:
+                # Imported here: SQLAlchemy takes a fifth of a second to import, and only a
+                # process that dispatches reports to the control database.
+                from auditcore.store.heartbeats import Heartbeats  # noqa: PLC0415
+
+                self._heartbeats = Heartbeats(self.settings)
                 self._dispatcher = Dispatcher(
                     self._store_encoded,
                     self._decode,

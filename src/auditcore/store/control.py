@@ -6,14 +6,30 @@ auditcore installations); beside a SQLite store it is ``control.sqlite`` in the 
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, MetaData, create_engine, text
+from sqlalchemy import DateTime, Dialect, Engine, MetaData, create_engine, text
+from sqlalchemy.types import TypeDecorator
 
 from auditcore.store.settings import Settings
 
 # Any constant: serialises table creation between processes starting together.
 _CREATE_LOCK = 0x61756469_7400
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """A moment, read back timezone-aware: PostgreSQL keeps the zone, SQLite hands back naive
+    datetimes, and everything stored here is UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None or value.tzinfo is not None:
+            return value  # type: ignore[no-any-return]
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
 
 
 def control_engine(settings: Settings) -> Engine:

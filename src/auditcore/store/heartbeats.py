@@ -17,7 +17,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
-    DateTime,
     Engine,
     Float,
     Integer,
@@ -29,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 
-from auditcore.store.control import control_engine, create_tables
+from auditcore.store.control import UtcDateTime, control_engine, create_tables
 from auditcore.store.dispatcher import DispatcherStats
 from auditcore.store.settings import Settings
 
@@ -42,8 +41,8 @@ dispatchers = Table(
     Column("process", String(200), primary_key=True),
     Column("host", String(200), nullable=False),
     Column("pid", Integer, nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("reported_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("reported_at", UtcDateTime, nullable=False),
     Column("report_every", Float, nullable=False),
     Column("running", Boolean, nullable=False),
     *(
@@ -85,7 +84,8 @@ class Heartbeats:
         self._settings = settings
         self._forget_after = forget_after
         self._engine: Engine | None = None
-        self.process = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        self.host, self.pid = socket.gethostname(), os.getpid()
+        self.process = f"{self.host}:{self.pid}:{secrets.token_hex(3)}"
         self.started_at = datetime.now(UTC)
 
     def publish(self, stats: DispatcherStats, report_every: float, *, running: bool) -> None:
@@ -95,8 +95,8 @@ class Heartbeats:
         now = datetime.now(UTC)
         row = {
             "process": self.process,
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
+            "host": self.host,
+            "pid": self.pid,
             "started_at": self.started_at,
             "reported_at": now,
             "report_every": report_every,
@@ -127,8 +127,8 @@ class Heartbeats:
                     process=row["process"],
                     host=row["host"],
                     pid=row["pid"],
-                    started_at=_aware(row["started_at"]),
-                    reported_at=_aware(row["reported_at"]),
+                    started_at=row["started_at"],
+                    reported_at=row["reported_at"],
                     report_every=row["report_every"],
                     running=row["running"],
                     stats=DispatcherStats(**{name: row[name] for name in _COUNTERS}),
@@ -146,8 +146,3 @@ class Heartbeats:
             create_tables(engine, metadata)
             self._engine = engine
         return self._engine
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; everything stored here is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -188,11 +188,6 @@ def _info(row: ApiKeyRow) -> KeyInfo:
         name=row.name,
         scopes=tuple(Scope(scope) for scope in row.scopes),
         entitlements=tuple(row.entitlements) if row.entitlements is not None else None,
-        created_at=_aware(row.created_at),
-        revoked_at=_aware(row.revoked_at) if row.revoked_at else None,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored moment is UTC.
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

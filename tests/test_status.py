@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import re
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -127,3 +129,12 @@ def test_reports_that_cannot_be_stored_do_not_hold_up_writes(
     assert (stats.written, stats.failed) == (2_010, 0)
     warnings = [r for r in caplog.records if "cannot report the dispatcher's counters" in r.message]
     assert len(warnings) == 1, "one warning per outage, not one per report"
+
+
+def test_only_a_process_that_dispatches_loads_the_reporter() -> None:
+    # SQLAlchemy takes a fifth of a second to import: `import auditcore` must not pay for it.
+    probe = "import sys, auditcore; print('sqlalchemy' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert done.stdout.strip() == "False"

@@ -128,17 +128,27 @@ def test_reconnecting_with_last_event_id_resumes_without_gaps(live_api: Deployme
 
 
 def test_a_watcher_that_falls_behind_is_told_to_reconnect() -> None:
-    """Bounded memory per watcher: past its capacity it gets one ``None`` (the stream sends
-    ``event: overflow``) and nothing more, so it resumes from its last id instead."""
+    """Bounded memory per watcher, in bytes: past its budget the shared follower ends it with
+    ``overflow`` (the stream sends ``event: overflow``) and offers it nothing more, so it
+    resumes from its last id instead. One event larger than the whole budget still passes
+    when nothing else is queued (the watcher is never stuck)."""
     import asyncio  # noqa: PLC0415
 
-    from auditcore.api.live import Watcher  # noqa: PLC0415
+    from auditcore.api.live import OVERFLOW, Watcher  # noqa: PLC0415
 
-    async def offer_too_many() -> list[object]:
-        watcher = Watcher("acme", lambda _: True, 0, asyncio.get_running_loop(), capacity=3)
+    async def offer_too_many() -> tuple[list[object], list[object]]:
+        loop = asyncio.get_running_loop()
+        watcher = Watcher("acme", lambda _: True, 0, loop, budget=300)
         for position in range(1, 7):
-            watcher.offer((position, INCIDENT))  # type: ignore[arg-type]
-        return [watcher.queue.get_nowait() for _ in range(watcher.queue.qsize())]
+            watcher.offer((position, b"x" * 100))
+        await asyncio.sleep(0)
+        small = [await watcher.next(0.1) for _ in range(watcher.queue.qsize())]
+        big = Watcher("acme", lambda _: True, 0, loop, budget=300)
+        big.offer((1, b"x" * 1000))
+        big.offer((2, b"x"))
+        await asyncio.sleep(0)
+        return small, [await big.next(0.1) for _ in range(big.queue.qsize())]
 
-    delivered = asyncio.run(offer_too_many())
-    assert delivered == [(1, INCIDENT), (2, INCIDENT), (3, INCIDENT), None]
+    small, big = asyncio.run(offer_too_many())
+    assert small == [(1, b"x" * 100), (2, b"x" * 100), (3, b"x" * 100), OVERFLOW]
+    assert big == [(1, b"x" * 1000), OVERFLOW]

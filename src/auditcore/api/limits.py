@@ -19,7 +19,7 @@ from ipaddress import IPv6Address, ip_address, ip_network
 from typing import TYPE_CHECKING, Any
 
 from auditcore.api.config import ResourceLimits
-from auditcore.events.envelope import Actor, ActorType, Target
+from auditcore.events.envelope import Actor, ActorType, RequestContext, Target
 
 if TYPE_CHECKING:
     from auditcore.facade import AuditCore
@@ -105,6 +105,8 @@ class Throttled:
     """An address that has just crossed the threshold: what to record about it."""
 
     address: str
+    """The address, or for IPv6 the /64 it is in."""
+    last_address: str
     failures: int
     window: float
     first_failure_at: datetime
@@ -176,6 +178,7 @@ class AuthThrottle:
             failures.recorded = now
             return Throttled(
                 address=group,
+                last_address=address,
                 failures=len(failures.times),
                 window=self.window,
                 first_failure_at=failures.first_at or datetime.now(UTC),
@@ -240,4 +243,5 @@ def record_throttled(
             actor=Actor(id="auditcore", type=ActorType.SYSTEM, name="auditcore API"),
             source="api",
             targets=[Target(type="client_address", id=throttled.address)],
+            context=RequestContext(ip=throttled.last_address),
         )

@@ -204,7 +204,7 @@ class Directory:
             rows = session.execute(
                 select(ApiKeyRow.id, ApiKeyRow.workspace_id).where(ApiKeyRow.id.in_(wanted))
             )
-            return dict(rows.tuples().all())
+            return {row[0]: row[1] for row in rows}
 
     def authenticate(self, token: str) -> Principal | None:
         """The key's principal, or None for a malformed, unknown or revoked key."""

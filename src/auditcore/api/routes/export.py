@@ -102,7 +102,11 @@ async def _produced(
     room = threading.Semaphore(_AHEAD)
     cancelled = threading.Event()
     session.on_end(lambda _: cancelled.set())
-    settings = query_limits(found.config) | {"max_threads": found.config.limits.export_threads}
+    # Each page is bounded by its page size, not by the API's result-rows limit.
+    settings = query_limits(found.config) | {
+        "max_result_rows": 0,
+        "max_threads": found.config.limits.export_threads,
+    }
 
     def hand_over(item: object) -> bool:
         while not room.acquire(timeout=0.5):

@@ -4,6 +4,7 @@ sealed per workspace, resumable with Last-Event-ID."""
 from __future__ import annotations
 
 import json
+import socket
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -11,8 +12,10 @@ from typing import Any
 import httpx
 import pytest
 
-from auditcore import Settings
+from auditcore import AuditCore, Settings
 from auditcore.api import ApiConfig
+from auditcore.api.config import ResourceLimits
+from auditcore.projection.log import LogReader
 from tests.apiserver import eventually
 from tests.test_api import INCIDENT, Deployment, deploy
 
@@ -152,3 +155,189 @@ def test_a_watcher_that_falls_behind_is_told_to_reconnect() -> None:
     small, big = asyncio.run(offer_too_many())
     assert small == [(1, b"x" * 100), (2, b"x" * 100), (3, b"x" * 100), OVERFLOW]
     assert big == [(1, b"x" * 1000), OVERFLOW]
+
+
+def _fill(api: Deployment, workspace_id: str, count: int) -> None:
+    """``count`` events of one workspace, straight into the store."""
+    for start in range(0, count, 1000):
+        api.audit.record_many(
+            [
+                {**_titled(f"old {n}"), "workspace_id": workspace_id}
+                for n in range(start, min(start + 1000, count))
+            ]
+        )
+
+
+@pytest.fixture
+def small_buffers(pg_settings: Settings) -> Iterator[Deployment]:
+    yield from deploy(
+        pg_settings,
+        ApiConfig(
+            run_processors=False,
+            live_keepalive=0.2,
+            limits=ResourceLimits(live_buffer_bytes=20_000, live_catch_up_readers=3),
+        ),
+    )
+
+
+def test_far_behind_resumes_do_not_pull_the_shared_follower_back(
+    small_buffers: Deployment,
+) -> None:
+    """``Last-Event-ID: 0`` over a store of 10,000 events, three times, by clients that do not
+    read: each gets a catch-up reader of its own (stalled by its full buffer), the shared
+    follower reads only new events, and another workspace's watcher is served meanwhile.
+    When the clients read, they get every event once, in order, and join the follower."""
+    api = small_buffers
+    _fill(api, "globex", 10_000)
+    watching = Tail(api, "acme", {})
+    clients = [api.client("globex", **{"Last-Event-ID": "0"}) for _ in range(3)]
+    stalled = [c.send(c.build_request("GET", "/v1/live"), stream=True) for c in clients]
+    assert [r.status_code for r in stalled] == [200, 200, 200]
+    eventually(lambda: api.hub.catching_up == 3)
+    fresh = _post(api, "acme", _titled("while they catch up"))
+    eventually(lambda: [e["event_id"] for e in watching.events] == fresh)
+    assert api.hub.catching_up == 3  # still stalled: their clients read nothing yet
+    assert api.hub.followed < 100  # the new event, not the store again
+
+    for response, client in zip(stalled, clients, strict=True):
+        response.close()
+        client.close()
+    resumed = Tail(api, "globex", {}, last_id="0")
+    later = _post(api, "globex", _titled("after the store"))
+    eventually(lambda: len(resumed.events) == 10_001, timeout=60)
+    titles = [e["metadata"]["title"] for e in resumed.events]
+    assert titles == [f"old {n}" for n in range(10_000)] + ["after the store"]
+    assert resumed.events[-1]["event_id"] == later[0]
+    assert len(set(resumed.ids)) == len(resumed.ids)
+    eventually(lambda: api.hub.catching_up == 0)
+    for tail in (watching, resumed):
+        tail.close()
+
+
+ODD_IDS: list[tuple[str | bytes, int]] = [
+    ("²".encode("latin-1"), 400),
+    ("9" * 5000, 400),
+    ("9" * 25, 400),
+    ("-1", 400),
+    ("1 2", 400),
+    ("0x10", 400),
+    ("1e3", 400),
+    ("", 200),  # no id: from now
+    ("9" * 19, 200),  # past the newest event: from the newest
+]
+
+
+@pytest.mark.parametrize(("last_id", "status"), ODD_IDS)
+def test_odd_last_event_ids_are_a_plain_400_and_the_follower_lives_on(
+    live_api: Deployment, last_id: str | bytes, status: int
+) -> None:
+    api = live_api
+    watching = Tail(api, "acme", {})
+    with api.client("acme") as client:
+        request = client.build_request("GET", "/v1/live", headers={"Last-Event-ID": last_id})
+        response = client.send(request, stream=True)
+        assert response.status_code == status
+        if status == 400:
+            response.read()
+            assert response.json()["error"]["problems"][0]["location"] == "query.Last-Event-ID"
+        response.close()
+    posted = _post(api, "acme", _titled("still following"))
+    eventually(lambda: [e["event_id"] for e in watching.events] == posted)
+    assert api.hub.following
+    watching.close()
+
+
+def test_spaces_around_a_last_event_id_are_not_part_of_it(live_api: Deployment) -> None:
+    """(HTTP clients refuse to send them, so this one goes over a raw socket.)"""
+    api = live_api
+    host, port = api.url.removeprefix("http://").split(":")
+    for value, status in [(b" 7 ", b"200"), (b"\t7\t", b"200"), (b"7 8", b"400")]:
+        with socket.create_connection((host, int(port)), timeout=10) as raw:
+            raw.sendall(
+                b"GET /v1/live HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {api.keys['acme']}\r\n".encode()
+                + b"Last-Event-ID:"
+                + value
+                + b"\r\n\r\n"
+            )
+            assert raw.recv(100).split()[1] == status
+
+
+def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: AuditCore) -> None:
+    """Adversarial: events are written all along, in two workspaces, while watchers start
+    from the beginning, from the middle, from now and from beyond the end; batches are tiny
+    (many hand-over points) and buffers hold a few events (so watchers overflow and resume
+    from their last id, as a client does). Each must see exactly its workspace's events after
+    its start, once each, in order."""
+    import asyncio  # noqa: PLC0415
+
+    from auditcore.api.live import LiveHub  # noqa: PLC0415
+
+    audit.record_many([{**_titled(f"before {n}"), "workspace_id": "a"} for n in range(120)])
+    hub = LiveHub(audit.app, batch_size=7, budget=3_000, catch_up_readers=2, poll_interval=0.01)
+    written = threading.Event()
+
+    def write() -> None:
+        for n in range(60):
+            audit.record_many(
+                [
+                    {**_titled(f"during {n}"), "workspace_id": "a"},
+                    {**_titled(f"other {n}"), "workspace_id": "b"},
+                ]
+            )
+        written.set()
+
+    async def watch(
+        start: int | None, delay: float, pace: float = 0.0
+    ) -> tuple[int, list[int], int]:
+        await asyncio.sleep(delay)
+        loop = asyncio.get_running_loop()
+        first: int | None = None
+        seen: list[int] = []
+        resumes = 0
+        after: int | None = start
+        while True:
+            watcher = await asyncio.to_thread(hub.watch, "a", lambda _: True, after, loop)
+            first = watcher.start if first is None else first
+            while True:
+                item = await watcher.next(0.5)
+                if isinstance(item, tuple):
+                    seen.append(item[0])
+                    await asyncio.sleep(pace)  # a consumer slower than the writer
+                elif item == "overflow":
+                    break
+                elif item is None and written.is_set() and watcher.buffered == 0:
+                    hub.leave(watcher)
+                    assert first is not None
+                    return first, seen, resumes
+            hub.leave(watcher)
+            resumes += 1
+            after = seen[-1] if seen else after
+
+    async def main() -> list[tuple[int, list[int], int]]:
+        writer = threading.Thread(target=write)
+        writer.start()
+        try:
+            return await asyncio.gather(
+                watch(0, 0),
+                watch(60, 0.05),
+                watch(None, 0.1),
+                watch(10**18, 0.2),
+                watch(None, 0.0, pace=0.02),
+            )
+        finally:
+            await asyncio.to_thread(writer.join)
+
+    try:
+        results = asyncio.run(main())
+    finally:
+        hub.close()
+    workspace_a = [
+        logged.position
+        for logged in LogReader(audit.app).after(0, 10_000)
+        if json.loads(logged.state)["workspace_id"] == "a"
+    ]
+    assert len(workspace_a) == 180
+    for first, seen, _ in results:
+        assert seen == [p for p in workspace_a if p > first]
+    assert any(resumes for _, _, resumes in results)  # overflow and resume were exercised

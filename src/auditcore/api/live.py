@@ -62,6 +62,8 @@ class Watcher:
     ) -> None:
         self.workspace_id = workspace_id
         self.matches = matches
+        self.start = position
+        """Where the watch began: it is offered the events after it."""
         self.position = position
         """Every event up to here has been offered (or did not match)."""
         self.loop = loop
@@ -150,6 +152,8 @@ class LiveHub:
         self._position = 0
         """Where the shared follower has got to: joined watchers were offered all up to it."""
         self._readers = threading.BoundedSemaphore(max(catch_up_readers, 1))
+        self.followed = 0
+        """Events the shared follower has read (catch-up readers' reads are not counted)."""
         self._stop: threading.Event | None = None
         self._thread: threading.Thread | None = None
 
@@ -225,6 +229,7 @@ class LiveHub:
                 with self._lock:
                     position = self._position
                 batch = reader.after(position, self.batch_size)
+                self.followed += len(batch)
                 if not batch:
                     wakeup.wait(5.0)
                     continue

@@ -271,11 +271,12 @@ def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: Audi
     its start, once each, in order."""
     import asyncio  # noqa: PLC0415
 
-    from auditcore.api.live import LiveHub  # noqa: PLC0415
+    from auditcore.api.live import LiveHub, Watcher  # noqa: PLC0415
 
     audit.record_many([{**_titled(f"before {n}"), "workspace_id": "a"} for n in range(120)])
     hub = LiveHub(audit.app, batch_size=7, budget=3_000, catch_up_readers=2, poll_interval=0.01)
     written = threading.Event()
+    head: list[int] = []
 
     def write() -> None:
         for n in range(60):
@@ -285,7 +286,12 @@ def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: Audi
                     {**_titled(f"other {n}"), "workspace_id": "b"},
                 ]
             )
+        head.append(audit.app.recorder.max_notification_id() or 0)
         written.set()
+
+    def _done(watcher: Watcher) -> bool:
+        """Everything written has been offered to it, and it has taken all of it."""
+        return written.is_set() and watcher.position >= head[0] and watcher.buffered == 0
 
     async def watch(
         start: int | None, delay: float, pace: float = 0.0
@@ -306,7 +312,7 @@ def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: Audi
                     await asyncio.sleep(pace)  # a consumer slower than the writer
                 elif item == "overflow":
                     break
-                elif item is None and written.is_set() and watcher.buffered == 0:
+                elif item is None and _done(watcher):
                     hub.leave(watcher)
                     assert first is not None
                     return first, seen, resumes
@@ -323,7 +329,7 @@ def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: Audi
                 watch(60, 0.05),
                 watch(None, 0.1),
                 watch(10**18, 0.2),
-                watch(None, 0.0, pace=0.02),
+                *(watch(None, 0.01 * n, pace=0.005 * n) for n in range(1, 7)),
             )
         finally:
             await asyncio.to_thread(writer.join)

@@ -139,22 +139,26 @@ def test_a_watcher_that_falls_behind_is_told_to_reconnect() -> None:
 
     from auditcore.api.live import OVERFLOW, Watcher  # noqa: PLC0415
 
-    async def offer_too_many() -> tuple[list[object], list[object]]:
+    async def offer_too_many() -> tuple[object, object, object, object]:
         loop = asyncio.get_running_loop()
         watcher = Watcher("acme", lambda _: True, 0, loop, budget=300)
         for position in range(1, 7):
             watcher.offer((position, b"x" * 100))
-        await asyncio.sleep(0)
-        small = [await watcher.next(0.1) for _ in range(watcher.queue.qsize())]
         big = Watcher("acme", lambda _: True, 0, loop, budget=300)
         big.offer((1, b"x" * 1000))
         big.offer((2, b"x"))
-        await asyncio.sleep(0)
-        return small, [await big.next(0.1) for _ in range(big.queue.qsize())]
+        return (
+            await watcher.next(0.1),
+            await watcher.next(0.1),
+            await big.next(0.1),
+            (await big.next(0.1)),
+        )
 
-    small, big = asyncio.run(offer_too_many())
-    assert small == [(1, b"x" * 100), (2, b"x" * 100), (3, b"x" * 100), OVERFLOW]
-    assert big == [(1, b"x" * 1000), OVERFLOW]
+    small, small_end, big, big_end = asyncio.run(offer_too_many())
+    assert small == [(1, b"x" * 100), (2, b"x" * 100), (3, b"x" * 100)]
+    assert small_end == OVERFLOW
+    assert big == [(1, b"x" * 1000)]
+    assert big_end == OVERFLOW
 
 
 def _fill(api: Deployment, workspace_id: str, count: int) -> None:
@@ -307,9 +311,9 @@ def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: Audi
             first = watcher.start if first is None else first
             while True:
                 item = await watcher.next(0.5)
-                if isinstance(item, tuple):
-                    seen.append(item[0])
-                    await asyncio.sleep(pace)  # a consumer slower than the writer
+                if isinstance(item, list):
+                    seen += [position for position, _ in item]
+                    await asyncio.sleep(pace * len(item))  # a consumer slower than the writer
                 elif item == "overflow":
                     break
                 elif item is None and _done(watcher):

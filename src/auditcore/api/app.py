@@ -20,6 +20,7 @@ from auditcore.api.errors import install_error_handlers
 from auditcore.api.limits import LIMITED, RequestGuard
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
+from auditcore.api.pacing import CpuPacer
 from auditcore.api.routes import events, export, health, live, models, reports, stats
 from auditcore.api.schemas import EventIn
 from auditcore.api.sessions import SessionKind, Sessions
@@ -34,8 +35,12 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     owns its processors' threads and the live tail, started and stopped with it."""
     config = config or ApiConfig()
     limits = config.limits
+    pacer = CpuPacer(limits.bulk_cpu)
     hub = LiveHub(
-        audit.app, budget=limits.live_buffer_bytes, catch_up_readers=limits.live_catch_up_readers
+        audit.app,
+        budget=limits.live_buffer_bytes,
+        catch_up_readers=limits.live_catch_up_readers,
+        pacer=pacer,
     )
     sessions = Sessions(
         directory,
@@ -67,11 +72,14 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         version="1",
         lifespan=lifespan,
     )
-    app.state.services = Services(audit, directory, hub, config, RequestGuard(limits), sessions)
+    app.state.services = Services(
+        audit, directory, hub, config, RequestGuard(limits), sessions, pacer
+    )
     app.add_middleware(
         RequestIdAndBodyLimit,
         max_body_bytes=config.max_body_bytes,
         body_timeout=config.server.body_timeout,
+        on_request=pacer.request,
     )
     install_error_handlers(app)
     # The export route first: /v1/events/export is not an event id.

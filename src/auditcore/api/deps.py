@@ -14,6 +14,7 @@ from auditcore.api.config import ApiConfig
 from auditcore.api.errors import ApiError
 from auditcore.api.limits import RequestGuard, record_throttled, retry_after
 from auditcore.api.live import LiveHub
+from auditcore.api.pacing import CpuPacer
 from auditcore.api.sessions import Sessions
 from auditcore.events.envelope import RequestContext
 from auditcore.facade import AuditCore
@@ -31,6 +32,7 @@ class Services:
     config: ApiConfig
     guard: RequestGuard
     sessions: Sessions
+    pacer: CpuPacer
 
 
 def services(request: Request) -> Services:

@@ -8,7 +8,8 @@ reconnects with the last id it saw (SSE's ``Last-Event-ID``) resumes without gap
 
 A watcher that resumes from behind the shared follower never pulls the follower back: it gets a
 catch-up reader of its own (at most ``catch_up_readers`` of them at once, server-wide; the rest
-wait their turn), which reads at the watcher's own pace, and it joins the shared follower once
+wait their turn, and together they keep to the server's CPU budget for bulk work), which reads
+at the watcher's own pace, and it joins the shared follower once
 it has caught up with it. The join is decided under the hub's lock, against the position the
 follower has delivered up to, and every delivery skips what the watcher already has, so the
 hand-over has neither gap nor repeat.
@@ -35,6 +36,7 @@ from uuid import UUID
 import orjson
 from eventsourcing.persistence import StoredEvent
 
+from auditcore.api.pacing import CpuPacer
 from auditcore.events.envelope import AuditEvent
 from auditcore.projection.log import LoggedEvent, LogReader
 from auditcore.projection.wakeup import wakeup_for
@@ -50,7 +52,8 @@ OVERFLOW, REVOKED, STOPPED = "overflow", "revoked", "stopped"
 
 class Watcher:
     """One live-tail connection: its workspace, its filters, where it has got to, and the
-    events queued for it (bounded in bytes)."""
+    events queued for it (bounded in bytes). The connection takes whatever has queued up in
+    one go, so a burst costs the event loop one wake-up and one write, not one per event."""
 
     def __init__(
         self,
@@ -68,10 +71,12 @@ class Watcher:
         """Every event up to here has been offered (or did not match)."""
         self.loop = loop
         self.budget = budget
-        self.queue: asyncio.Queue[Delivery | str] = asyncio.Queue()
         self.ended: str | None = None
         self._room = threading.Condition()
+        self._pending: list[Delivery] = []
         self._buffered = 0
+        self._woken = False
+        self._wake = asyncio.Event()
 
     @property
     def buffered(self) -> int:
@@ -87,8 +92,7 @@ class Watcher:
             if self._buffered and self._buffered + size > self.budget:
                 self._end(OVERFLOW)
                 return
-            self._buffered += size
-            self._push(delivery)
+            self._queue(delivery, size)
 
     def put(self, delivery: Delivery) -> bool:
         """From the watcher's own catch-up reader: waits for room. False once it has ended."""
@@ -98,38 +102,53 @@ class Watcher:
                 self._room.wait(1.0)
             if self.ended is not None:
                 return False
-            self._buffered += size
-            self._push(delivery)
+            self._queue(delivery, size)
             return True
 
     def end(self, reason: str) -> None:
-        """End the watch (any thread); the reason is the last item the connection takes."""
+        """End the watch (any thread); the connection takes what is queued, then the reason."""
         with self._room:
             self._end(reason)
 
-    async def next(self, timeout: float) -> Delivery | str | None:
-        """The next event or ending, or None if nothing came within ``timeout`` seconds."""
-        try:
-            item = await asyncio.wait_for(self.queue.get(), timeout)
-        except TimeoutError:
-            return None
-        if isinstance(item, tuple):
+    async def next(self, timeout: float) -> list[Delivery] | str | None:
+        """Every event queued (oldest first), else the ending, else None after ``timeout``."""
+        deadline = self.loop.time() + timeout
+        while True:
             with self._room:
-                self._buffered -= len(item[1])
+                self._wake.clear()
+                self._woken = False
+                taken, self._pending, self._buffered = self._pending, [], 0
                 self._room.notify_all()
-        return item
+                if taken:
+                    return taken
+                if self.ended is not None:
+                    return self.ended
+            remaining = deadline - self.loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                return None
+
+    def _queue(self, delivery: Delivery, size: int) -> None:
+        self._pending.append(delivery)
+        self._buffered += size
+        self._signal()
 
     def _end(self, reason: str) -> None:
         if self.ended is None:
             self.ended = reason
-            self._push(reason)
             self._room.notify_all()
+            self._signal()
 
-    def _push(self, item: Delivery | str) -> None:
-        try:
-            self.loop.call_soon_threadsafe(self.queue.put_nowait, item)
-        except RuntimeError:  # The connection's loop is gone: nobody is reading.
-            self.ended = self.ended or STOPPED
+    def _signal(self) -> None:
+        if not self._woken:
+            self._woken = True
+            try:
+                self.loop.call_soon_threadsafe(self._wake.set)
+            except RuntimeError:  # The connection's loop is gone: nobody is reading.
+                self.ended = self.ended or STOPPED
 
 
 class LiveHub:
@@ -141,8 +160,10 @@ class LiveHub:
         batch_size: int = 500,
         budget: int = 4 * 1024 * 1024,
         catch_up_readers: int = 2,
+        pacer: CpuPacer | None = None,
     ) -> None:
         self.app = app
+        self.pacer = pacer or CpuPacer(0)
         self.poll_interval = poll_interval
         self.batch_size = batch_size
         self.budget = budget
@@ -261,12 +282,13 @@ class LiveHub:
         try:
             reader = LogReader(self.app)
             while watcher.ended is None:
-                batch = reader.after(watcher.position, self.batch_size)
-                for logged in batch:
-                    delivery = self._matching(logged, watcher)
-                    if delivery is not None and not watcher.put(delivery):
-                        return
-                    watcher.position = logged.position
+                with self.pacer.step():
+                    batch = reader.after(watcher.position, self.batch_size)
+                    for logged in batch:
+                        delivery = self._matching(logged, watcher)
+                        if delivery is not None and not watcher.put(delivery):
+                            return
+                        watcher.position = logged.position
                 with self._lock:
                     if watcher.ended is None and watcher.position >= self._position:
                         self._catching_up.discard(watcher)

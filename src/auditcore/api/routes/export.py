@@ -60,9 +60,10 @@ def export_events(
     except ValueError:
         raise InvalidQueryError("format", "use csv or jsonl") from None
     query = replace(event_query(request, reader, reserved_extra=("format",)), limit=1)
-    reader.events(query)  # Refuse a bad query now, with a 400, not halfway through a download.
+    # The slot first: a workspace at its limit is refused before any query runs.
     session = found.sessions.open(SessionKind.EXPORT, principal)
     try:
+        reader.events(query)  # Refuse a bad query now, with a 400, not halfway through.
         record_export(
             found.audit,
             principal.workspace_id,
@@ -103,9 +104,10 @@ async def _produced(
     cancelled = threading.Event()
     session.on_end(lambda _: cancelled.set())
     # Each page is bounded by its page size, not by the API's result-rows limit.
+    limits = found.config.limits
     settings = query_limits(found.config) | {
         "max_result_rows": 0,
-        "max_threads": found.config.limits.export_threads,
+        "max_threads": limits.export_threads,
     }
 
     def hand_over(item: object) -> bool:
@@ -120,10 +122,15 @@ async def _produced(
             reader = found.audit.reader(
                 principal.workspace_id, entitlements=principal.entitlements, limits=settings
             )
-            for chunk in export_chunks(reader, query, output):
-                if cancelled.is_set() or not hand_over(chunk):
+            pages = export_chunks(reader, query, output, page_size=limits.export_page_rows)
+            while not cancelled.is_set():
+                with found.pacer.step(cancelled):  # bulk work: within the CPU budget
+                    chunk = next(pages, None)
+                if chunk is None:
+                    hand_over(_DONE)
                     return
-            hand_over(_DONE)
+                if not hand_over(chunk):
+                    return
         except Exception as error:
             hand_over(error)
 

@@ -88,9 +88,11 @@ async def _stream(hub: LiveHub, watcher: Watcher, keepalive: float) -> AsyncIter
             item = await watcher.next(keepalive)
             if item is None:
                 yield ": keep-alive\n\n"
-            elif isinstance(item, tuple):
-                position, data = item
-                yield f"id: {position}\nevent: audit_event\ndata: {data.decode()}\n\n"
+            elif isinstance(item, list):
+                yield "".join(
+                    f"id: {position}\nevent: audit_event\ndata: {data.decode()}\n\n"
+                    for position, data in item
+                )
             else:
                 if item == OVERFLOW:
                     yield "event: overflow\ndata: {}\n\n"

@@ -3,6 +3,7 @@ sealed per workspace, resumable with Last-Event-ID."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -15,6 +16,7 @@ import pytest
 from auditcore import AuditCore, Settings
 from auditcore.api import ApiConfig
 from auditcore.api.config import ResourceLimits
+from auditcore.api.live import OVERFLOW, LiveHub, Watcher
 from auditcore.projection.log import LogReader
 from tests.apiserver import eventually
 from tests.test_api import INCIDENT, Deployment, deploy
@@ -135,9 +137,6 @@ def test_a_watcher_that_falls_behind_is_told_to_reconnect() -> None:
     ``overflow`` (the stream sends ``event: overflow``) and offers it nothing more, so it
     resumes from its last id instead. One event larger than the whole budget still passes
     when nothing else is queued (the watcher is never stuck)."""
-    import asyncio  # noqa: PLC0415
-
-    from auditcore.api.live import OVERFLOW, Watcher  # noqa: PLC0415
 
     async def offer_too_many() -> tuple[object, object, object, object]:
         loop = asyncio.get_running_loop()
@@ -267,76 +266,82 @@ def test_spaces_around_a_last_event_id_are_not_part_of_it(live_api: Deployment) 
             assert raw.recv(100).split()[1] == status
 
 
+class _Writes:
+    """Writes 60 rounds of one event per workspace (a and b), then notes the store's head."""
+
+    def __init__(self, audit: AuditCore) -> None:
+        self.audit = audit
+        self.done = threading.Event()
+        self.head = 0
+        self.thread = threading.Thread(target=self._write)
+
+    def _write(self) -> None:
+        for n in range(60):
+            self.audit.record_many(
+                [
+                    {**_titled(f"during {n}"), "workspace_id": "a"},
+                    {**_titled(f"other {n}"), "workspace_id": "b"},
+                ]
+            )
+        self.head = self.audit.app.recorder.max_notification_id() or 0
+        self.done.set()
+
+    def reached(self, watcher: Watcher) -> bool:
+        """Everything written has been offered to the watcher, and it took all of it."""
+        return self.done.is_set() and watcher.position >= self.head and watcher.buffered == 0
+
+
+async def _watch(
+    hub: LiveHub, writes: _Writes, start: int | None, delay: float, pace: float = 0.0
+) -> tuple[int, list[int], int]:
+    """Watch workspace a as a client would (resuming from its last id after an overflow) until
+    every write has reached it: (where it began, positions seen, resumes)."""
+    await asyncio.sleep(delay)
+    loop = asyncio.get_running_loop()
+    first: int | None = None
+    seen: list[int] = []
+    resumes = 0
+    after: int | None = start
+    while True:
+        watcher = await asyncio.to_thread(hub.watch, "a", lambda _: True, after, loop)
+        first = watcher.start if first is None else first
+        while True:
+            item = await watcher.next(0.5)
+            if isinstance(item, list):
+                seen += [position for position, _ in item]
+                await asyncio.sleep(pace * len(item))  # a consumer slower than the writer
+            elif item == OVERFLOW:
+                break
+            elif item is None and writes.reached(watcher):
+                hub.leave(watcher)
+                return first, seen, resumes
+        hub.leave(watcher)
+        resumes += 1
+        after = seen[-1] if seen else after
+
+
 def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: AuditCore) -> None:
     """Adversarial: events are written all along, in two workspaces, while watchers start
     from the beginning, from the middle, from now and from beyond the end; batches are tiny
     (many hand-over points) and buffers hold a few events (so watchers overflow and resume
     from their last id, as a client does). Each must see exactly its workspace's events after
     its start, once each, in order."""
-    import asyncio  # noqa: PLC0415
-
-    from auditcore.api.live import LiveHub, Watcher  # noqa: PLC0415
-
     audit.record_many([{**_titled(f"before {n}"), "workspace_id": "a"} for n in range(120)])
     hub = LiveHub(audit.app, batch_size=7, budget=3_000, catch_up_readers=2, poll_interval=0.01)
-    written = threading.Event()
-    head: list[int] = []
-
-    def write() -> None:
-        for n in range(60):
-            audit.record_many(
-                [
-                    {**_titled(f"during {n}"), "workspace_id": "a"},
-                    {**_titled(f"other {n}"), "workspace_id": "b"},
-                ]
-            )
-        head.append(audit.app.recorder.max_notification_id() or 0)
-        written.set()
-
-    def _done(watcher: Watcher) -> bool:
-        """Everything written has been offered to it, and it has taken all of it."""
-        return written.is_set() and watcher.position >= head[0] and watcher.buffered == 0
-
-    async def watch(
-        start: int | None, delay: float, pace: float = 0.0
-    ) -> tuple[int, list[int], int]:
-        await asyncio.sleep(delay)
-        loop = asyncio.get_running_loop()
-        first: int | None = None
-        seen: list[int] = []
-        resumes = 0
-        after: int | None = start
-        while True:
-            watcher = await asyncio.to_thread(hub.watch, "a", lambda _: True, after, loop)
-            first = watcher.start if first is None else first
-            while True:
-                item = await watcher.next(0.5)
-                if isinstance(item, list):
-                    seen += [position for position, _ in item]
-                    await asyncio.sleep(pace * len(item))  # a consumer slower than the writer
-                elif item == "overflow":
-                    break
-                elif item is None and _done(watcher):
-                    hub.leave(watcher)
-                    assert first is not None
-                    return first, seen, resumes
-            hub.leave(watcher)
-            resumes += 1
-            after = seen[-1] if seen else after
+    writes = _Writes(audit)
 
     async def main() -> list[tuple[int, list[int], int]]:
-        writer = threading.Thread(target=write)
-        writer.start()
+        writes.thread.start()
         try:
             return await asyncio.gather(
-                watch(0, 0),
-                watch(60, 0.05),
-                watch(None, 0.1),
-                watch(10**18, 0.2),
-                *(watch(None, 0.01 * n, pace=0.005 * n) for n in range(1, 7)),
+                _watch(hub, writes, 0, 0),
+                _watch(hub, writes, 60, 0.05),
+                _watch(hub, writes, None, 0.1),
+                _watch(hub, writes, 10**18, 0.2),
+                *(_watch(hub, writes, None, 0.01 * n, pace=0.005 * n) for n in range(1, 7)),
             )
         finally:
-            await asyncio.to_thread(writer.join)
+            await asyncio.to_thread(writes.thread.join)
 
     try:
         results = asyncio.run(main())

@@ -16,25 +16,33 @@ Failure semantics: pacing only ever delays bulk work; it never fails it. 0 cores
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 
 class CpuPacer:
-    def __init__(self, cores: float, burst: float = 0.05, quiet: float = 1.0) -> None:
+    def __init__(
+        self,
+        cores: float,
+        burst: float = 0.05,
+        quiet: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.cores = cores
         self.burst = burst
         self.quiet = quiet
+        self.clock = clock
         self._lock = threading.Lock()
         self._credit = burst
-        self._refilled = time.monotonic()
-        self._request_at = -quiet
+        self._refilled = clock()
+        self._request_at = -math.inf
 
     def request(self) -> None:
         """A request has begun (any thread or the event loop): bulk work keeps to its budget."""
-        self._request_at = time.monotonic()
+        self._request_at = self.clock()
 
     @contextmanager
     def step(self, stop: threading.Event | None = None) -> Iterator[None]:
@@ -43,24 +51,24 @@ class CpuPacer:
         Wall time, not CPU time: a thread descheduled by a busy machine while it holds the
         interpreter lock still keeps requests waiting, and a step that waited for the lock
         means the server is busy, when bulk work should yield the most."""
-        started = time.monotonic()
+        started = self.clock()
         yield
-        self.spent(time.monotonic() - started, stop)
-
-    def spent(self, seconds: float, stop: threading.Event | None = None) -> None:
-        """Charge ``seconds`` of CPU; sleep (or until ``stop``) while the budget is overdrawn."""
-        if self.cores <= 0:
-            return
-        with self._lock:
-            now = time.monotonic()
-            self._credit = min(self.burst, self._credit + (now - self._refilled) * self.cores)
-            self._refilled = now
-            if now - self._request_at > self.quiet:
-                return  # Nobody is waiting for the interpreter.
-            self._credit -= seconds
-            wait = -self._credit / self.cores if self._credit < 0 else 0.0
+        wait = self.charge(self.clock() - started)
         if wait > 0:
             if stop is None:
                 time.sleep(wait)
             else:
                 stop.wait(wait)
+
+    def charge(self, seconds: float) -> float:
+        """Charge ``seconds`` of bulk work; the seconds the caller must now rest."""
+        if self.cores <= 0:
+            return 0.0
+        with self._lock:
+            now = self.clock()
+            self._credit = min(self.burst, self._credit + (now - self._refilled) * self.cores)
+            self._refilled = now
+            if now - self._request_at > self.quiet:
+                return 0.0  # Nobody is waiting for the interpreter.
+            self._credit -= seconds
+            return -self._credit / self.cores if self._credit < 0 else 0.0

@@ -104,6 +104,16 @@ def serve(
     query_rows: Annotated[
         int, _limit("Rows one ClickHouse query may return.", "QUERY_ROWS")
     ] = _LIMITS.query_result_rows,
+    bulk_cpu: Annotated[
+        float,
+        _limit("CPU cores exports and live catch-ups may use while requests arrive.", "BULK_CPU"),
+    ] = _LIMITS.bulk_cpu,
+    revocation_check: Annotated[
+        float,
+        _limit(
+            "Seconds between checks that open streams' keys are not revoked.", "REVOCATION_CHECK"
+        ),
+    ] = _LIMITS.revocation_check,
     header_timeout: Annotated[
         float, _limit("Seconds for a request's head to arrive.", "HEADER_TIMEOUT")
     ] = _TIMEOUTS.header_timeout,
@@ -144,6 +154,8 @@ def serve(
                 query_timeout=query_timeout,
                 query_memory_bytes=query_memory,
                 query_result_rows=query_rows,
+                bulk_cpu=bulk_cpu,
+                revocation_check=revocation_check,
             ),
             server=ServerTimeouts(header_timeout, body_timeout, keepalive_timeout, max_connections),
         )

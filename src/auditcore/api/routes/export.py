@@ -114,7 +114,10 @@ async def _produced(
         while not room.acquire(timeout=0.5):
             if cancelled.is_set():
                 return False
-        loop.call_soon_threadsafe(chunks.put_nowait, item)
+        try:
+            loop.call_soon_threadsafe(chunks.put_nowait, item)
+        except RuntimeError:  # The server has stopped: nobody is reading.
+            return False
         return True
 
     def produce() -> None:

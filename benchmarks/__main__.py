@@ -25,7 +25,7 @@ WORKLOADS = {
         "full": lambda: export.run(1_000_000),
     },
     "neighbours": {
-        "quick": lambda: neighbours.run(events=20_000, seconds=6),
+        "quick": lambda: neighbours.run(events=10_000, seconds=4),
         "full": lambda: neighbours.run(events=200_000, seconds=30, compare_unlimited=True),
     },
     "catchup": {

@@ -37,7 +37,7 @@ EXPORTS, RESUMES = 12, 3
 PROBE_INTERVAL = 0.05
 LIMITS_OFF = [
     "--rate-limit=0", "--max-exports=0", "--max-reports=0", "--max-live=0",
-    "--query-timeout=0", "--query-memory=0", "--query-rows=0",
+    "--query-timeout=0", "--query-memory=0", "--query-rows=0", "--bulk-cpu=0",
 ]  # fmt: skip
 
 

@@ -327,7 +327,14 @@ def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: Audi
     from their last id, as a client does). Each must see exactly its workspace's events after
     its start, once each, in order."""
     audit.record_many([{**_titled(f"before {n}"), "workspace_id": "a"} for n in range(120)])
-    hub = LiveHub(audit.app, batch_size=7, budget=3_000, catch_up_readers=2, poll_interval=0.01)
+    hub = LiveHub(
+        audit.app,
+        batch_size=7,
+        catch_up_batch=5,
+        budget=3_000,
+        catch_up_readers=2,
+        poll_interval=0.01,
+    )
     writes = _Writes(audit)
 
     async def main() -> list[tuple[int, list[int], int]]:

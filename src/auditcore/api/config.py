@@ -47,7 +47,7 @@ class ResourceLimits:
     """ClickHouse ``max_result_rows`` of each query (e.g. per-minute stats over years)."""
     export_threads: int = 1
     """ClickHouse ``max_threads`` of each export page query, so exports leave cores free."""
-    export_page_rows: int = 1_000
+    export_page_rows: int = 500
     """Rows per export page: the step at which an export yields to other requests."""
     bulk_cpu: float = 0.5
     """CPU cores that exports and live catch-ups together may use in the API process

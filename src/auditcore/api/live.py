@@ -158,6 +158,7 @@ class LiveHub:
         *,
         poll_interval: float = 0.2,
         batch_size: int = 500,
+        catch_up_batch: int = 100,
         budget: int = 4 * 1024 * 1024,
         catch_up_readers: int = 2,
         pacer: CpuPacer | None = None,
@@ -166,6 +167,8 @@ class LiveHub:
         self.pacer = pacer or CpuPacer(0)
         self.poll_interval = poll_interval
         self.batch_size = batch_size
+        self.catch_up_batch = catch_up_batch
+        """Events per step of a catch-up reader: small, so it yields to requests often."""
         self.budget = budget
         self._lock = threading.Lock()
         self._joined: set[Watcher] = set()
@@ -283,7 +286,7 @@ class LiveHub:
             reader = LogReader(self.app)
             while watcher.ended is None:
                 with self.pacer.step():
-                    batch = reader.after(watcher.position, self.batch_size)
+                    batch = reader.after(watcher.position, self.catch_up_batch)
                     for logged in batch:
                         delivery = self._matching(logged, watcher)
                         if delivery is not None and not watcher.put(delivery):

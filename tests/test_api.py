@@ -16,6 +16,7 @@ import pytest
 
 from auditcore import AuditCore, Settings
 from auditcore.api import ApiConfig, create_app
+from auditcore.api.deps import Services
 from auditcore.api.live import LiveHub
 from auditcore.tenancy import Directory, Scope
 from tests.apiserver import ServerThread, eventually
@@ -34,6 +35,7 @@ class Deployment:
     directory: Directory
     hub: LiveHub
     keys: dict[str, str]
+    services: Services | None = None
 
     def client(self, key: str | None = "acme", **headers: str) -> httpx.Client:
         if key is not None:
@@ -76,7 +78,8 @@ def deploy(settings: Settings, config: ApiConfig) -> Iterator[Deployment]:
         app = create_app(audit, directory, config)
         try:
             with ServerThread(app) as server:
-                yield Deployment(server.url, audit, directory, app.state.services.hub, keys)
+                services = app.state.services
+                yield Deployment(server.url, audit, directory, services.hub, keys, services)
         finally:
             directory.close()
 

@@ -470,12 +470,19 @@ class AuditCore:
         )
 
     def reader(
-        self, workspace_id: str, *, entitlements: frozenset[str] | None = None
+        self,
+        workspace_id: str,
+        *,
+        entitlements: frozenset[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> WorkspaceReader:
-        """Ask questions of one workspace's read models (``entitlements=None``: trusted caller)."""
+        """Ask questions of one workspace's read models (``entitlements=None``: trusted caller;
+        ``limits``: ClickHouse settings bounding each query, e.g. ``max_execution_time``)."""
         if not self._migrated:
             self.migrate()
-        return WorkspaceReader(self.clickhouse, self.read_models, workspace_id, entitlements)
+        return WorkspaceReader(
+            self.clickhouse, self.read_models, workspace_id, entitlements, limits=limits
+        )
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:
         (event,) = self.app.events.get(stream_id, gt=version - 1, lte=version)

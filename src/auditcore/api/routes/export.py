@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import queue
 import threading
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -13,8 +12,16 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import StreamingResponse
 
-from auditcore.api.deps import ReaderDep, Reading, Services, ServicesDep, request_context
+from auditcore.api.deps import (
+    ReaderDep,
+    Reading,
+    Services,
+    ServicesDep,
+    query_limits,
+    request_context,
+)
 from auditcore.api.routes.events import TIME_HELP, event_query
+from auditcore.api.sessions import Session, SessionKind, SessionResponse
 from auditcore.errors import InvalidQueryError
 from auditcore.events.envelope import Actor, ActorType, RequestContext
 from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
@@ -24,6 +31,7 @@ from auditcore.tenancy.directory import Principal
 router = APIRouter(prefix="/v1", tags=["export"])
 
 _DONE = object()
+_AHEAD = 4
 
 
 @router.get(
@@ -45,60 +53,96 @@ def export_events(
     text: Annotated[str | None, Query(description="Every word must appear.")] = None,
 ) -> StreamingResponse:
     """Every matching event, newest first, streamed (any size, flat memory). The export is
-    recorded in the workspace's audit trail as ``auditcore.export.created``."""
+    recorded in the workspace's audit trail as ``auditcore.export.created``. A workspace may
+    run a few exports at once (429 beyond); revoking the key cuts its exports off."""
     try:
         output = ExportFormat(format)
     except ValueError:
         raise InvalidQueryError("format", "use csv or jsonl") from None
     query = replace(event_query(request, reader, reserved_extra=("format",)), limit=1)
-    reader.events(query)  # Refuse a bad query now, with a 400, not halfway through a download.
-    record_export(
-        found.audit,
-        principal.workspace_id,
-        query,
-        output,
-        actor=Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
-        source="api",
-        context=context,
-    )
+    # The slot first: a workspace at its limit is refused before any query runs.
+    session = found.sessions.open(SessionKind.EXPORT, principal)
+    try:
+        reader.events(query)  # Refuse a bad query now, with a 400, not halfway through.
+        record_export(
+            found.audit,
+            principal.workspace_id,
+            query,
+            output,
+            actor=Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
+            source="api",
+            context=context,
+        )
+    except BaseException:
+        session.close()
+        raise
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     filename = f"audit-{principal.workspace_id}-{stamp}.{output.value}"
-    return StreamingResponse(
-        _produced(found, principal, query, output),
+    # Cut at once when the key is revoked: a truncated body, never a "complete" short file.
+    return SessionResponse(
+        _produced(found, principal, query, output, session),
+        session,
+        grace=0.0,
         media_type=output.media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
 
 
 async def _produced(
-    found: Services, principal: Principal, query: EventQuery, output: ExportFormat
+    found: Services,
+    principal: Principal,
+    query: EventQuery,
+    output: ExportFormat,
+    session: Session,
 ) -> AsyncIterator[bytes]:
-    """The export runs in a thread of its own (one ClickHouse client per thread), a few pages
-    ahead of the client at most; a client hanging up stops it."""
-    chunks: queue.Queue[object] = queue.Queue(maxsize=4)
+    """The export runs in a thread of its own (one ClickHouse client per thread), at most
+    ``_AHEAD`` pages ahead of the client; a client hanging up, or the session ending, stops
+    it. The hand-over holds no worker thread of the server while the client is slow."""
+    loop = asyncio.get_running_loop()
+    chunks: asyncio.Queue[object] = asyncio.Queue()
+    room = threading.Semaphore(_AHEAD)
     cancelled = threading.Event()
+    session.on_end(lambda _: cancelled.set())
+    # Each page is bounded by its page size, not by the API's result-rows limit.
+    limits = found.config.limits
+    settings = query_limits(found.config) | {
+        "max_result_rows": 0,
+        "max_threads": limits.export_threads,
+    }
+
+    def hand_over(item: object) -> bool:
+        while not room.acquire(timeout=0.5):
+            if cancelled.is_set():
+                return False
+        try:
+            loop.call_soon_threadsafe(chunks.put_nowait, item)
+        except RuntimeError:  # The server has stopped: nobody is reading.
+            return False
+        return True
 
     def produce() -> None:
         try:
-            reader = found.audit.reader(principal.workspace_id, entitlements=principal.entitlements)
-            for chunk in export_chunks(reader, query, output):
-                while not cancelled.is_set():
-                    try:
-                        chunks.put(chunk, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-                if cancelled.is_set():
+            reader = found.audit.reader(
+                principal.workspace_id, entitlements=principal.entitlements, limits=settings
+            )
+            pages = export_chunks(reader, query, output, page_size=limits.export_page_rows)
+            while not cancelled.is_set():
+                with found.pacer.step(cancelled):  # bulk work: within the CPU budget
+                    chunk = next(pages, None)
+                if chunk is None:
+                    hand_over(_DONE)
                     return
-            chunks.put(_DONE)
+                if not hand_over(chunk):
+                    return
         except Exception as error:
-            chunks.put(error)
+            hand_over(error)
 
     thread = threading.Thread(target=produce, name="auditcore-export", daemon=True)
     thread.start()
     try:
         while True:
-            item = await asyncio.to_thread(chunks.get)
+            item = await chunks.get()
+            room.release()
             if item is _DONE:
                 return
             if isinstance(item, Exception):

@@ -38,6 +38,7 @@ from auditcore.errors import AuditcoreError
 from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
+from auditcore.integrity.commands import integrity_app, verify
 from auditcore.progress import EventsProgress
 from auditcore.projection.runner import ProcessorStatus
 from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
@@ -68,7 +69,9 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(keys_app, name="keys")
+app.add_typer(integrity_app, name="integrity")
 app.command()(serve)
+app.command()(verify)
 
 
 def _project_with_progress(audit: AuditCore) -> dict[str, int]:
@@ -159,7 +162,7 @@ def project(
             return
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        threads = audit.projections.follow(stop)
+        threads = audit.projections.follow(stop) + audit.integrity.follow(stop)
         console.print("Following new events; Ctrl-C to stop.")
         try:
             with Live(console=console, refresh_per_second=1) as live:

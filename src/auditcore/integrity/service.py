@@ -1,0 +1,120 @@
+"""``Integrity``: the tamper-evidence side of one event store, as the facade, CLI and API use
+it — its Merkle logs, the follower's thread, proofs, exports and ``verify``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import Any
+from uuid import UUID
+
+from auditcore.integrity.export import ProofExport, proof_export
+from auditcore.integrity.follower import FollowerStatus, IntegrityFollower, follow_with_retries
+from auditcore.integrity.log import IntegrityLog, StoredCheckpoint, integrity_log
+from auditcore.integrity.note import VerifierKey
+from auditcore.integrity.proofs import EventProof, consistency_proof, event_proof
+from auditcore.integrity.publish import (
+    CheckpointPublisher,
+    DirectoryPublisher,
+    published_notes,
+)
+from auditcore.integrity.settings import IntegritySettings
+from auditcore.integrity.verify import OutsideCheckpoint, Verifier, VerifyReport
+from auditcore.store.application import AuditApplication
+
+
+class Integrity:
+    def __init__(self, app: AuditApplication, settings: IntegritySettings) -> None:
+        self.app = app
+        self.settings = settings
+        self.status = FollowerStatus()
+
+    @cached_property
+    def log(self) -> IntegrityLog:
+        return integrity_log(self.app)
+
+    def publishers(self) -> list[CheckpointPublisher]:
+        directory = self.settings.checkpoint_dir
+        return [DirectoryPublisher(directory)] if directory else []
+
+    def follower(self, **options: Any) -> IntegrityFollower:
+        return IntegrityFollower(
+            self.app,
+            self.log,
+            signer=self.settings.signer(),
+            publishers=self.publishers(),
+            checkpoint_interval=self.settings.checkpoint_interval,
+            checkpoint_events=self.settings.checkpoint_events,
+            **options,
+        )
+
+    def follow(self, stop: threading.Event) -> list[threading.Thread]:
+        """Start the follower in a thread of its own (retrying after failures) until ``stop``."""
+        self.settings.signer()  # a bad key file is an error now, not in the thread
+        thread = threading.Thread(
+            target=follow_with_retries,
+            args=(self.follower, stop, self.status),
+            name="auditcore-integrity",
+            daemon=True,
+        )
+        thread.start()
+        return [thread]
+
+    def sign_now(self, progress: Callable[[int], None] | None = None) -> list[StoredCheckpoint]:
+        """Catch the logs up and sign a checkpoint of every log that changed, now (waits for
+        a running follower to let go of the lock)."""
+        follower = self.follower()
+        lock = self.log.lock()
+        while not lock.acquire():
+            threading.Event().wait(0.5)
+        try:
+            follower.resume()
+            follower.catch_up(progress)
+            return follower.checkpoint()
+        finally:
+            lock.release()
+
+    def trusted_keys(self, extra: Sequence[VerifierKey] = ()) -> list[VerifierKey]:
+        return [*extra, *self.settings.trusted_keys()]
+
+    def event_proof(self, workspace_id: str, event_id: UUID) -> EventProof:
+        return event_proof(self.log, workspace_id, event_id, self.trusted_keys())
+
+    def consistency(self, workspace_id: str, old_size: int, new_size: int) -> dict[str, Any]:
+        return consistency_proof(self.log, workspace_id, old_size, new_size)
+
+    def latest_checkpoint(self, workspace_id: str) -> StoredCheckpoint | None:
+        return self.log.latest_checkpoint(workspace_id)
+
+    def export(
+        self, workspace_id: str, from_size: int = 0, to_size: int | None = None
+    ) -> ProofExport:
+        return proof_export(self.log, workspace_id, from_size, to_size)
+
+    def verify(
+        self,
+        *,
+        workspace_id: str | None = None,
+        keys: Sequence[VerifierKey] = (),
+        outside: Sequence[OutsideCheckpoint] = (),
+        progress: Callable[[int], None] | None = None,
+    ) -> VerifyReport:
+        """Check the store against its logs and checkpoints (and the published ones)."""
+        published = []
+        if self.settings.checkpoint_dir is not None:
+            published = [
+                OutsideCheckpoint(str(path), note)
+                for path, note in published_notes(self.settings.checkpoint_dir)
+            ]
+        return Verifier(
+            self.app,
+            self.log,
+            self.trusted_keys(keys),
+            workspace_id=workspace_id,
+            outside=[*outside, *published],
+        ).run(progress)
+
+    def close(self) -> None:
+        if "log" in self.__dict__:
+            self.log.close()

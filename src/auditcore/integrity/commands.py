@@ -295,9 +295,14 @@ def _print_report(report: VerifyReport) -> None:
         console.print("[green]OK[/green]: every event matches its log and every checkpoint.")
         return
     first, *rest = report.problems
-    console.print(f"[bold red]TAMPERED[/bold red] — first divergence: {first.describe()}")
+    # One line per problem, unwrapped, so logs can be searched for them.
+    console.print(
+        f"[bold red]TAMPERED[/bold red] — first divergence: {first.describe()}",
+        soft_wrap=True,
+        highlight=False,
+    )
     for problem in rest[:19]:
-        console.print(f"  also: {problem.describe()}", highlight=False)
+        console.print(f"  also: {problem.describe()}", soft_wrap=True, highlight=False)
     more = len(rest) - 19 + report.more_problems
     if more > 0:
         console.print(f"  … and {more:,} more (use --format json for all)")

@@ -144,6 +144,7 @@ class Verifier:
             lambda: defaultdict(list)
         )
         self._trees: dict[str, _Tree] = defaultdict(_Tree)
+        self._seen: set[str] = set()
 
     def _mine(self, workspace_id: str) -> bool:
         return self.workspace_id is None or workspace_id == self.workspace_id
@@ -210,6 +211,7 @@ class Verifier:
         return checkpoint
 
     def _stored_checkpoint(self, stored: StoredCheckpoint) -> None:
+        self._seen.add(stored.note)
         workspace = stored.workspace_id
         when = datetime.fromtimestamp(stored.signed_at, UTC).isoformat()
         label = f"the stored checkpoint of size {stored.size} signed {when}"
@@ -246,6 +248,9 @@ class Verifier:
         self._expected[workspace][checkpoint.size].append(_Expected(checkpoint.root, label))
 
     def _outside_checkpoint(self, outside: OutsideCheckpoint) -> None:
+        if outside.note in self._seen:  # a copy of one already checked
+            return
+        self._seen.add(outside.note)
         try:
             note = Note.parse(outside.note)
             checkpoint = Checkpoint.parse(note.text)
@@ -474,20 +479,24 @@ class Verifier:
                 )
         for workspace, sizes in sorted(self._expected.items()):
             tree = self._trees.get(workspace) or _Tree()
-            if tree.broken:
+            beyond = [
+                expected
+                for size, expectations in sorted(sizes.items())
+                if size > tree.range.size
+                for expected in expectations
+            ]
+            if tree.broken or not beyond:
                 continue
-            for size, expectations in sorted(sizes.items()):
-                if size <= tree.range.size:
-                    continue
-                for expected in expectations:
-                    self.report.add(
-                        Problem(
-                            "truncated",
-                            workspace,
-                            tree.range.size,
-                            None,
-                            f"{expected.label} covers {size} events but the log holds only "
-                            f"{tree.range.size}: the newest events were deleted, or the store "
-                            "was rolled back to an older state",
-                        )
-                    )
+            largest = max(sizes)
+            others = f" (and {len(beyond) - 1} more checkpoint(s))" if len(beyond) > 1 else ""
+            self.report.add(
+                Problem(
+                    "truncated",
+                    workspace,
+                    tree.range.size,
+                    None,
+                    f"{sizes[largest][0].label}{others} covers {largest} events but the log "
+                    f"holds only {tree.range.size}: the newest events were deleted, or the "
+                    "store was rolled back to an older state",
+                )
+            )

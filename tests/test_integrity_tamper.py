@@ -38,7 +38,7 @@ def store(store_settings: Settings, tmp_path: Path) -> Iterator[Store]:
         assert len(audit.integrity.sign_now()) == 3
         record_history(audit, rounds=1)
         audit.integrity.follower().catch_up()
-    yield made
+    return made
 
 
 def verify(store: Store, workspace: str | None = None, outside: Sequence[str] = ()) -> VerifyReport:
@@ -84,7 +84,7 @@ def test_an_edited_event_field_is_named(
     store: Store, change: dict[str, object], field: str
 ) -> None:
     position = store.positions_of("globex")[5]
-    workspace, index, event_id = leaf_row(store, position)
+    _workspace, _index, event_id = leaf_row(store, position)
     store.edit_state(position, change)
 
     report = verify(store)
@@ -161,12 +161,14 @@ def test_reordered_events(store: Store) -> None:
             )
             rows[position] = cur.fetchone()
         cur.execute(
-            f"DELETE FROM {store.table(store.events_table)} WHERE {column} IN (?, ?)", (first, second)
+            f"DELETE FROM {store.table(store.events_table)} WHERE {column} IN (?, ?)",
+            (first, second),
         )
         for position, source in ((first, second), (second, first)):
             cur.execute(
                 f"INSERT INTO {store.table(store.events_table)} "
-                f"({column}, originator_id, originator_version, topic, state) VALUES (?, ?, ?, ?, ?)",
+                f"({column}, originator_id, originator_version, topic, state) "
+                "VALUES (?, ?, ?, ?, ?)",
                 (position, *rows[source]),
             )
     _, _, event_3 = leaf_row(store, first)
@@ -207,7 +209,8 @@ def test_an_altered_checkpoint(store: Store) -> None:
     (problem,) = verify(store).problems
     assert problem.kind == "checkpoint"
     assert problem.workspace_id == "globex"
-    assert "size 16" in problem.detail and "altered or forged" in problem.detail
+    assert "size 16" in problem.detail
+    assert "altered or forged" in problem.detail
 
 
 def test_altered_checkpoint_columns(store: Store) -> None:
@@ -215,7 +218,8 @@ def test_altered_checkpoint_columns(store: Store) -> None:
         "UPDATE {checkpoints} SET tree_size = 40 WHERE workspace_id = 'globex' AND tree_size = 16"
     )
     (problem,) = verify(store).problems
-    assert problem.kind == "checkpoint" and "columns differ from its signed text" in problem.detail
+    assert problem.kind == "checkpoint"
+    assert "columns differ from its signed text" in problem.detail
 
 
 def test_a_forged_checkpoint_signed_by_another_key(store: Store) -> None:
@@ -228,7 +232,8 @@ def test_a_forged_checkpoint_signed_by_another_key(store: Store) -> None:
         (bytes(32), note),
     )
     (problem,) = verify(store).problems
-    assert problem.kind == "checkpoint" and "no trusted key signed" in problem.detail
+    assert problem.kind == "checkpoint"
+    assert "no trusted key signed" in problem.detail
 
 
 def test_a_rewritten_leaf_table_is_caught_by_the_signed_root(store: Store) -> None:
@@ -262,11 +267,13 @@ def test_a_rewritten_leaf_table_is_caught_by_the_signed_root(store: Store) -> No
 
 def test_a_tampered_node_is_named(store: Store) -> None:
     store.execute(
-        "UPDATE {nodes} SET node_hash = ? WHERE workspace_id = 'acme' AND level = 2 AND node_index = 1",
+        "UPDATE {nodes} SET node_hash = ? "
+        "WHERE workspace_id = 'acme' AND level = 2 AND node_index = 1",
         (bytes(32),),
     )
     (problem,) = verify(store).problems
-    assert problem.kind == "nodes" and "(level 2, index 1)" in problem.detail
+    assert problem.kind == "nodes"
+    assert "(level 2, index 1)" in problem.detail
 
 
 def test_a_store_rolled_back_is_caught_by_a_published_checkpoint(store: Store) -> None:
@@ -339,4 +346,5 @@ def test_verify_command_exits_1_naming_the_first_divergence(store: Store, tmp_pa
     )
     assert done.returncode == 0, done.stdout
     body = orjson.loads(done.stdout)
-    assert body["ok"] is True and body["events"] == 60
+    assert body["ok"] is True
+    assert body["events"] == 60

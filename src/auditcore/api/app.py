@@ -19,7 +19,7 @@ from auditcore.api.deps import Services
 from auditcore.api.errors import install_error_handlers
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
-from auditcore.api.routes import events, export, health, live, models, reports, stats
+from auditcore.api.routes import events, export, health, integrity, live, models, reports, stats
 from auditcore.api.schemas import EventIn
 from auditcore.facade import AuditCore
 from auditcore.tenancy.directory import Directory
@@ -36,7 +36,11 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        threads = audit.projections.follow(stop) if config.run_processors else []
+        threads = (
+            audit.projections.follow(stop) + audit.integrity.follow(stop)
+            if config.run_processors
+            else []
+        )
         try:
             yield
         finally:
@@ -55,7 +59,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     app.add_middleware(RequestIdAndBodyLimit, max_body_bytes=config.max_body_bytes)
     install_error_handlers(app)
     # The export route first: /v1/events/export is not an event id.
-    for module in (export, events, stats, live, models, reports, health):
+    for module in (export, events, integrity, stats, live, models, reports, health):
         app.include_router(module.router)
     app.mount("/assets", StaticFiles(directory=str(STATIC)), name="assets")
 

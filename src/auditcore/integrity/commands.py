@@ -17,7 +17,7 @@ import typer
 from rich.live import Live
 from rich.table import Table
 
-from auditcore.cli_options import EventStoreOption, console, errors
+from auditcore.cli_options import EventStoreOption, cli_actor, console, errors
 from auditcore.errors import ConfigurationError
 from auditcore.facade import AuditCore
 from auditcore.integrity.export import verifier_source
@@ -32,6 +32,8 @@ from auditcore.integrity.settings import (
 )
 from auditcore.integrity.verify import OutsideCheckpoint, VerifyReport
 from auditcore.progress import EventsProgress
+from auditcore.readmodel.export import ExportFormat, record_export
+from auditcore.readmodel.queries import EventQuery
 from auditcore.render import OutputFormat
 from auditcore.store.settings import DEFAULT_EVENT_STORE, Settings
 
@@ -272,6 +274,43 @@ def verify(
         console.out(json.dumps(_report_json(report), indent=2), highlight=False)
     if not report.ok:
         raise typer.Exit(code=1)
+
+
+def write_proof_export(
+    audit: AuditCore, workspace: str, out: Path, from_size: int, to_size: int | None
+) -> None:
+    """``export --proof``: OUT (the events), OUT's .checkpoint and .proof.json beside it."""
+    integrity = audit.integrity
+    bundle = integrity.export(workspace, from_size, to_size)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(f"cannot create {out.parent}: {error.strerror}") from error
+    record_export(
+        audit,
+        workspace,
+        EventQuery(),
+        ExportFormat.JSONL,
+        actor=cli_actor(),
+        source="cli",
+        proof_range=(bundle.from_size, bundle.to_size),
+    )
+    checkpoint_file, proof_file = out.with_suffix(".checkpoint"), out.with_suffix(".proof.json")
+    with out.open("wb") as file, EventsProgress(errors) as progress:
+        advance = progress.track("exporting", bundle.to_size - bundle.from_size)
+        for chunk in bundle.lines():
+            file.write(chunk)
+            advance(chunk.count(b"\n"))
+    checkpoint_file.write_text(bundle.checkpoint.note, encoding="utf-8")
+    signer = integrity.settings.signer()
+    document = bundle.document(out.name, signer.verifier().encode() if signer else None)
+    proof_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    errors.print(
+        f"Exported positions {bundle.from_size} to {bundle.to_size - 1} of {workspace}'s log "
+        f"to {out}, with {checkpoint_file.name} and {proof_file.name}. Check it with: "
+        f"python verify_export.py --public-key LOG.pub {proof_file} "
+        "(auditcore integrity verifier -o verify_export.py)"
+    )
 
 
 def _print_report(report: VerifyReport) -> None:

@@ -19,6 +19,7 @@ that no longer matches its leaf stops the export with an error (run ``auditcore 
 
 from __future__ import annotations
 
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.resources import files
@@ -155,3 +156,62 @@ def proof_export(
         raise InvalidQueryError("from_size", f"give 0 to {checkpoint.size}")
     previous = log.checkpoint_at(workspace_id, from_size) if from_size else None
     return ProofExport(log, workspace_id, from_size, checkpoint, previous)
+
+
+README = """An auditcore proof export of workspace {workspace}: its events at log positions
+{start} to {end}, with the signed checkpoint of size {size}.
+
+Check it offline (Python 3.11+ and the `cryptography` package):
+
+    python verify_export.py --public-key LOG_KEY.pub proof.json
+
+Get the log's public key from its operator (where they publish it), not from this archive.
+verify_export.py is auditcore's standalone verifier; compare it with the one your auditcore
+release ships (auditcore integrity verifier) if you did not get it from there yourself.
+"""
+
+
+class _Sink:
+    """What zipfile writes into: collected, then handed out chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, data: bytes, /) -> int:
+        self.parts.append(bytes(data))
+        return len(data)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def take(self) -> bytes:
+        data, self.parts = b"".join(self.parts), []
+        return data
+
+
+def zip_chunks(export: ProofExport, log_key: str | None) -> Iterator[bytes]:
+    """The export as one ZIP archive, streamed: events.jsonl, checkpoint, proof.json,
+    verify_export.py and README.txt."""
+    sink = _Sink()
+    with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("events.jsonl", "w", force_zip64=True) as entry:
+            for chunk in export.lines():
+                entry.write(chunk)
+                yield sink.take()
+        document = export.document("events.jsonl", log_key)
+        archive.writestr("checkpoint", export.checkpoint.note)
+        archive.writestr("proof.json", orjson.dumps(document, option=orjson.OPT_INDENT_2))
+        archive.writestr("verify_export.py", verifier_source())
+        archive.writestr(
+            "README.txt",
+            README.format(
+                workspace=export.workspace_id,
+                start=export.from_size,
+                end=export.to_size - 1,
+                size=export.to_size,
+            ),
+        )
+    yield sink.take()

@@ -28,6 +28,7 @@ import hashlib
 import json
 import struct
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -189,8 +190,13 @@ def _open_checkpoint(note: str, keys: list[tuple[str, bytes]]) -> tuple[str, int
         raise InvalidExportError("the checkpoint is not signed by the key you trust")
     if not size.isdigit() or (size != "0" and size.startswith("0")):
         raise InvalidExportError("the checkpoint's tree size is not a number")
-    time_line = next((line for line in lines[3:] if line.startswith("time ")), "time ?")
-    return origin, int(size), base64.b64decode(root, validate=True), time_line
+    times = [line[5:] for line in lines[3:] if line.startswith("time ") and line[5:].isdigit()]
+    signed = (
+        f"signed {datetime.fromtimestamp(int(times[0]), UTC).isoformat()}"
+        if times
+        else "signing time not given"
+    )
+    return origin, int(size), base64.b64decode(root, validate=True), signed
 
 
 def verify(
@@ -277,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"VERIFIED: {result['events']} events, positions {result['from_size']} to "
         f"{result['to_size'] - 1} of {result['origin']}, exactly as in its checkpoint "
-        f"({result['signed']}, root {result['root']})"
+        f"({result['signed']}, root {result['root']}); the log before them hashes to "
+        f"{result['from_root']}"
     )
     return 0
 

@@ -4,11 +4,13 @@ it — its Merkle logs, the follower's thread, proofs, exports and ``verify``.""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from typing import Any
 from uuid import UUID
 
+from auditcore.errors import AuditcoreError
 from auditcore.integrity.export import ProofExport, proof_export
 from auditcore.integrity.follower import FollowerStatus, IntegrityFollower, follow_with_retries
 from auditcore.integrity.log import IntegrityLog, StoredCheckpoint, integrity_log
@@ -22,6 +24,10 @@ from auditcore.integrity.publish import (
 from auditcore.integrity.settings import IntegritySettings
 from auditcore.integrity.verify import OutsideCheckpoint, Verifier, VerifyReport
 from auditcore.store.application import AuditApplication
+
+
+class FollowerBusyError(AuditcoreError):
+    """Another process's integrity follower holds the logs."""
 
 
 class Integrity:
@@ -61,13 +67,23 @@ class Integrity:
         thread.start()
         return [thread]
 
-    def sign_now(self, progress: Callable[[int], None] | None = None) -> list[StoredCheckpoint]:
-        """Catch the logs up and sign a checkpoint of every log that changed, now (waits for
-        a running follower to let go of the lock)."""
+    def sign_now(
+        self, progress: Callable[[int], None] | None = None, *, wait: float = 10.0
+    ) -> list[StoredCheckpoint]:
+        """Catch the logs up and sign a checkpoint of every log that changed, now. Another
+        follower holding the logs is waited for up to ``wait`` seconds."""
         follower = self.follower()
         lock = self.log.lock()
+        deadline = time.monotonic() + wait
         while not lock.acquire():
-            threading.Event().wait(0.5)
+            if time.monotonic() > deadline:
+                lock.release()
+                raise FollowerBusyError(
+                    "another integrity follower (in `auditcore serve`, `project --follow` or "
+                    "`integrity follow`) holds the logs and signs them every "
+                    f"{self.settings.checkpoint_interval:g} s; stop it to sign now"
+                )
+            time.sleep(0.2)
         try:
             follower.resume()
             follower.catch_up(progress)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup, export, live, queries
+from benchmarks import append, catchup, export, integrity, live, queries
 from benchmarks.common import console, machine
 
 WORKLOADS = {
@@ -23,6 +23,10 @@ WORKLOADS = {
     "export": {
         "quick": lambda: export.run(20_000),
         "full": lambda: export.run(1_000_000),
+    },
+    "integrity": {
+        "quick": lambda: integrity.run(events=20_000),
+        "full": lambda: integrity.run(events=1_000_000),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

@@ -57,7 +57,7 @@ def leaf_row(store: Store, position: int) -> tuple[str, int, str]:
             (position,),
         )
         row = cur.fetchone()
-    return row[0], int(row[1]), row[2]
+    return row[0], int(row[1]), str(row[2])
 
 
 def test_an_intact_store_verifies_with_counts(store: Store) -> None:

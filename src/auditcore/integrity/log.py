@@ -26,6 +26,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import sqlite3
+import struct
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -114,7 +115,7 @@ class FollowerLock(ABC):
 
 _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS {leaves} (workspace_id TEXT NOT NULL, leaf_index BIGINT NOT NULL, "
-    "leaf_hash {blob} NOT NULL, position BIGINT NOT NULL, event_id TEXT, fields {blob} NOT NULL, "
+    "leaf_hash {blob} NOT NULL, position BIGINT NOT NULL, event_id {uuid}, fields {blob} NOT NULL, "
     "PRIMARY KEY (workspace_id, leaf_index))",
     "CREATE UNIQUE INDEX IF NOT EXISTS {leaves_position_index} ON {leaves} (position)",
     "CREATE INDEX IF NOT EXISTS {leaves_event_index} ON {leaves} (event_id)",
@@ -299,6 +300,10 @@ class IntegrityLog(ABC):
         return found
 
     def leaf_for_event(self, workspace_id: str, event_id: UUID | str) -> Leaf | None:
+        try:
+            event_id = UUID(str(event_id))
+        except ValueError:
+            return None
         with self._cursor() as cursor:
             cursor.execute(
                 self._sql(
@@ -412,7 +417,8 @@ class _MovedError(Exception):
 
 
 def _leaf(row: Sequence[Any]) -> Leaf:
-    return Leaf(row[0], int(row[1]), bytes(row[2]), int(row[3]), row[4], bytes(row[5]))
+    event_id = str(row[4]) if row[4] is not None else None
+    return Leaf(row[0], int(row[1]), bytes(row[2]), int(row[3]), event_id, bytes(row[5]))
 
 
 def _checkpoint(row: Sequence[Any]) -> StoredCheckpoint:
@@ -448,7 +454,7 @@ class PostgresIntegrityLog(IntegrityLog):
             return SQL("{}.{}").format(Identifier(self.schema), Identifier(name)).as_string(None)
 
         names = _table_names(quote)
-        names |= {"blob": "BYTEA", "real": "DOUBLE PRECISION"}
+        names |= {"blob": "BYTEA", "real": "DOUBLE PRECISION", "uuid": "UUID"}
         names["events"] = quote(recorder.events_table_name)
         super().__init__(names)
 
@@ -482,10 +488,7 @@ class PostgresIntegrityLog(IntegrityLog):
             return
         statement = f"COPY {self.names[table]} ({columns}) FROM STDIN (FORMAT BINARY)"
         with cursor.copy(statement) as copy:
-            copy.set_types(_COPY_TYPES[table])
-            for row in rows:
-                copy.write_row(row)
-
+            copy.write(_copy_payload(table, rows))
     def events_at(self, positions: Sequence[int]) -> list[LoggedEvent]:
         with self._cursor() as cursor:
             cursor.execute(
@@ -501,10 +504,61 @@ class PostgresIntegrityLog(IntegrityLog):
         return _PostgresLock(self.conninfo, _lock_key(self.schema, "follower"))
 
 
-_COPY_TYPES = {
-    "leaves": ["text", "int8", "bytea", "int8", "text", "bytea"],
-    "nodes": ["text", "int4", "int8", "bytea", "int8"],
-}
+_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
+_COPY_TRAILER = b"\xff\xff"
+_NULL = b"\xff\xff\xff\xff"
+_I8 = struct.Struct(">iq")  # a field's length (8), then the bigint
+_I4 = struct.Struct(">ii")
+
+
+def _field(value: bytes) -> bytes:
+    return len(value).to_bytes(4, "big") + value
+
+
+def _uuid_field(value: str | None) -> bytes:
+    if value is None:
+        return _NULL
+    try:
+        return b"\x00\x00\x00\x10" + UUID(value).bytes
+    except ValueError:  # not a UUID in the stored state: logged without one
+        return _NULL
+
+
+def _copy_payload(table: str, rows: list[tuple[Any, ...]]) -> bytes:
+    """PostgreSQL binary COPY data for leaf or node rows, built in one pass: psycopg's
+    per-row writer costs more than the rest of a leaf's work."""
+    parts = [_COPY_HEADER]
+    if table == "leaves":
+        for workspace, index, hashed, position, event_id, fields in rows:
+            parts.append(
+                b"".join(
+                    (
+                        b"\x00\x06",
+                        _field(workspace.encode()),
+                        _I8.pack(8, index),
+                        _field(hashed),
+                        _I8.pack(8, position),
+                        _uuid_field(event_id),
+                        _field(fields),
+                    )
+                )
+            )
+    else:
+        for workspace, level, index, hashed, position in rows:
+            parts.append(
+                b"".join(
+                    (
+                        b"\x00\x05",
+                        _field(workspace.encode()),
+                        _I4.pack(4, level),
+                        _I8.pack(8, index),
+                        _field(hashed),
+                        _I8.pack(8, position),
+                    )
+                )
+            )
+    parts.append(_COPY_TRAILER)
+    return b"".join(parts)
 
 
 def _lock_key(schema: str, purpose: str) -> int:
@@ -542,7 +596,7 @@ class SQLiteIntegrityLog(IntegrityLog):
     def __init__(self, path: Path, events_table: str, timeout: float = 30.0) -> None:
         self.path, self.timeout = path, timeout
         names = _table_names(lambda name, index=False: name)
-        names |= {"blob": "BLOB", "real": "REAL", "events": events_table}
+        names |= {"blob": "BLOB", "real": "REAL", "uuid": "TEXT", "events": events_table}
         super().__init__(names)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []

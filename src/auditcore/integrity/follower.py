@@ -22,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -38,7 +39,7 @@ from auditcore.integrity.log import (
 from auditcore.integrity.merkle import CompactRange, perfect_subtrees
 from auditcore.integrity.note import Checkpoint, SignerKey
 from auditcore.integrity.publish import CheckpointPublisher
-from auditcore.projection.log import LogReader
+from auditcore.projection.log import LoggedEvent, LogReader
 from auditcore.projection.wakeup import wakeup_for
 from auditcore.store.application import AuditApplication
 
@@ -47,6 +48,14 @@ logger = logging.getLogger(__name__)
 
 class DamagedLogError(AuditcoreError):
     """The integrity tables contradict themselves; ``auditcore verify`` says where."""
+
+
+@dataclass(frozen=True)
+class _InFlight:
+    future: Future[bool]
+    batch: Batch
+    workspaces: set[str]
+    count: int
 
 
 @dataclass
@@ -88,12 +97,17 @@ class IntegrityFollower:
         self._events_since_checkpoint = 0
         self._last_checkpoint = time.monotonic()
         self._resumed = False
+        self._computed = 0
+        """The store position of the last event handed to the writer."""
+        self._in_flight: _InFlight | None = None
+        self._writer: ThreadPoolExecutor | None = None
 
     # Appending.
 
     def resume(self) -> int:
         """Start over from what the database holds (after a start, or a lost race)."""
-        self.position = self.log.position()
+        self._in_flight = None
+        self.position = self._computed = self.log.position()
         heads = self.log.heads()
         self._sizes = {workspace: head.size for workspace, head in heads.items()}
         self._trees.clear()
@@ -104,12 +118,31 @@ class IntegrityFollower:
         return self.position
 
     def step(self) -> int:
-        """Append the next batch of events; return how many (0 when caught up)."""
+        """Compute the next batch and hand it to the writer; return how many events it holds
+        (0 once caught up and everything handed over is committed).
+
+        The batch before is committed first: one batch is written while the next one is read
+        and hashed, and never more than one, so a failed write costs at most the batch
+        computed after it (recomputed after ``resume``).
+        """
         if not self._resumed:
             self.resume()
-        events = self.reader.after(self.position, self.batch_size)
+        events = self.reader.after(self._computed, self.batch_size)
         if not events:
+            self.close()
             return 0
+        batch, trees = self._compute(events)
+        if not self._settle():
+            return 0
+        self.checkpoint_if_due()  # exactly the committed batches, before the next one goes
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1, thread_name_prefix="auditcore-integrity-writer")
+        future = self._writer.submit(self.log.append, self.position, batch)
+        self._in_flight = _InFlight(future, batch, set(trees), len(events))
+        self._computed = batch.position
+        return len(events)
+
+    def _compute(self, events: Sequence[LoggedEvent]) -> tuple[Batch, dict[str, CompactRange]]:
         trees: dict[str, CompactRange] = {}
         leaves: list[Leaf] = []
         nodes: list[StoredNode] = []
@@ -143,17 +176,38 @@ class IntegrityFollower:
             TreeHead(workspace, tree.size, tree.root(), last_of[workspace], now)
             for workspace, tree in trees.items()
         ]
-        last = events[-1].position
-        if not self.log.append(self.position, Batch(last, leaves, nodes, heads)):
+        # The next batch grows from these (if this one fails to commit, ``resume`` reloads).
+        self._trees.update(trees)
+        return Batch(events[-1].position, leaves, nodes, heads), trees
+
+    def _settle(self) -> bool:
+        """Wait for the batch being written; False if it could not be appended because
+        another follower moved the log on (then everything is reloaded from the database)."""
+        flight, self._in_flight = self._in_flight, None
+        if flight is None:
+            return True
+        try:
+            appended = flight.future.result()
+        except BaseException:
+            self._resumed = False  # start over from what the database holds
+            raise
+        if not appended:
             logger.warning("another integrity follower moved the log on; resuming from it")
             self.resume()
-            return 0
-        self._trees.update(trees)
-        self._sizes.update({workspace: tree.size for workspace, tree in trees.items()})
-        self._due.update(trees)
-        self._events_since_checkpoint += len(events)
-        self.position = self.status.position = last
-        return len(events)
+            return False
+        self._due.update(flight.workspaces)
+        self._events_since_checkpoint += flight.count
+        self.position = self.status.position = flight.batch.position
+        return True
+
+    def close(self) -> None:
+        """Finish the batch being written, and let the writer thread go."""
+        try:
+            self._settle()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown()
+                self._writer = None
 
     def _tree(self, workspace: str) -> CompactRange:
         tree = self._trees.get(workspace)
@@ -203,6 +257,7 @@ class IntegrityFollower:
         """Sign, store and publish a checkpoint of every log that grew since its last one."""
         if not self._resumed:
             self.resume()
+        self._settle()
         self._last_checkpoint = time.monotonic()
         self._events_since_checkpoint = 0
         if self.signer is None or not self._due:
@@ -276,6 +331,7 @@ class IntegrityFollower:
                 self.checkpoint()
             finally:
                 wakeup.close()
+                self.close()
         finally:
             lock.release()
             self.status.state = "stopped"

@@ -135,6 +135,7 @@ _SCHEMA = [
     "ON CONFLICT (name) DO NOTHING",
 ]
 _TABLES = ("leaves", "nodes", "trees", "checkpoints", "follower")
+_INDEXES = ("leaves_position", "leaves_event", "nodes_position")
 _LEAF_COLUMNS = "workspace_id, leaf_index, leaf_hash, position, event_id, fields"
 _NODE_COLUMNS = "workspace_id, level, node_index, node_hash, position"
 _HEAD_COLUMNS = "workspace_id, size, root_hash, position, updated_at"
@@ -182,9 +183,20 @@ class IntegrityLog(ABC):
     # Writing.
 
     def create_tables(self) -> None:
+        """Create what is missing. Once the tables exist this only reads the catalog: DDL
+        (even ``IF NOT EXISTS``) would lock the tables against the follower's writes."""
+        if self._tables_exist():
+            return
         with self._cursor(write=True) as cursor:
+            self._serialise_ddl(cursor)
             for statement in _SCHEMA:
                 cursor.execute(self._sql(statement))
+
+    def _serialise_ddl(self, cursor: Any) -> None:  # noqa: B027 - SQLite's write lock suffices
+        """Keep processes that start together from racing in the catalog."""
+
+    @abstractmethod
+    def _tables_exist(self) -> bool: ...
 
     def position(self) -> int:
         with self._cursor() as cursor:
@@ -434,7 +446,7 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def _table_names(quote: Any) -> dict[str, str]:
     names = {table: quote(PREFIX + table) for table in _TABLES}
-    for index in ("leaves_position", "leaves_event", "nodes_position"):
+    for index in _INDEXES:
         names[f"{index}_index"] = quote(f"{PREFIX}{index}", index=True)
     return names
 
@@ -474,12 +486,20 @@ class PostgresIntegrityLog(IntegrityLog):
             except psycopg.errors.UniqueViolation:
                 raise _MovedError from None
 
-    def create_tables(self) -> None:
-        # One process at a time: processes starting together would race in the catalog.
-        with self._cursor(write=True) as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self.schema, "ddl"),))
-            for statement in _SCHEMA:
-                cursor.execute(self._sql(statement))
+    def _serialise_ddl(self, cursor: Any) -> None:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self.schema, "ddl"),))
+
+    def _tables_exist(self) -> bool:
+        names = [PREFIX + table for table in _TABLES]
+        names += [f"{PREFIX}{index}" for index in _INDEXES]
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)",
+                (self.schema, names),
+            )
+            row = cursor.fetchone()
+        return bool(row and row[0] == len(names))
 
     def _insert_rows(
         self, cursor: Any, table: str, columns: str, rows: list[tuple[Any, ...]]
@@ -489,6 +509,7 @@ class PostgresIntegrityLog(IntegrityLog):
         statement = f"COPY {self.names[table]} ({columns}) FROM STDIN (FORMAT BINARY)"
         with cursor.copy(statement) as copy:
             copy.write(_copy_payload(table, rows))
+
     def events_at(self, positions: Sequence[int]) -> list[LoggedEvent]:
         with self._cursor() as cursor:
             cursor.execute(
@@ -616,6 +637,18 @@ class SQLiteIntegrityLog(IntegrityLog):
 
     def _sql(self, statement: str) -> str:
         return statement.format(**self.names)
+
+    def _tables_exist(self) -> bool:
+        names = [PREFIX + table for table in _TABLES]
+        names += [f"{PREFIX}{index}" for index in _INDEXES]
+        with self._cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM sqlite_master WHERE name IN "
+                f"({', '.join('?' * len(names))})",
+                names,
+            )
+            row = cursor.fetchone()
+        return bool(row and row[0] == len(names))
 
     @contextmanager
     def _cursor(self, *, write: bool = False) -> Iterator[Any]:

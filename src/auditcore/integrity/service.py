@@ -89,6 +89,7 @@ class Integrity:
             follower.catch_up(progress)
             return follower.checkpoint()
         finally:
+            follower.close()
             lock.release()
 
     def trusted_keys(self, extra: Sequence[VerifierKey] = ()) -> list[VerifierKey]:

@@ -189,15 +189,17 @@ def test_http_proof_export_is_checked_offline(api: Deployment, tmp_path: Path) -
     assert done.returncode == 0, done.stdout + done.stderr
     assert f"VERIFIED: {len(lines)} events, positions 11 to" in done.stdout
     # One event removed, one changed, two swapped: each is caught.
-    for broken in (
-        lines[:5] + lines[6:],
-        [lines[0].replace("Grüße".encode(), b"Hello"), *lines[1:]],
-        [lines[1], lines[0], *lines[2:]],
+    for broken, reason in (
+        (lines[:5] + lines[6:], "is position 17, expected 16: events were removed"),
+        ([lines[0].replace("Grüße".encode(), b"Hello"), *lines[1:]], "do not hash to the"),
+        ([lines[1], lines[0], *lines[2:]], "is position 12, expected 11"),
+        (lines[:-1], "ends at position"),
     ):
         (folder / "events.jsonl").write_bytes(b"\n".join(broken) + b"\n")
         done = check()
         assert done.returncode == 1, done.stdout
         assert "NOT VERIFIED" in done.stdout
+        assert reason in done.stdout
 
 
 def test_cli_proof_export_with_a_previous_checkpoint(tmp_path: Path) -> None:

@@ -136,6 +136,8 @@ _SCHEMA = [
 ]
 _TABLES = ("leaves", "nodes", "trees", "checkpoints", "follower")
 _INDEXES = ("leaves_position", "leaves_event", "nodes_position")
+_RELATIONS = tuple(PREFIX + name for name in (*_TABLES, *_INDEXES))
+"""Every table and index, by its name in the catalog."""
 _LEAF_COLUMNS = "workspace_id, leaf_index, leaf_hash, position, event_id, fields"
 _NODE_COLUMNS = "workspace_id, level, node_index, node_hash, position"
 _HEAD_COLUMNS = "workspace_id, size, root_hash, position, updated_at"
@@ -490,16 +492,14 @@ class PostgresIntegrityLog(IntegrityLog):
         cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(self.schema, "ddl"),))
 
     def _tables_exist(self) -> bool:
-        names = [PREFIX + table for table in _TABLES]
-        names += [f"{PREFIX}{index}" for index in _INDEXES]
         with self._cursor() as cursor:
             cursor.execute(
                 "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n "
                 "ON n.oid = c.relnamespace WHERE n.nspname = %s AND c.relname = ANY(%s)",
-                (self.schema, names),
+                (self.schema, list(_RELATIONS)),
             )
             row = cursor.fetchone()
-        return bool(row and row[0] == len(names))
+        return bool(row and row[0] == len(_RELATIONS))
 
     def _insert_rows(
         self, cursor: Any, table: str, columns: str, rows: list[tuple[Any, ...]]
@@ -639,16 +639,13 @@ class SQLiteIntegrityLog(IntegrityLog):
         return statement.format(**self.names)
 
     def _tables_exist(self) -> bool:
-        names = [PREFIX + table for table in _TABLES]
-        names += [f"{PREFIX}{index}" for index in _INDEXES]
         with self._cursor() as cursor:
+            marks = ", ".join("?" * len(_RELATIONS))
             cursor.execute(
-                "SELECT count(*) FROM sqlite_master WHERE name IN "
-                f"({', '.join('?' * len(names))})",
-                names,
+                f"SELECT count(*) FROM sqlite_master WHERE name IN ({marks})", _RELATIONS
             )
             row = cursor.fetchone()
-        return bool(row and row[0] == len(names))
+        return bool(row and row[0] == len(_RELATIONS))
 
     @contextmanager
     def _cursor(self, *, write: bool = False) -> Iterator[Any]:

@@ -81,18 +81,8 @@ class VerifierKey:
 
     @classmethod
     def parse(cls, text: str) -> VerifierKey:
-        parts = text.strip().split("+", 2)
-        if len(parts) != 3 or len(parts[1]) != 8:
-            raise NoteError("a verifier key looks like name+1234abcd+base64")
-        name, hex_id, material = parts
-        check_key_name(name)
-        raw = _b64decode(material, "the verifier key")
-        if len(raw) != 33 or raw[0] != ED25519:
-            raise NoteError("the verifier key is not an Ed25519 key (type 0x01, 32 bytes)")
-        key = cls(name, raw[1:])
-        if f"{key.key_id:08x}" != hex_id:
-            raise NoteError(f"the verifier key's ID {hex_id} does not match its name and key")
-        return key
+        name, hex_id, public_key = _key_parts(text.strip(), "verifier")
+        return _checked(cls(name, public_key), hex_id, "verifier")
 
     def encode(self) -> str:
         material = base64.b64encode(bytes([ED25519]) + self.public_key).decode()
@@ -130,17 +120,9 @@ class SignerKey:
         text = text.strip()
         if not text.startswith(_PRIVATE_PREFIX):
             raise NoteError("a signer key starts with PRIVATE+KEY+")
-        parts = text.removeprefix(_PRIVATE_PREFIX).split("+", 2)
-        if len(parts) != 3 or len(parts[1]) != 8:
-            raise NoteError("a signer key looks like PRIVATE+KEY+name+1234abcd+base64")
-        name, hex_id, material = parts
-        check_key_name(name)
-        raw = _b64decode(material, "the signer key")
-        if len(raw) != 33 or raw[0] != ED25519:
-            raise NoteError("the signer key is not an Ed25519 key (type 0x01, 32-byte seed)")
-        key = cls(name, raw[1:])
-        if f"{key.verifier().key_id:08x}" != hex_id:
-            raise NoteError(f"the signer key's ID {hex_id} does not match its name and key")
+        name, hex_id, seed = _key_parts(text.removeprefix(_PRIVATE_PREFIX), "signer")
+        key = cls(name, seed)
+        _checked(key.verifier(), hex_id, "signer")
         return key
 
     def encode(self) -> str:
@@ -159,6 +141,25 @@ class SignerKey:
 
     def _private(self) -> Ed25519PrivateKey:
         return Ed25519PrivateKey.from_private_bytes(self.seed)
+
+
+def _key_parts(text: str, kind: str) -> tuple[str, str, bytes]:
+    """A key's ``name+hexid+base64(0x01 || 32 bytes)``: its name, hex ID and key bytes."""
+    parts = text.split("+", 2)  # base64 may hold '+' too
+    if len(parts) != 3 or len(parts[1]) != 8:
+        raise NoteError(f"a {kind} key looks like name+1234abcd+base64")
+    name, hex_id, material = parts
+    check_key_name(name)
+    raw = _b64decode(material, f"the {kind} key")
+    if len(raw) != 33 or raw[0] != ED25519:
+        raise NoteError(f"the {kind} key is not an Ed25519 key (type 0x01, 32 bytes)")
+    return name, hex_id, raw[1:]
+
+
+def _checked(key: VerifierKey, hex_id: str, kind: str) -> VerifierKey:
+    if f"{key.key_id:08x}" != hex_id:
+        raise NoteError(f"the {kind} key's ID {hex_id} does not match its name and key")
+    return key
 
 
 def origin_for(log_name: str, workspace_id: str) -> str:

@@ -299,16 +299,7 @@ class Verifier:
                 continue
             if event is None:
                 self.report.workspaces[leaf.workspace_id].leaves += 1
-                self.report.add(
-                    Problem(
-                        "deleted",
-                        leaf.workspace_id,
-                        leaf.index,
-                        leaf.event_id,
-                        "the logged event is gone from the store",
-                        position,
-                    )
-                )
+                self._at(leaf, "deleted", "the logged event is gone from the store")
             else:
                 self._compare(event, leaf)
             self._grow(leaf, nodes.pop(position, []))
@@ -353,16 +344,7 @@ class Verifier:
                 leaf.index, event.stream_id, event.version, event.action, event.state
             )
         except (ValueError, TypeError, struct.error) as error:
-            self.report.add(
-                Problem(
-                    "edited",
-                    leaf.workspace_id,
-                    leaf.index,
-                    leaf.event_id,
-                    f"its stored columns are no longer an event's ({error})",
-                    event.position,
-                )
-            )
+            self._at(leaf, "edited", f"its stored columns are no longer an event's ({error})")
             return
         if recomputed == leaf.hash:
             count.verified += 1
@@ -373,30 +355,29 @@ class Verifier:
             if source.workspace_id != UNREADABLE:
                 elsewhere = self.log.leaf_for_event(source.workspace_id, source.event_id)
             if elsewhere is not None:
-                self.report.add(
-                    Problem(
-                        "reordered",
-                        leaf.workspace_id,
-                        leaf.index,
-                        leaf.event_id,
-                        f"this position now holds event {source.event_id}, logged at position "
-                        f"{elsewhere.index} of workspace {elsewhere.workspace_id}",
-                        event.position,
-                    )
+                self._at(
+                    leaf,
+                    "reordered",
+                    f"this position now holds event {source.event_id}, logged at position "
+                    f"{elsewhere.index} of workspace {elsewhere.workspace_id}",
                 )
                 return
         fields = changed_fields(
             leaf.fields, field_digests(event.stream_id, event.version, event.action, source.state)
         )
         what = ", ".join(fields) if fields else "its stored bytes"
+        self._at(leaf, "edited", f"the stored event differs from what was logged: {what} changed")
+
+    def _at(self, leaf: Leaf, kind: str, detail: str, index: int | None = None) -> None:
+        """A problem at a leaf (at ``index`` of the leaf's workspace, if not the leaf's)."""
         self.report.add(
             Problem(
-                "edited",
+                kind,
                 leaf.workspace_id,
-                leaf.index,
+                leaf.index if index is None else index,
                 leaf.event_id,
-                f"the stored event differs from what was logged: {what} changed",
-                event.position,
+                detail,
+                leaf.position,
             )
         )
 
@@ -406,56 +387,37 @@ class Verifier:
             return
         if leaf.index != tree.range.size:
             tree.broken = True
-            self.report.add(
-                Problem(
-                    "leaves",
-                    leaf.workspace_id,
-                    tree.range.size,
-                    leaf.event_id,
-                    f"the log's next leaf row is numbered {leaf.index}, not {tree.range.size}: "
-                    "leaf rows were deleted, added or renumbered",
-                    leaf.position,
-                )
+            self._at(
+                leaf,
+                "leaves",
+                f"the log's next leaf row is numbered {leaf.index}, not {tree.range.size}: "
+                "leaf rows were deleted, added or renumbered",
+                tree.range.size,
             )
             return
         created = tree.range.append(leaf.hash)
         stored = {(node.level, node.index): node.hash for node in stored_nodes}
         for level, index, hashed in created:
             if stored.pop((level, index), None) != hashed:
-                self.report.add(
-                    Problem(
-                        "nodes",
-                        leaf.workspace_id,
-                        leaf.index,
-                        leaf.event_id,
-                        f"the stored node (level {level}, index {index}) is missing or wrong: "
-                        "proofs through it would fail",
-                        leaf.position,
-                    )
+                self._at(
+                    leaf,
+                    "nodes",
+                    f"the stored node (level {level}, index {index}) is missing or wrong: "
+                    "proofs through it would fail",
                 )
         for level, index in stored:
-            self.report.add(
-                Problem(
-                    "nodes",
-                    leaf.workspace_id,
-                    leaf.index,
-                    leaf.event_id,
-                    f"a stored node (level {level}, index {index}) was added to the node table",
-                    leaf.position,
-                )
+            self._at(
+                leaf,
+                "nodes",
+                f"a stored node (level {level}, index {index}) was added to the node table",
             )
         for expected in self._expected.get(leaf.workspace_id, {}).get(tree.range.size, []):
             if tree.range.root() != expected.root:
-                self.report.add(
-                    Problem(
-                        "checkpoint",
-                        leaf.workspace_id,
-                        leaf.index,
-                        leaf.event_id,
-                        f"the log's first {tree.range.size} leaves no longer hash to the root "
-                        f"of {expected.label}: logged leaves were rewritten",
-                        leaf.position,
-                    )
+                self._at(
+                    leaf,
+                    "checkpoint",
+                    f"the log's first {tree.range.size} leaves no longer hash to the root "
+                    f"of {expected.label}: logged leaves were rewritten",
                 )
 
     def _finish(self) -> None:

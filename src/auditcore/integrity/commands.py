@@ -241,9 +241,8 @@ def verify(
         list[Path] | None,
         typer.Option(
             "--public-key",
-            envvar=PUBLIC_KEY_VARIABLE,
-            help="Verifier key file to trust (repeat for rotated keys; default: the signing "
-            "key's own).",
+            help=f"Verifier key file to trust (repeat for rotated keys), besides those in "
+            f"{PUBLIC_KEY_VARIABLE} (paths separated by ':') and the signing key's own.",
         ),
     ] = None,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
@@ -302,8 +301,7 @@ def write_proof_export(
             file.write(chunk)
             advance(chunk.count(b"\n"))
     checkpoint_file.write_text(bundle.checkpoint.note, encoding="utf-8")
-    signer = integrity.settings.signer()
-    document = bundle.document(out.name, signer.verifier().encode() if signer else None)
+    document = bundle.document(out.name, integrity.log_key)
     proof_file.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
     errors.print(
         f"Exported positions {bundle.from_size} to {bundle.to_size - 1} of {workspace}'s log "

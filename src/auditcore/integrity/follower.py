@@ -9,7 +9,9 @@ SQLite store); another one started meanwhile waits as a standby.
 Failure semantics: each batch's leaves, nodes, tree heads and the new position are written in
 one transaction, guarded by a compare-and-set on the position (``IntegrityLog.append``), so a
 crash at any instant neither skips nor doubles a leaf: the next start resumes after the last
-committed batch, from the heads it committed with it. Checkpoints are signed after the batches
+committed batch, from the heads it committed with it. While one batch is written the next is
+read and hashed, never more than one ahead; if a write fails, the batch hashed after it is
+dropped and everything is reloaded from the database. Checkpoints are signed after the batches
 they cover are committed (one transaction for all of one round's checkpoints); a crash in
 between only delays them: at start, every log larger than its latest checkpoint is due for
 one. A stopping follower signs what is due before it returns. Publishing a checkpoint elsewhere

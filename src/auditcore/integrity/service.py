@@ -14,7 +14,7 @@ from auditcore.errors import AuditcoreError
 from auditcore.integrity.export import ProofExport, proof_export
 from auditcore.integrity.follower import FollowerStatus, IntegrityFollower, follow_with_retries
 from auditcore.integrity.log import IntegrityLog, StoredCheckpoint, integrity_log
-from auditcore.integrity.note import VerifierKey
+from auditcore.integrity.note import SignerKey, VerifierKey
 from auditcore.integrity.proofs import EventProof, consistency_proof, event_proof
 from auditcore.integrity.publish import (
     CheckpointPublisher,
@@ -40,6 +40,16 @@ class Integrity:
     def log(self) -> IntegrityLog:
         return integrity_log(self.app)
 
+    @cached_property
+    def signer(self) -> SignerKey | None:
+        """The signing key (read once: a new key takes a restart, see key rotation)."""
+        return self.settings.signer()
+
+    @cached_property
+    def log_key(self) -> str | None:
+        """The signing key's verifier key, as published."""
+        return self.signer.verifier().encode() if self.signer else None
+
     def publishers(self) -> list[CheckpointPublisher]:
         directory = self.settings.checkpoint_dir
         return [DirectoryPublisher(directory)] if directory else []
@@ -48,7 +58,7 @@ class Integrity:
         return IntegrityFollower(
             self.app,
             self.log,
-            signer=self.settings.signer(),
+            signer=self.signer,
             publishers=self.publishers(),
             checkpoint_interval=self.settings.checkpoint_interval,
             checkpoint_events=self.settings.checkpoint_events,
@@ -57,7 +67,7 @@ class Integrity:
 
     def follow(self, stop: threading.Event) -> list[threading.Thread]:
         """Start the follower in a thread of its own (retrying after failures) until ``stop``."""
-        self.settings.signer()  # a bad key file is an error now, not in the thread
+        _ = self.signer  # a bad key file is an error now, not in the thread
         thread = threading.Thread(
             target=follow_with_retries,
             args=(self.follower, stop, self.status),
@@ -92,8 +102,12 @@ class Integrity:
             follower.close()
             lock.release()
 
+    @cached_property
+    def _configured_keys(self) -> list[VerifierKey]:
+        return self.settings.trusted_keys()
+
     def trusted_keys(self, extra: Sequence[VerifierKey] = ()) -> list[VerifierKey]:
-        return [*extra, *self.settings.trusted_keys()]
+        return [*extra, *self._configured_keys]
 
     def event_proof(self, workspace_id: str, event_id: UUID) -> EventProof:
         return event_proof(self.log, workspace_id, event_id, self.trusted_keys())

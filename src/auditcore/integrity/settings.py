@@ -20,14 +20,15 @@ EVENTS_VARIABLE = "AUDITCORE_CHECKPOINT_EVENTS"
 @dataclass(frozen=True)
 class IntegritySettings:
     """``signing_key``: the private key file (``auditcore integrity keygen`` writes one);
-    without it the logs are kept but no checkpoint is signed. ``public_key``: a verifier key
-    file to trust when verifying (default: the signing key's own). A checkpoint is signed for
-    each changed workspace every ``checkpoint_interval`` seconds (60) or as soon as
+    without it the logs are kept but no checkpoint is signed. ``public_keys``: verifier key
+    files to trust when verifying, besides the signing key's own (``AUDITCORE_PUBLIC_KEY``:
+    paths separated by ``:``, e.g. the old and the new key after a rotation). A checkpoint is
+    signed for each changed workspace every ``checkpoint_interval`` seconds (60) or as soon as
     ``checkpoint_events`` events (10,000) have been logged since the last one, whichever comes
     first; each is also written to ``checkpoint_dir`` if set."""
 
     signing_key: Path | None = None
-    public_key: Path | None = None
+    public_keys: tuple[Path, ...] = ()
     checkpoint_dir: Path | None = None
     checkpoint_interval: float = 60.0
     checkpoint_events: int = 10_000
@@ -50,7 +51,11 @@ class IntegritySettings:
 
         return cls(
             signing_key=path(SIGNING_KEY_VARIABLE),
-            public_key=path(PUBLIC_KEY_VARIABLE),
+            public_keys=tuple(
+                Path(item)
+                for item in environ.get(PUBLIC_KEY_VARIABLE, "").split(os.pathsep)
+                if item
+            ),
             checkpoint_dir=path(CHECKPOINT_DIR_VARIABLE),
             checkpoint_interval=number(INTERVAL_VARIABLE, cls.checkpoint_interval),
             checkpoint_events=int(number(EVENTS_VARIABLE, cls.checkpoint_events)),
@@ -62,8 +67,8 @@ class IntegritySettings:
         return read_signer(self.signing_key)
 
     def trusted_keys(self) -> list[VerifierKey]:
-        """The verifier keys configured here (the public key file's, the signing key's)."""
-        keys = [read_verifier(self.public_key)] if self.public_key else []
+        """The verifier keys configured here (the public key files', the signing key's)."""
+        keys = [read_verifier(path) for path in self.public_keys]
         signer = self.signer()
         if signer is not None:
             keys.append(signer.verifier())

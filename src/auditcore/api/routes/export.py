@@ -114,8 +114,6 @@ def _proof_export(
         )
     integrity = found.audit.integrity
     bundle = integrity.export(principal.workspace_id, from_size or 0, to_size)
-    signer = integrity.settings.signer()
-    log_key = signer.verifier().encode() if signer else None
     record_export(
         found.audit,
         principal.workspace_id,
@@ -128,7 +126,7 @@ def _proof_export(
     )
     filename = f"audit-{principal.workspace_id}-{bundle.from_size}-{bundle.to_size}-proof.zip"
     return StreamingResponse(
-        _produced(lambda: zip_chunks(bundle, log_key)),
+        _produced(lambda: zip_chunks(bundle, integrity.log_key)),
         media_type="application/zip",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

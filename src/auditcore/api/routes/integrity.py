@@ -105,7 +105,7 @@ def consistency(
 
 @router.get("/checkpoints/public-key", response_model=PublicKeyOut, summary="The log's public key")
 def public_key(found: ServicesDep, principal: Reading) -> dict[str, str]:
-    signer = found.audit.integrity.settings.signer()
+    signer = found.audit.integrity.signer
     if signer is None:
         raise NotFoundError("this server signs no checkpoints (no signing key is configured)")
     workspace_key = signer.verifier().for_log(principal.workspace_id)

@@ -92,11 +92,11 @@ class ProofExport:
             for expected, leaf in enumerate(leaves, start):
                 event = events.get(leaf.position)
                 if (
-                    leaf.index != expected
+                    leaf.leaf_index != expected
                     or event is None
                     or leaf.hash
                     != event_leaf_hash(
-                        leaf.index, event.stream_id, event.version, event.action, event.state
+                        leaf.leaf_index, event.stream_id, event.version, event.action, event.state
                     )
                 ):
                     raise ExportTamperedError(
@@ -104,7 +104,7 @@ class ProofExport:
                         "does not match its logged leaf; run `auditcore verify` to see what "
                         "changed"
                     )
-                chunk.append(export_line(leaf.index, event))
+                chunk.append(export_line(leaf.leaf_index, event))
             if len(leaves) < min(PAGE, self.to_size - start):
                 raise ExportTamperedError(
                     f"the log of workspace {self.workspace_id} lacks leaves below "

@@ -34,7 +34,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 from uuid import UUID
 
 import psycopg
@@ -50,21 +50,23 @@ PREFIX = "auditcore_integrity_"
 FOLLOWER = "integrity"
 
 
-@dataclass(frozen=True, slots=True)
-class Leaf:
+class Leaf(NamedTuple):
+    """One leaf, its fields in the table's column order (the follower writes them as rows)."""
+
     workspace_id: str
-    index: int
+    leaf_index: int
     hash: bytes
     position: int
     event_id: str | None
     fields: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class StoredNode:
+class StoredNode(NamedTuple):
+    """One node, its fields in the table's column order."""
+
     workspace_id: str
     level: int
-    index: int
+    node_index: int
     hash: bytes
     position: int
 
@@ -167,7 +169,7 @@ class IntegrityLog(ABC):
 
     @abstractmethod
     def _insert_rows(
-        self, cursor: Any, table: str, columns: str, rows: list[tuple[Any, ...]]
+        self, cursor: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
     ) -> None:
         """Bulk-insert rows (in the caller's transaction)."""
 
@@ -226,28 +228,8 @@ class IntegrityLog(ABC):
             )
             if cursor.rowcount != 1:
                 raise _MovedError
-            self._insert_rows(
-                cursor,
-                "leaves",
-                _LEAF_COLUMNS,
-                [
-                    (
-                        leaf.workspace_id,
-                        leaf.index,
-                        leaf.hash,
-                        leaf.position,
-                        leaf.event_id,
-                        leaf.fields,
-                    )
-                    for leaf in batch.leaves
-                ],
-            )
-            self._insert_rows(
-                cursor,
-                "nodes",
-                _NODE_COLUMNS,
-                [(n.workspace_id, n.level, n.index, n.hash, n.position) for n in batch.nodes],
-            )
+            self._insert_rows(cursor, "leaves", _LEAF_COLUMNS, batch.leaves)
+            self._insert_rows(cursor, "nodes", _NODE_COLUMNS, batch.nodes)
             cursor.executemany(
                 self._sql(
                     f"INSERT INTO {{trees}} ({_HEAD_COLUMNS}) VALUES (?, ?, ?, ?, ?) "
@@ -502,7 +484,7 @@ class PostgresIntegrityLog(IntegrityLog):
         return bool(row and row[0] == len(_RELATIONS))
 
     def _insert_rows(
-        self, cursor: Any, table: str, columns: str, rows: list[tuple[Any, ...]]
+        self, cursor: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
     ) -> None:
         if not rows:
             return
@@ -545,7 +527,7 @@ def _uuid_field(value: str | None) -> bytes:
         return _NULL
 
 
-def _copy_payload(table: str, rows: list[tuple[Any, ...]]) -> bytes:
+def _copy_payload(table: str, rows: Sequence[tuple[Any, ...]]) -> bytes:
     """PostgreSQL binary COPY data for leaf or node rows, built in one pass: psycopg's
     per-row writer costs more than the rest of a leaf's work."""
     parts = [_COPY_HEADER]
@@ -668,7 +650,7 @@ class SQLiteIntegrityLog(IntegrityLog):
             cursor.close()
 
     def _insert_rows(
-        self, cursor: Any, table: str, columns: str, rows: list[tuple[Any, ...]]
+        self, cursor: Any, table: str, columns: str, rows: Sequence[tuple[Any, ...]]
     ) -> None:
         marks = ", ".join("?" * len(columns.split(",")))
         cursor.executemany(f"INSERT INTO {self.names[table]} ({columns}) VALUES ({marks})", rows)

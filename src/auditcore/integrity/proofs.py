@@ -90,22 +90,22 @@ def event_proof(
             workspace_id, event_id,
         )  # fmt: skip
     checkpoint = log.latest_checkpoint(workspace_id)
-    if checkpoint is None or leaf.index >= checkpoint.size:
+    if checkpoint is None or leaf.leaf_index >= checkpoint.size:
         return EventProof(
             "pending",
-            f"logged at position {leaf.index}; the next signed checkpoint will cover it",
+            f"logged at position {leaf.leaf_index}; the next signed checkpoint will cover it",
             workspace_id,
             event_id,
-            leaf.index,
+            leaf.leaf_index,
         )
-    failed = _failure(log, workspace_id, leaf.position, leaf.index, leaf.hash, leaf.fields)
+    failed = _failure(log, workspace_id, leaf.position, leaf.leaf_index, leaf.hash, leaf.fields)
     proof: list[bytes] = []
     if failed is None:
         try:
             proof = range_hashes(
-                inclusion_ranges(leaf.index, checkpoint.size), _fetch(log, workspace_id)
+                inclusion_ranges(leaf.leaf_index, checkpoint.size), _fetch(log, workspace_id)
             )
-            verify_inclusion(leaf.index, checkpoint.size, leaf.hash, proof, checkpoint.root)
+            verify_inclusion(leaf.leaf_index, checkpoint.size, leaf.hash, proof, checkpoint.root)
             if keys:
                 open_checkpoint(
                     checkpoint.note, [*keys, *(key.for_log(workspace_id) for key in keys)]
@@ -113,14 +113,14 @@ def event_proof(
         except (LookupError, ProofError, NoteError) as error:
             failed = f"the log does not prove this event: {error}"
     if failed is not None:
-        return EventProof("failed", failed, workspace_id, event_id, leaf.index, leaf.hash)
+        return EventProof("failed", failed, workspace_id, event_id, leaf.leaf_index, leaf.hash)
     signed = datetime.fromtimestamp(checkpoint.signed_at, UTC).isoformat()
     return EventProof(
         "proven",
-        f"position {leaf.index} of {checkpoint.size} in the checkpoint signed {signed}",
+        f"position {leaf.leaf_index} of {checkpoint.size} in the checkpoint signed {signed}",
         workspace_id,
         event_id,
-        leaf.index,
+        leaf.leaf_index,
         leaf.hash,
         proof,
         checkpoint,

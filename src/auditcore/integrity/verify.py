@@ -312,8 +312,8 @@ class Verifier:
                             node.workspace_id,
                             None,
                             None,
-                            f"a stored node (level {node.level}, index {node.index}) belongs to "
-                            "no leaf: the node table was edited",
+                            f"a stored node (level {node.level}, index {node.node_index}) "
+                            "belongs to no leaf: the node table was edited",
                             position,
                         )
                     )
@@ -341,7 +341,7 @@ class Verifier:
         count.leaves += 1
         try:
             recomputed = event_leaf_hash(
-                leaf.index, event.stream_id, event.version, event.action, event.state
+                leaf.leaf_index, event.stream_id, event.version, event.action, event.state
             )
         except (ValueError, TypeError, struct.error) as error:
             self._at(leaf, "edited", f"its stored columns are no longer an event's ({error})")
@@ -359,7 +359,7 @@ class Verifier:
                     leaf,
                     "reordered",
                     f"this position now holds event {source.event_id}, logged at position "
-                    f"{elsewhere.index} of workspace {elsewhere.workspace_id}",
+                    f"{elsewhere.leaf_index} of workspace {elsewhere.workspace_id}",
                 )
                 return
         fields = changed_fields(
@@ -374,7 +374,7 @@ class Verifier:
             Problem(
                 kind,
                 leaf.workspace_id,
-                leaf.index if index is None else index,
+                leaf.leaf_index if index is None else index,
                 leaf.event_id,
                 detail,
                 leaf.position,
@@ -385,18 +385,18 @@ class Verifier:
         tree = self._trees[leaf.workspace_id]
         if tree.broken:
             return
-        if leaf.index != tree.range.size:
+        if leaf.leaf_index != tree.range.size:
             tree.broken = True
             self._at(
                 leaf,
                 "leaves",
-                f"the log's next leaf row is numbered {leaf.index}, not {tree.range.size}: "
+                f"the log's next leaf row is numbered {leaf.leaf_index}, not {tree.range.size}: "
                 "leaf rows were deleted, added or renumbered",
                 tree.range.size,
             )
             return
         created = tree.range.append(leaf.hash)
-        stored = {(node.level, node.index): node.hash for node in stored_nodes}
+        stored = {(node.level, node.node_index): node.hash for node in stored_nodes}
         for level, index, hashed in created:
             if stored.pop((level, index), None) != hashed:
                 self._at(

@@ -311,6 +311,16 @@ def test_a_workspace_filter_checks_only_that_workspace(store: Store) -> None:
     assert not verify(store, "globex").ok
 
 
+def test_an_event_moved_to_another_workspace(store: Store) -> None:
+    """Its workspace_id edited: it is missing from one log, and an intruder in the other."""
+    position = store.positions_of("globex")[2]
+    store.edit_state(position, {"workspace_id": "acme"})
+    for workspace in ("globex", "acme", None):
+        (problem,) = verify(store, workspace).problems
+        assert (problem.kind, problem.workspace_id, problem.index) == ("edited", "globex", 2)
+        assert "workspace_id" in problem.detail
+
+
 def test_verify_command_exits_1_naming_the_first_divergence(store: Store, tmp_path: Path) -> None:
     position = store.positions_of("acme")[6]
     _, _, event_id = leaf_row(store, position)

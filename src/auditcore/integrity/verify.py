@@ -296,6 +296,8 @@ class Verifier:
                     self._unlogged(event, follower)
                 continue
             if not self._mine(leaf.workspace_id):
+                if event is not None:
+                    self._foreign(event, leaf)
                 continue
             if event is None:
                 self.report.workspaces[leaf.workspace_id].leaves += 1
@@ -317,6 +319,22 @@ class Verifier:
                             position,
                         )
                     )
+
+    def _foreign(self, event: LoggedEvent, leaf: Leaf) -> None:
+        """With ``-w``: another workspace's logged event that now claims this workspace."""
+        try:
+            unchanged = leaf.hash == event_leaf_hash(
+                leaf.leaf_index, event.stream_id, event.version, event.action, event.state
+            )
+        except (ValueError, TypeError, struct.error):
+            unchanged = False
+        if not unchanged and self._mine(read_state(event.state).workspace_id):
+            self._at(
+                leaf,
+                "edited",
+                f"this event of workspace {leaf.workspace_id} now claims workspace "
+                f"{self.workspace_id}: workspace_id changed",
+            )
 
     def _unlogged(self, event: LoggedEvent, follower: int) -> None:
         source = read_state(event.state)

@@ -313,16 +313,25 @@ class IntegrityLog(ABC):
 
     def leaves_between(self, after: int, up_to: int) -> list[Leaf]:
         """Every workspace's leaves whose events are at store positions in ``(after, up_to]``,
-        in store order."""
+        in store order — without their field checksums (``fields`` is empty; ``fields_at``
+        reads them), as ``verify`` reads every leaf and needs those only for a changed one."""
         with self._cursor() as cursor:
             cursor.execute(
                 self._sql(
-                    f"SELECT {_LEAF_COLUMNS} FROM {{leaves}} "
-                    "WHERE position > ? AND position <= ? ORDER BY position"
+                    "SELECT workspace_id, leaf_index, leaf_hash, position, {event_id_text}, "
+                    "{empty} FROM {leaves} WHERE position > ? AND position <= ? "
+                    "ORDER BY position"
                 ),
                 (after, up_to),
             )
-            return [_leaf(row) for row in cursor.fetchall()]
+            return list(map(Leaf._make, cursor.fetchall()))
+
+    def fields_at(self, position: int) -> bytes:
+        """The field checksums of the leaf at this store position."""
+        with self._cursor() as cursor:
+            cursor.execute(self._sql("SELECT fields FROM {leaves} WHERE position = ?"), (position,))
+            row = cursor.fetchone()
+        return bytes(row[0]) if row else b""
 
     def nodes_between(self, after: int, up_to: int) -> list[StoredNode]:
         """Nodes completed by leaves at store positions in ``(after, up_to]``, in the order
@@ -335,10 +344,7 @@ class IntegrityLog(ABC):
                 ),
                 (after, up_to),
             )
-            return [
-                StoredNode(r[0], int(r[1]), int(r[2]), bytes(r[3]), int(r[4]))
-                for r in cursor.fetchall()
-            ]
+            return list(map(StoredNode._make, cursor.fetchall()))
 
     def leaves_of(self, workspace_id: str, start: int, end: int) -> list[Leaf]:
         """One workspace's leaves ``[start, end)``, in index order."""
@@ -451,6 +457,7 @@ class PostgresIntegrityLog(IntegrityLog):
 
         names = _table_names(quote)
         names |= {"blob": "BYTEA", "real": "DOUBLE PRECISION", "uuid": "UUID"}
+        names |= {"event_id_text": "event_id::text", "empty": "''::bytea"}
         names["events"] = quote(recorder.events_table_name)
         super().__init__(names)
 
@@ -600,6 +607,7 @@ class SQLiteIntegrityLog(IntegrityLog):
         self.path, self.timeout = path, timeout
         names = _table_names(lambda name, index=False: name)
         names |= {"blob": "BLOB", "real": "REAL", "uuid": "TEXT", "events": events_table}
+        names |= {"event_id_text": "event_id", "empty": "X''"}
         super().__init__(names)
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []

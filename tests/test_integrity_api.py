@@ -141,6 +141,19 @@ def test_proofs_are_workspace_scoped_and_bad_input_is_refused(api: Deployment) -
         assert client.get("/v1/checkpoints/public-key").status_code == 401
 
 
+def test_a_damaged_log_answers_409_not_500(api: Deployment) -> None:
+    record(api, "acme", 6)
+    signed(api, "acme", 6)
+    schema = api.audit.settings.postgres_schema
+    with api.audit.app.recorder.datastore.get_connection() as conn:  # type: ignore[attr-defined]
+        conn.execute(f'DELETE FROM "{schema}".auditcore_integrity_nodes')
+    with api.client("acme_read") as client:
+        response = client.get("/v1/checkpoints/consistency", params={"from": 2, "to": 6})
+    assert response.status_code == 409
+    assert response.json()["error"]["type"] == "proof_unavailable"
+    assert "auditcore verify" in response.json()["error"]["message"]
+
+
 def test_pending_then_proven_and_a_tampered_event_fails(api: Deployment) -> None:
     (event_id,) = record(api, "acme", 1)
     with api.client("acme_read") as client:

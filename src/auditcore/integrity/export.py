@@ -115,6 +115,11 @@ class ProofExport:
     def document(self, events_file: str, log_key: str | None) -> dict[str, Any]:
         peaks = perfect_subtrees(0, self.from_size)
         found = self.log.node_hashes(self.workspace_id, peaks)
+        if len(found) != len(peaks):
+            raise ExportTamperedError(
+                f"the log of workspace {self.workspace_id} lacks nodes below {self.from_size}; "
+                "run `auditcore verify`"
+            )
         return {
             "format": FORMAT,
             "workspace_id": self.workspace_id,
@@ -195,13 +200,13 @@ class _Sink:
 def zip_chunks(export: ProofExport, log_key: str | None) -> Iterator[bytes]:
     """The export as one ZIP archive, streamed: events.jsonl, checkpoint, proof.json,
     verify_export.py and README.txt."""
+    document = export.document("events.jsonl", log_key)  # a damaged log fails before any byte
     sink = _Sink()
     with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         with archive.open("events.jsonl", "w", force_zip64=True) as entry:
             for chunk in export.lines():
                 entry.write(chunk)
                 yield sink.take()
-        document = export.document("events.jsonl", log_key)
         archive.writestr("checkpoint", export.checkpoint.note)
         archive.writestr("proof.json", orjson.dumps(document, option=orjson.OPT_INDENT_2))
         archive.writestr("verify_export.py", verifier_source())

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from auditcore.errors import InvalidQueryError
+from auditcore.errors import AuditcoreError, InvalidQueryError
 from auditcore.integrity.leaf import changed_fields, event_leaf_hash, field_digests, read_state
 from auditcore.integrity.log import IntegrityLog, StoredCheckpoint
 from auditcore.integrity.merkle import (
@@ -26,6 +26,10 @@ from auditcore.integrity.merkle import (
     verify_inclusion,
 )
 from auditcore.integrity.note import NoteError, VerifierKey, open_checkpoint
+
+
+class ProofUnavailableError(AuditcoreError):
+    """The stored log is damaged where a proof needs it."""
 
 
 def b64(value: bytes) -> str:
@@ -156,9 +160,14 @@ def consistency_proof(
     if new_size > size:
         raise InvalidQueryError("to", f"the log of this workspace holds {size} events")
     fetch = _fetch(log, workspace_id)
-    proof = range_hashes(consistency_ranges(old_size, new_size), fetch)
-    old_root, new_root = root_at(old_size, fetch), root_at(new_size, fetch)
-    verify_consistency(old_size, new_size, proof, old_root, new_root)
+    try:
+        proof = range_hashes(consistency_ranges(old_size, new_size), fetch)
+        old_root, new_root = root_at(old_size, fetch), root_at(new_size, fetch)
+        verify_consistency(old_size, new_size, proof, old_root, new_root)
+    except (LookupError, ProofError) as error:
+        raise ProofUnavailableError(
+            f"the stored log cannot prove this ({error}); run `auditcore verify`"
+        ) from error
     checkpoints = {
         name: log.checkpoint_at(workspace_id, tree_size)
         for name, tree_size in (("from", old_size), ("to", new_size))

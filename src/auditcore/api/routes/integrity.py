@@ -10,8 +10,9 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from auditcore.api.deps import Reading, ServicesDep
+from auditcore.api.errors import ApiError
 from auditcore.errors import NotFoundError
-from auditcore.integrity.proofs import checkpoint_json
+from auditcore.integrity.proofs import ProofUnavailableError, checkpoint_json
 
 router = APIRouter(prefix="/v1", tags=["integrity"])
 
@@ -100,7 +101,10 @@ def consistency(
 ) -> dict[str, Any]:
     """Proves the log at size ``to`` extends the log at size ``from`` (RFC 9162), with both
     root hashes and the signed checkpoints of those sizes where there are any."""
-    return found.audit.integrity.consistency(principal.workspace_id, from_, to)
+    try:
+        return found.audit.integrity.consistency(principal.workspace_id, from_, to)
+    except ProofUnavailableError as error:
+        raise ApiError(409, "proof_unavailable", str(error)) from None
 
 
 @router.get("/checkpoints/public-key", response_model=PublicKeyOut, summary="The log's public key")

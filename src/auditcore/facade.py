@@ -51,6 +51,8 @@ from auditcore.store.shutdown import drain_on_sigterm, stop_draining
 from auditcore.store.standalone import StandaloneEncoder
 
 if TYPE_CHECKING:
+    from auditcore.integrity.service import Integrity
+    from auditcore.integrity.settings import IntegritySettings
     from auditcore.store.heartbeats import Heartbeats
 
 A = TypeVar("A", bound=AuditedAggregate)
@@ -87,8 +89,10 @@ class AuditCore:
         *,
         registry: ActionRegistry | None = None,
         dispatch: DispatchSettings | None = None,
+        integrity: IntegritySettings | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self._integrity_settings = integrity
         self.registry = registry or default_registry
         # auditcore records its own events (keys issued, exports, reports) in any registry.
         register_builtin_actions(self.registry)
@@ -139,6 +143,8 @@ class AuditCore:
         for client in self._clickhouse_clients:
             client.close()
         self._clickhouse_clients.clear()
+        if "integrity" in self.__dict__:
+            self.integrity.close()
         self.app.close()
 
     # Writing.
@@ -405,6 +411,18 @@ class AuditCore:
         if workspace_id is not None and event.workspace_id != workspace_id:
             raise StreamNotFoundError(event_id, "event")
         return event
+
+    # Tamper evidence.
+
+    @cached_property
+    def integrity(self) -> Integrity:
+        """The store's Merkle logs: follower, checkpoints, proofs, exports and verify
+        (settings from the environment unless given to the constructor)."""
+        # Imported here: the cryptography package is needed only by processes that use it.
+        from auditcore.integrity.service import Integrity  # noqa: PLC0415
+        from auditcore.integrity.settings import IntegritySettings  # noqa: PLC0415
+
+        return Integrity(self.app, self._integrity_settings or IntegritySettings.from_env())
 
     # The read side (ClickHouse).
 

@@ -36,6 +36,10 @@ class ExportCreated(_Metadata):
     since: str | None = None
     until: str | None = None
     text: str | None = None
+    proof: bool | None = None
+    """A proof export: the log's positions ``from_size`` to ``to_size`` (exclusive)."""
+    from_size: int | None = None
+    to_size: int | None = None
 
 
 class ReportGenerated(_Metadata):

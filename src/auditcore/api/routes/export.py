@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated
@@ -24,6 +24,7 @@ from auditcore.api.routes.events import TIME_HELP, event_query
 from auditcore.api.sessions import Session, SessionKind, SessionResponse
 from auditcore.errors import InvalidQueryError
 from auditcore.events.envelope import Actor, ActorType, RequestContext
+from auditcore.integrity.export import zip_chunks
 from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
 from auditcore.readmodel.queries import EventQuery
 from auditcore.tenancy.directory import Principal
@@ -51,15 +52,32 @@ def export_events(
     since: Annotated[str | None, Query(description=f"From this moment on. {TIME_HELP}")] = None,
     until: Annotated[str | None, Query(description=f"Before this moment. {TIME_HELP}")] = None,
     text: Annotated[str | None, Query(description="Every word must appear.")] = None,
+    proof: Annotated[
+        bool,
+        Query(
+            description="A ZIP of the workspace's log between two tree sizes (JSON Lines in "
+            "log order), its signed checkpoint and what an auditor needs to check offline "
+            "that it is exactly those events (no filters then)."
+        ),
+    ] = False,
+    from_size: Annotated[
+        int | None, Query(ge=0, description="With proof: the first log position (default 0).")
+    ] = None,
+    to_size: Annotated[
+        int | None,
+        Query(ge=1, description="With proof: a signed checkpoint's size (default the latest)."),
+    ] = None,
 ) -> StreamingResponse:
     """Every matching event, newest first, streamed (any size, flat memory). The export is
     recorded in the workspace's audit trail as ``auditcore.export.created``. A workspace may
     run a few exports at once (429 beyond); revoking the key cuts its exports off."""
+    if proof:
+        return _proof_export(request, found, principal, context, from_size, to_size)
     try:
         output = ExportFormat(format)
     except ValueError:
         raise InvalidQueryError("format", "use csv or jsonl") from None
-    query = replace(event_query(request, reader, reserved_extra=("format",)), limit=1)
+    query = replace(event_query(request, reader, reserved_extra=_RESERVED), limit=1)
     # The slot first: a workspace at its limit is refused before any query runs.
     session = found.sessions.open(SessionKind.EXPORT, principal)
     try:
@@ -78,9 +96,22 @@ def export_events(
         raise
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     filename = f"audit-{principal.workspace_id}-{stamp}.{output.value}"
+    limits = found.config.limits
+    # Each page is bounded by its page size, not by the API's result-rows limit.
+    settings = query_limits(found.config) | {
+        "max_result_rows": 0,
+        "max_threads": limits.export_threads,
+    }
+
+    def pages() -> Iterator[bytes]:
+        reader = found.audit.reader(
+            principal.workspace_id, entitlements=principal.entitlements, limits=settings
+        )
+        return export_chunks(reader, query, output, page_size=limits.export_page_rows)
+
     # Cut at once when the key is revoked: a truncated body, never a "complete" short file.
     return SessionResponse(
-        _produced(found, principal, query, output, session),
+        _produced(found, pages, session),
         session,
         grace=0.0,
         media_type=output.media_type,
@@ -88,12 +119,54 @@ def export_events(
     )
 
 
-async def _produced(
+_RESERVED = ("format", "proof", "from_size", "to_size")
+
+
+def _proof_export(
+    request: Request,
     found: Services,
     principal: Principal,
-    query: EventQuery,
-    output: ExportFormat,
-    session: Session,
+    context: RequestContext,
+    from_size: int | None,
+    to_size: int | None,
+) -> StreamingResponse:
+    """The workspace's log between two tree sizes, as a ZIP an auditor checks offline."""
+    extra = sorted(set(request.query_params) - {*_RESERVED})
+    if extra or request.query_params.get("format", "jsonl") != "jsonl":
+        raise InvalidQueryError(
+            extra[0] if extra else "format",
+            "a proof export is the whole log between two tree sizes, as JSON Lines: give "
+            "from_size and to_size, not filters",
+        )
+    integrity = found.audit.integrity
+    session = found.sessions.open(SessionKind.EXPORT, principal)
+    try:
+        bundle = integrity.export(principal.workspace_id, from_size or 0, to_size)
+        record_export(
+            found.audit,
+            principal.workspace_id,
+            EventQuery(),
+            ExportFormat.JSONL,
+            actor=Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
+            source="api",
+            context=context,
+            proof_range=(bundle.from_size, bundle.to_size),
+        )
+    except BaseException:
+        session.close()
+        raise
+    filename = f"audit-{principal.workspace_id}-{bundle.from_size}-{bundle.to_size}-proof.zip"
+    return SessionResponse(
+        _produced(found, lambda: zip_chunks(bundle, integrity.log_key), session),
+        session,
+        grace=0.0,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+async def _produced(
+    found: Services, make_pages: Callable[[], Iterator[bytes]], session: Session
 ) -> AsyncIterator[bytes]:
     """The export runs in a thread of its own (one ClickHouse client per thread), at most
     ``_AHEAD`` pages ahead of the client; a client hanging up, or the session ending, stops
@@ -103,12 +176,6 @@ async def _produced(
     room = threading.Semaphore(_AHEAD)
     cancelled = threading.Event()
     session.on_end(lambda _: cancelled.set())
-    # Each page is bounded by its page size, not by the API's result-rows limit.
-    limits = found.config.limits
-    settings = query_limits(found.config) | {
-        "max_result_rows": 0,
-        "max_threads": limits.export_threads,
-    }
 
     def hand_over(item: object) -> bool:
         while not room.acquire(timeout=0.5):
@@ -122,10 +189,7 @@ async def _produced(
 
     def produce() -> None:
         try:
-            reader = found.audit.reader(
-                principal.workspace_id, entitlements=principal.entitlements, limits=settings
-            )
-            pages = export_chunks(reader, query, output, page_size=limits.export_page_rows)
+            pages = make_pages()
             while not cancelled.is_set():
                 with found.pacer.step(cancelled):  # bulk work: within the CPU budget
                     chunk = next(pages, None)

@@ -4,6 +4,7 @@ lets an event be found by id in the store itself."""
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
+from psycopg.errors import DuplicateObject
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
@@ -71,6 +73,7 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
         self._copy_event_ids = SQL(
             "COPY {0} (event_id, originator_id, originator_version) FROM STDIN (FORMAT BINARY)"
         ).format(table)
+        self._notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self._locate_event_ids = SQL(
             "SELECT event_id, originator_id, originator_version FROM {0} "
             "WHERE event_id = ANY(%s::uuid[])"
@@ -78,28 +81,66 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
 
     def create_table(self) -> None:
         """Create the tables, one process at a time: processes starting together on an empty
-        database would otherwise race in the catalog ("tuple concurrently updated")."""
-        with self.datastore.get_connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_TABLES_LOCK,))
-            try:
-                super().create_table()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_TABLES_LOCK,))
+        database would otherwise race in the catalog ("tuple concurrently updated").
 
-    def _insert_stored_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[Any], **kwargs: Any
-    ) -> None:
-        super()._insert_stored_events(curs, stored_events, **kwargs)
-        # Own cursor: the library fetches the events' RETURNING rows from ``curs`` afterwards.
-        with curs.connection.cursor() as ids_cursor:
-            ids_cursor.execute(
-                self._insert_event_ids,
-                (
-                    [event_id_of(s) for s in stored_events],
-                    [s.originator_id for s in stored_events],
-                    [s.originator_version for s in stored_events],
-                ),
-            )
+        The library's statements, run on the connection holding the lock: taking a second one
+        from the pool would wait for ever on a one-connection pool.
+        """
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute("SELECT pg_advisory_lock(%s)", (_CREATE_TABLES_LOCK,))
+            try:
+                for statement in self.sql_create_statements:
+                    # No CREATE TYPE IF NOT EXISTS: each type in a transaction of its own.
+                    if "CREATE TYPE" in statement.as_string():
+                        with contextlib.suppress(DuplicateObject), conn.transaction():
+                            curs.execute(statement, prepare=False)
+                with conn.transaction():
+                    self._create_table(curs)
+            finally:
+                curs.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_TABLES_LOCK,))
+        self.datastore.register_type_adapters()
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's locked, pipelined insert, with the event ids written beside the events.
+
+        Made safe to refuse (a version conflict, a reused id): everything that can fail in
+        Python is computed before anything is sent, and an error raised after that rolls the
+        transaction back (the library's version commits what was sent); no statement is
+        auto-prepared behind one that can fail. psycopg prepares a statement at its sixth use
+        on a connection, sending the ``Parse`` ahead of the execution in the pipeline; after a
+        failed statement the server skips the rest of the pipeline, that ``Parse`` included,
+        while psycopg counts the statement as prepared, so every later use on that pooled
+        connection failed with ``prepared statement "_pg3_N" does not exist``. The lock
+        statements, prepared on purpose by the library, come first and cannot be skipped.
+        """
+        if not stored_events:
+            return None  # as the library's recorder
+        events = [
+            self.construct_pg_stored_event(s.originator_id, s.originator_version, s.topic, s.state)
+            for s in stored_events
+        ]
+        ids = _event_id_columns(stored_events)
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline() as pipeline,
+            conn.transaction(),
+            conn.cursor() as curs,
+        ):
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            curs.execute(self.insert_events_statement, (events,), prepare=False)
+            # Its own cursor: the events' RETURNING rows are read from ``curs`` below.
+            with conn.cursor() as ids_cursor:
+                ids_cursor.execute(self._insert_event_ids, ids, prepare=False)
+            # Errors (a unique index refusing) are raised here, inside the transaction.
+            pipeline.sync()
+            return [row["notification_id"] for row in curs.fetchall()]
+
+    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(self._notify, prepare=False)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def append_bulk(self, stored_events: Sequence[StoredEvent]) -> None:
@@ -140,6 +181,17 @@ _EVENT_ID_ROW = b"\x00\x03" + _UUID  # three fields, the first a uuid
 
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
+
+
+def _event_id_columns(
+    stored_events: Sequence[StoredEvent],
+) -> tuple[list[UUID], list[UUID], list[int]]:
+    """The event-id index's rows, column by column."""
+    return (
+        [event_id_of(s) for s in stored_events],
+        [_uuid(s.originator_id) for s in stored_events],
+        [s.originator_version for s in stored_events],
+    )
 
 
 def copy_payloads(stored_events: Sequence[StoredEvent]) -> tuple[bytes, bytes]:
@@ -191,14 +243,13 @@ class SQLiteAuditRecorder(SQLiteApplicationRecorder, EventIdIndex):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[Any], **kwargs: Any
     ) -> Sequence[int] | None:
+        # Computed first: nothing in Python can fail once the events are inserted.
+        ids = [
+            (event_id.hex, stream_id.hex, version)
+            for event_id, stream_id, version in zip(*_event_id_columns(stored_events), strict=True)
+        ]
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
-        c.executemany(
-            f"INSERT INTO {self.event_ids_table_name} VALUES (?, ?, ?)",
-            [
-                (event_id_of(s).hex, UUID(str(s.originator_id)).hex, s.originator_version)
-                for s in stored_events
-            ],
-        )
+        c.executemany(f"INSERT INTO {self.event_ids_table_name} VALUES (?, ?, ?)", ids)
         return notification_ids
 
     def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, EventLocation]:

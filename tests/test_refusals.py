@@ -16,6 +16,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+from eventsourcing.persistence import StoredEvent
 
 from auditcore import (
     AuditCore,
@@ -190,3 +191,19 @@ def test_refusals_never_break_later_saves(one_connection: AuditCore) -> None:
             "incident.comment_added",
             "incident.acknowledged",
         ]
+
+
+def test_an_error_after_the_insert_was_sent_stores_nothing(one_connection: AuditCore) -> None:
+    """A stored event without its event id (not from auditcore's mapper) fails once the events'
+    insert could already be on its way; the transaction must not commit it without its id."""
+    recorder = one_connection.app.recorder
+    stream_id = uuid4()
+    plain = StoredEvent(
+        originator_id=stream_id, originator_version=1, topic="incident.comment_added", state=b"{}"
+    )
+
+    with pytest.raises(TypeError, match="expected an AuditStoredEvent"):
+        recorder.insert_events([plain])
+
+    assert recorder.select_events(stream_id) == []
+    one_connection.record("incident.comment_added", workspace_id="acme", metadata={"body": "ok"})

@@ -16,6 +16,7 @@ from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from eventsourcing.utils import retry
 from pydantic import BaseModel
 
 from auditcore.clickhouse.connection import connect
@@ -39,10 +40,13 @@ from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.readmodel.registry import ReadModelRegistry, load_read_models
 from auditcore.store.application import AuditApplication
 from auditcore.store.dispatcher import (
+    TRANSIENT,
     Dispatcher,
+    DispatcherDrainError,
     DispatcherStats,
     DispatchHandle,
     DispatchSettings,
+    DrainReport,
 )
 from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
@@ -54,9 +58,6 @@ if TYPE_CHECKING:
     from auditcore.store.heartbeats import Heartbeats
 
 A = TypeVar("A", bound=AuditedAggregate)
-
-# Below this, the library's insert (one statement with RETURNING) is as fast as COPY.
-_BULK_APPEND_MIN = 32
 
 # What makes two events "the same" for an idempotent retry: not when it was sent or by
 # which request, but what it says happened.
@@ -129,9 +130,14 @@ class AuditCore:
         self.close()
 
     def close(self) -> None:
-        """Drain the dispatcher, then release every connection."""
+        """Drain the dispatcher, then release every connection.
+
+        Raises ``DispatcherDrainError`` (after releasing everything) if dispatched events could
+        not be stored within the dispatcher's ``close_timeout``; each one's handle says so.
+        """
+        drained = DrainReport()
         if self._dispatcher is not None:
-            self._dispatcher.close()
+            drained = self._dispatcher.close()
             atexit.unregister(self._dispatcher.close)
             stop_draining(self._dispatcher.close)
         if self._heartbeats is not None:
@@ -140,6 +146,8 @@ class AuditCore:
             client.close()
         self._clickhouse_clients.clear()
         self.app.close()
+        if not drained:
+            raise DispatcherDrainError(drained)
 
     # Writing.
 
@@ -296,7 +304,8 @@ class AuditCore:
         transaction; returns each as stored (an idempotent repeat: as first stored)."""
         if len({stored.event_id for stored in batch}) == len(batch):
             try:
-                self._append(batch)
+                # One attempt: the dispatcher retries with smaller batches, and stops when closed.
+                self._append(batch, attempts=1)
             except IntegrityError:
                 pass  # an id seen before: sorted out on the decoded events, below
             else:
@@ -304,11 +313,12 @@ class AuditCore:
         events = self._store([self._decode(stored) for stored in batch])
         return [cast("AuditStoredEvent", self.app.mapper.to_stored_event(e)) for e in events]
 
-    def _append(self, stored_events: Sequence[StoredEvent]) -> None:
-        """One transaction; large batches on PostgreSQL go through binary COPY."""
+    def _append(self, stored_events: Sequence[StoredEvent], *, attempts: int = 10) -> None:
+        """One transaction (large batches on PostgreSQL go through binary COPY), attempted up to
+        ``attempts`` times while the database cannot be reached, as the library does."""
         recorder = self.app.recorder
-        if isinstance(recorder, BulkAppender) and len(stored_events) >= _BULK_APPEND_MIN:
-            recorder.append_bulk(stored_events)
+        if isinstance(recorder, BulkAppender):
+            retry(TRANSIENT, max_attempts=attempts, wait=0.2)(recorder.append_once)(stored_events)
         else:
             recorder.insert_events(stored_events)
 

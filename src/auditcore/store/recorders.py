@@ -24,6 +24,10 @@ from auditcore.store.mapper import event_id_of
 # An arbitrary, fixed key for the advisory lock taken while creating tables.
 _CREATE_TABLES_LOCK = 0x41554449545F4342
 
+BULK_APPEND_MIN = 32
+"""Below this many events, the library's insert (one statement with RETURNING) is as fast as
+``COPY``."""
+
 EventLocation = tuple[UUID, int]
 """(stream_id, version) of a stored event."""
 
@@ -37,11 +41,14 @@ class EventIdIndex(ABC):
 
 
 class BulkAppender(ABC):
-    """Appends a large batch of events in one transaction, faster than the library's insert."""
+    """Appends a batch of events in one transaction and one attempt, by the fastest means for
+    its size; the caller retries transient errors on its own terms (the dispatcher shrinks a
+    batch that keeps failing, and gives up when it is closed)."""
 
     @abstractmethod
-    def append_bulk(self, stored_events: Sequence[StoredEvent]) -> None:
-        """Store all events, or none (``IntegrityError`` on a duplicate stream version or id)."""
+    def append_once(self, stored_events: Sequence[StoredEvent]) -> None:
+        """Store all events, or none: ``IntegrityError`` on a duplicate stream version or id,
+        ``InterfaceError`` / ``OperationalError`` when the database could not be reached."""
 
 
 class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppender):
@@ -104,6 +111,16 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        """The library's insert (retried as the library does), with the event-id index."""
+        return self._insert_once(stored_events)
+
+    def append_once(self, stored_events: Sequence[StoredEvent]) -> None:
+        if len(stored_events) >= BULK_APPEND_MIN:
+            self.append_bulk(stored_events)
+        else:
+            self._insert_once(stored_events)
+
+    def _insert_once(self, stored_events: Sequence[StoredEvent]) -> Sequence[int] | None:
         """The library's locked, pipelined insert, with the event ids written beside the events.
 
         Made safe to refuse (a version conflict, a reused id): everything that can fail in
@@ -142,9 +159,8 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
     def _notify_channel(self, curs: Cursor[DictRow]) -> None:
         curs.execute(self._notify, prepare=False)
 
-    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def append_bulk(self, stored_events: Sequence[StoredEvent]) -> None:
-        """``COPY`` inside the library's locked transaction.
+        """``COPY`` inside the library's locked transaction (one attempt).
 
         The same ``EXCLUSIVE`` table lock as the library's insert serialises writers, so
         notification ids are issued in commit order and readers following the log never pass

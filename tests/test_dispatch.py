@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import random
 import subprocess
 import sys
 import threading
@@ -90,7 +92,8 @@ def test_lost_connections_mid_burst_lose_nothing(pg_settings: Settings) -> None:
                 )
                 time.sleep(0.05)
 
-    with AuditCore(pg_settings) as audit:
+    # The worker waits up to a second for a full batch: the first ones are max_batch events.
+    with AuditCore(pg_settings, dispatch=DispatchSettings(max_delay=1.0)) as audit:
         audit.record("incident.comment_added", workspace_id="acme", metadata={"body": "warm"})
         killer = threading.Thread(target=kill_connections)
         killer.start()
@@ -336,3 +339,64 @@ def test_dispatching_while_closing_stores_or_refuses_each_event(pg_settings: Set
     assert sorted(found) == sorted(
         (h.result().actor.id, str(h.result().metadata["body"])) for h in accepted
     )
+
+
+KILLED_EVENTS = int(os.environ.get("AUDITCORE_KILLED_EVENTS", "20000"))
+
+
+def test_batches_shrink_under_repeated_failures_so_writes_keep_progressing(
+    pg_settings: Settings,
+) -> None:
+    """Connections killed every 0.01-0.08 s for the whole run: a 10,000-event batch hardly ever
+    commits between two kills, so it must shrink until batches do; once the kills stop,
+    batches grow back."""
+    database = pg_settings.postgres_conninfo()
+    stop = threading.Event()
+    kills = []
+
+    def kill_connections() -> None:
+        pause = random.Random(14)
+        with psycopg.connect(database, autocommit=True) as admin:
+            while not stop.wait(pause.uniform(0.01, 0.08)):
+                admin.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+                kills.append(time.monotonic())
+
+    # The worker waits up to a second for a full batch: the first ones are max_batch events.
+    with AuditCore(pg_settings, dispatch=DispatchSettings(max_delay=1.0)) as audit:
+        audit.record("incident.comment_added", workspace_id="acme", metadata={"body": "warm"})
+        killer = threading.Thread(target=kill_connections)
+        killer.start()
+        try:
+            handles = [
+                audit.dispatch(
+                    "incident.comment_added",
+                    workspace_id="acme",
+                    metadata={"body": f"n {n}"},
+                    actor={"id": "k"},
+                )
+                for n in range(KILLED_EVENTS)
+            ]
+            # Everything must be written while the kills go on.
+            assert audit.flush(timeout=180), "no progress under repeated connection kills"
+        finally:
+            stop.set()
+            killer.join()
+        stats = audit.stats()
+        assert all(handle.exception() is None for handle in handles)
+        more = [
+            audit.dispatch("incident.comment_added", workspace_id="acme", metadata={"body": "m"})
+            for _ in range(20_000)
+        ]
+        assert audit.flush(timeout=60)
+        assert all(handle.exception() is None for handle in more)
+        assert audit.dispatcher.batch_limit == audit.dispatcher.settings.max_batch, "no regrowth"
+        found = [body for actor, body in stored_comments(audit) if actor == "k"]
+
+    assert found == [f"n {n}" for n in range(KILLED_EVENTS)]
+    assert stats is not None
+    assert stats.retries > 0
+    assert len(kills) > 5
+    assert stats.batches > 3 * KILLED_EVENTS // 10_000, "the batches never shrank"

@@ -266,6 +266,12 @@ class Dispatcher:
         self._worker = threading.Thread(target=self._run, name="auditcore-dispatcher", daemon=True)
         self._worker.start()
 
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch the worker will try next: ``max_batch``, halved after each
+        transient failure and doubled after each success."""
+        return self._batch_limit
+
     def submit(self, event: AuditStoredEvent) -> DispatchHandle:
         """Queue an (already validated) event; the handle resolves once it is committed."""
         if self._closed:
@@ -460,9 +466,13 @@ class Dispatcher:
                     self._last_error = error
                 # Keep trying, smaller: these events were accepted and must not be lost, and a
                 # smaller batch commits sooner, between failures that keep defeating a large one.
-                self._batch_limit = max(1, len(chunk) // 2)
-                self._giving_up.wait(delay)
-                delay = min(delay * 2, self._max_retry)
+                # Only a single event failing again backs off further.
+                if len(chunk) > 1:
+                    self._batch_limit = max(1, len(chunk) // 2)
+                    self._giving_up.wait(self._first_retry)
+                else:
+                    self._giving_up.wait(delay)
+                    delay = min(delay * 2, self._max_retry)
                 continue
             except Exception as error:
                 with self._lock:

@@ -80,6 +80,7 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
         self._copy_event_ids = SQL(
             "COPY {0} (event_id, originator_id, originator_version) FROM STDIN (FORMAT BINARY)"
         ).format(table)
+        self._connections_suspect = False
         self._notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self._locate_event_ids = SQL(
             "SELECT event_id, originator_id, originator_version FROM {0} "
@@ -115,10 +116,21 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
         return self._insert_once(stored_events)
 
     def append_once(self, stored_events: Sequence[StoredEvent]) -> None:
-        if len(stored_events) >= BULK_APPEND_MIN:
-            self.append_bulk(stored_events)
-        else:
-            self._insert_once(stored_events)
+        if self._connections_suspect:
+            # The last attempt lost its connection, so the pool's idle ones may be dead too
+            # (a restarted server, a dropped network): handing out one of those would fail
+            # this attempt as well, and the next, for as long as connections die faster than
+            # the caller retries. Checked only then: a healthy pool costs nothing.
+            self.datastore.pool.check()
+        try:
+            if len(stored_events) >= BULK_APPEND_MIN:
+                self.append_bulk(stored_events)
+            else:
+                self._insert_once(stored_events)
+        except (InterfaceError, OperationalError):
+            self._connections_suspect = True
+            raise
+        self._connections_suspect = False
 
     def _insert_once(self, stored_events: Sequence[StoredEvent]) -> Sequence[int] | None:
         """The library's locked, pipelined insert, with the event ids written beside the events.

@@ -182,6 +182,10 @@ class AuditCore:
 
     def build_draft(self, draft: Mapping[str, Any]) -> AuditEvent:
         """Validate one standalone event given as ``record``'s keyword arguments in a mapping."""
+        if not isinstance(draft, Mapping):
+            raise InvalidEventError(
+                "?", [("", f"expected a mapping of record()'s arguments, got {draft!r:.80}")]
+            )
         fields = dict(draft)
         missing = [name for name in ("action", "workspace_id") if name not in fields]
         if missing:
@@ -252,7 +256,8 @@ class AuditCore:
                 events.append(self.build_draft(draft))
             except InvalidEventError as error:
                 raise InvalidEventError(
-                    error.action, [(f"[{index}].{where}", what) for where, what in error.problems]
+                    error.action,
+                    [(f"[{index}].{where}".rstrip("."), what) for where, what in error.problems],
                 ) from None
         return self._store(events)
 

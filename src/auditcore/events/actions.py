@@ -69,9 +69,16 @@ class ActionRegistry:
     ) -> None:
         self._specs: dict[str, ActionSpec] = dict(specs or {})
         self.limits = limits or MetadataLimits()
-        # How far ahead of this clock an event may say it occurred (clock skew); by default
-        # AUDITCORE_MAX_FUTURE_SECONDS, or 5 minutes.
-        self.max_future = default_max_future() if max_future is None else max_future
+        self._max_future = max_future
+
+    @property
+    def max_future(self) -> timedelta:
+        """How far ahead of this clock a new event may say it occurred (clock skew): as given,
+        else ``AUDITCORE_MAX_FUTURE_SECONDS``, else 5 minutes. Read when first needed, so a
+        bad setting is reported by the first record, not by ``import auditcore``."""
+        if self._max_future is None:
+            self._max_future = default_max_future()
+        return self._max_future
 
     def register(
         self,
@@ -118,7 +125,7 @@ class ActionRegistry:
         return ActionRegistry(
             self._specs,
             limits or self.limits,
-            max_future=self.max_future if max_future is None else max_future,
+            max_future=self._max_future if max_future is None else max_future,
         )
 
     def validate_metadata(

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import cast
 from uuid import uuid4
@@ -79,25 +81,35 @@ def test_a_burst_from_many_threads_lands_exactly_once_in_each_threads_order(
     assert stats.largest_batch > 100, "events were not batched"
 
 
-def test_lost_connections_mid_burst_lose_nothing(pg_settings: Settings) -> None:
-    database = pg_settings.postgres_conninfo()
+@contextmanager
+def connections_killed(settings: Settings, pause: Callable[[], float]) -> Iterator[list[float]]:
+    """Terminate every other connection to the store's database every ``pause()`` seconds
+    while the block runs; yields the moments of the kills (filled as they happen)."""
     stop = threading.Event()
+    kills: list[float] = []
 
-    def kill_connections() -> None:
-        with psycopg.connect(database, autocommit=True) as admin:
-            while not stop.is_set():
+    def kill() -> None:
+        with psycopg.connect(settings.postgres_conninfo(), autocommit=True) as admin:
+            while not stop.wait(pause()):
                 admin.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
                     "WHERE datname = current_database() AND pid <> pg_backend_pid()"
                 )
-                time.sleep(0.05)
+                kills.append(time.monotonic())
 
-    # The worker waits up to a second for a full batch: the first ones are max_batch events.
-    with AuditCore(pg_settings, dispatch=DispatchSettings(max_delay=1.0)) as audit:
+    killer = threading.Thread(target=kill)
+    killer.start()
+    try:
+        yield kills
+    finally:
+        stop.set()
+        killer.join()
+
+
+def test_lost_connections_mid_burst_lose_nothing(pg_settings: Settings) -> None:
+    with AuditCore(pg_settings) as audit:
         audit.record("incident.comment_added", workspace_id="acme", metadata={"body": "warm"})
-        killer = threading.Thread(target=kill_connections)
-        killer.start()
-        try:
+        with connections_killed(pg_settings, lambda: 0.05):
             futures = [
                 audit.dispatch(
                     "incident.comment_added",
@@ -108,9 +120,6 @@ def test_lost_connections_mid_burst_lose_nothing(pg_settings: Settings) -> None:
                 for n in range(20_000)
             ]
             time.sleep(1.0)
-        finally:
-            stop.set()
-            killer.join()
         assert audit.flush(timeout=120)
         assert all(future.exception() is None for future in futures)
         found = [body for actor, body in stored_comments(audit) if actor == "k"]
@@ -350,26 +359,11 @@ def test_batches_shrink_under_repeated_failures_so_writes_keep_progressing(
     """Connections killed every 0.01-0.08 s for the whole run: a 10,000-event batch hardly ever
     commits between two kills, so it must shrink until batches do; once the kills stop,
     batches grow back."""
-    database = pg_settings.postgres_conninfo()
-    stop = threading.Event()
-    kills = []
-
-    def kill_connections() -> None:
-        pause = random.Random(14)
-        with psycopg.connect(database, autocommit=True) as admin:
-            while not stop.wait(pause.uniform(0.01, 0.08)):
-                admin.execute(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-                kills.append(time.monotonic())
-
+    pause = random.Random(14)
     # The worker waits up to a second for a full batch: the first ones are max_batch events.
     with AuditCore(pg_settings, dispatch=DispatchSettings(max_delay=1.0)) as audit:
         audit.record("incident.comment_added", workspace_id="acme", metadata={"body": "warm"})
-        killer = threading.Thread(target=kill_connections)
-        killer.start()
-        try:
+        with connections_killed(pg_settings, lambda: pause.uniform(0.01, 0.08)) as kills:
             handles = [
                 audit.dispatch(
                     "incident.comment_added",
@@ -381,9 +375,6 @@ def test_batches_shrink_under_repeated_failures_so_writes_keep_progressing(
             ]
             # Everything must be written while the kills go on.
             assert audit.flush(timeout=180), "no progress under repeated connection kills"
-        finally:
-            stop.set()
-            killer.join()
         stats = audit.stats()
         assert all(handle.exception() is None for handle in handles)
         more = [

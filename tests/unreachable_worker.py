@@ -3,11 +3,10 @@ then stop in a given way (SIGTERM, interpreter exit, or close())."""
 
 from __future__ import annotations
 
-import os
-import signal
 import sys
 
 from auditcore import AuditCore, DispatchSettings, Settings
+from tests.dispatch_worker import leave
 
 
 def main(event_store: str, ending: str) -> None:
@@ -22,11 +21,7 @@ def main(event_store: str, ending: str) -> None:
     sys.stdin.readline()  # the store is unreachable from now on
     for n in range(2000):
         audit.dispatch("incident.comment_added", workspace_id="acme", metadata={"body": f"{n}"})
-    if ending == "sigterm":
-        os.kill(os.getpid(), signal.SIGTERM)
-    elif ending == "close":
-        audit.close()
-    # "exit": just return; atexit must drain.
+    leave(audit, ending)
 
 
 if __name__ == "__main__":

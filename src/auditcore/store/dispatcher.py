@@ -7,9 +7,9 @@ batch in one transaction. The buffer is bounded; when it is full the policy appl
 never silently lost: the caller gets ``DispatchBufferFullError``.
 
 Failure semantics. A transient database failure (a lost connection, a restarting or
-unreachable server) is retried with backoff for as long as the dispatcher is open, with the
-batch halved after each failure and doubled again after each success, so writes keep
-progressing while the database accepts any write at all. Any other error fails only the events
+unreachable server) is retried for as long as the dispatcher is open: each failure halves the
+batch and each success doubles it again (up to ``max_batch``), so writes keep progressing while
+the database accepts any write at all; a single event failing again backs off, up to 5 s. Any other error fails only the events
 at fault (a failing batch is split in halves). ``close`` waits up to ``close_timeout`` for
 everything accepted to be written; then it gives up: every event still waiting resolves with
 ``EventNotStoredError``, a write already in progress gets ``in_flight_wait`` more seconds to

@@ -9,14 +9,15 @@ never silently lost: the caller gets ``DispatchBufferFullError``.
 Failure semantics. A transient database failure (a lost connection, a restarting or
 unreachable server) is retried for as long as the dispatcher is open: each failure halves the
 batch and each success doubles it again (up to ``max_batch``), so writes keep progressing while
-the database accepts any write at all; a single event failing again backs off, up to 5 s. Any other error fails only the events
-at fault (a failing batch is split in halves). ``close`` waits up to ``close_timeout`` for
-everything accepted to be written; then it gives up: every event still waiting resolves with
-``EventNotStoredError``, a write already in progress gets ``in_flight_wait`` more seconds to
-finish (if it does not, its events resolve with ``EventNotStoredError(maybe_stored=True)``),
-an error is logged with the counts, and ``close`` returns them in a ``DrainReport``. Every
-accepted handle resolves. Re-sent events cannot duplicate anything: event ids are unique in the
-store, so an event given up on can be dispatched again with the same ``event_id``.
+the database accepts any write at all; a single event failing again backs off, up to 5 s.
+Any other error fails only the events at fault (a failing batch is split in halves).
+``close`` waits up to ``close_timeout`` for everything accepted to be written; then it gives
+up: every event still waiting resolves with ``EventNotStoredError``, a write already in
+progress gets ``in_flight_wait`` more seconds to finish (if it does not, its events resolve
+with ``EventNotStoredError(maybe_stored=True)``), an error is logged with the counts, and
+``close`` returns them in a ``DrainReport``. Every accepted handle resolves. Re-sent events
+cannot duplicate anything: event ids are unique in the store, so an event given up on can be
+dispatched again with the same ``event_id``.
 """
 
 from __future__ import annotations

@@ -1,10 +1,15 @@
-"""DDL derived from read-model declarations, for one server or for a cluster."""
+"""DDL derived from read-model declarations, for one server or for a cluster, and the read
+side's own bookkeeping tables (positions, dead letters) and staging tables."""
 
 from __future__ import annotations
 
 from auditcore.readmodel.model import Column, Table
 
-TRACKING_TABLE = "auditcore_positions"
+TRACKING_TABLE = "auditcore_tracking"
+LEGACY_TRACKING_TABLE = "auditcore_positions"
+"""Where positions were kept before intents (see ``auditcore.projection.tracking``)."""
+DEAD_LETTERS_TABLE = "auditcore_dead_letters"
+STAGING_SUFFIX = "__staging"
 
 
 def create_table_sql(name: str, table: Table, cluster: str | None = None) -> str:
@@ -25,9 +30,19 @@ def create_table_sql(name: str, table: Table, cluster: str | None = None) -> str
         sql += f"\nPARTITION BY {table.partition_by}"
     if table.ttl:
         sql += f"\nTTL {table.ttl}"
-    settings = {"non_replicated_deduplication_window": 1000, **table.settings}
-    sql += "\nSETTINGS " + ", ".join(f"{key} = {value}" for key, value in settings.items())
+    if table.settings:
+        sql += "\nSETTINGS " + ", ".join(
+            f"{key} = {value}" for key, value in table.settings.items()
+        )
     return sql
+
+
+def staging_table_sql(name: str, table: Table) -> str:
+    """A ``Memory`` table with ``table``'s columns, where a processor computes a batch's rows
+    before writing them to the real table one partition at a time. Local to the server the
+    processor talks to (never ``ON CLUSTER``): only that processor uses it."""
+    columns = ",\n".join(f"    `{column.name}` {column.type}" for column in table.columns)
+    return f"CREATE TABLE IF NOT EXISTS `{name}` (\n{columns}\n)\nENGINE = Memory"
 
 
 def replicated(engine: str) -> str:
@@ -40,15 +55,41 @@ def replicated(engine: str) -> str:
 
 
 def tracking_table_sql(cluster: str | None = None) -> str:
+    """Processors' positions and intents, one row per write, the highest ``seq`` winning."""
     table = Table(
         columns=(
+            Column("table_key", "String"),
             Column("processor", "String"),
+            Column("seq", "UInt64"),
             Column("position", "UInt64"),
+            Column("intent", "UInt64"),
             Column("fingerprint", "String"),
             Column("store_id", "String"),
             Column("updated_at", "DateTime64(6, 'UTC')"),
         ),
-        engine="ReplacingMergeTree(updated_at)",
-        order_by=("processor",),
+        engine="ReplacingMergeTree(seq)",
+        order_by=("table_key",),
     )
     return create_table_sql(TRACKING_TABLE, table, cluster)
+
+
+def dead_letters_table_sql(cluster: str | None = None) -> str:
+    """Events a read model could not hold, one row per change of their state."""
+    table = Table(
+        columns=(
+            Column("table_key", "String"),
+            Column("model", "LowCardinality(String)"),
+            Column("position", "UInt64"),
+            Column("event_id", "String"),
+            Column("stream_id", "String"),
+            Column("workspace_id", "String"),
+            Column("action", "String"),
+            Column("error", "String"),
+            Column("failed_at", "DateTime64(6, 'UTC')"),
+            Column("status", "LowCardinality(String)"),
+            Column("updated_at", "DateTime64(6, 'UTC')"),
+        ),
+        engine="ReplacingMergeTree(updated_at)",
+        order_by=("table_key", "position"),
+    )
+    return create_table_sql(DEAD_LETTERS_TABLE, table, cluster)

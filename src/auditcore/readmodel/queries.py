@@ -19,8 +19,10 @@ from auditcore.clickhouse.connection import query_dicts
 from auditcore.errors import InvalidQueryError, NotEntitledError, NotFoundError
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.cursor import Cursor, query_fingerprint
+from auditcore.readmodel.fields import floor_to
 from auditcore.readmodel.model import Filter, ReadModel, Row, StateTable
 from auditcore.readmodel.registry import ReadModelRegistry
+from auditcore.readmodel.text import fold, fold_sql, like_pattern, words
 
 MAX_LIMIT = 1000
 EVENT_COLUMNS = (
@@ -312,7 +314,7 @@ class WorkspaceReader:
         )
         key = _GROUP_COLUMNS[group_by]
         rows = self.client.query(
-            f"SELECT toStartOfInterval({time_column}, INTERVAL 1 {chosen}) AS bucket, "
+            f"SELECT {floor_to(time_column, _SECONDS[chosen])} AS bucket, "
             f"{key} AS key, {count} AS events FROM `{model.table_name}` WHERE {where.sql()} "
             "GROUP BY bucket, key ORDER BY bucket, key",
             parameters=where.parameters,
@@ -352,11 +354,13 @@ class WorkspaceReader:
 
     @staticmethod
     def _apply_text(model: ReadModel, text: str | None, where: _Where) -> None:
+        haystack = model.text_column or ""
+        if not model.text_folded:
+            haystack = fold_sql(haystack)
         for index, word in enumerate(_text_words(model, text)):
-            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.add(
-                f"lower({model.text_column}) LIKE {{text_{index}:String}}",
-                **{f"text_{index}": f"%{escaped}%"},
+                f"{haystack} LIKE {{text_{index}:String}}",
+                **{f"text_{index}": like_pattern(word)},
             )
 
 
@@ -385,12 +389,12 @@ def _any_of(
 
 
 def _searchable(event: AuditEvent) -> str:
-    """What free text matches in ``audit_events`` (its ``search_text`` column), lowercased."""
+    """What free text matches in ``audit_events`` (its ``search_text`` column), folded."""
     parts = [event.action, event.actor.id, event.actor.name or "", event.source]
     parts += [t.type for t in event.targets] + [t.id for t in event.targets]
     parts += [t.name or "" for t in event.targets]
     parts.append(orjson.dumps(event.metadata, option=orjson.OPT_SORT_KEYS).decode())
-    return " ".join(parts).lower()
+    return fold(" ".join(parts))
 
 
 def _declared_filter(model: ReadModel, name: str) -> Filter:
@@ -410,7 +414,7 @@ def _text_words(model: ReadModel, text: str | None) -> list[str]:
         raise InvalidQueryError("text", f"{model.name} has no free-text column")
     if len(text) > 200:
         raise InvalidQueryError("text", "at most 200 characters")
-    return text.lower().split()
+    return words(text)
 
 
 def _parse_value(declared: Filter, value: str) -> Any:
@@ -455,6 +459,7 @@ _INTERVALS: dict[str, timedelta] = {
     "hour": timedelta(hours=1),
     "day": timedelta(days=1),
 }
+_SECONDS = {name: int(length.total_seconds()) for name, length in _INTERVALS.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

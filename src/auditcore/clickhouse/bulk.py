@@ -29,19 +29,32 @@ def insert_select(
     """Run ``INSERT INTO table (columns) <select>`` where ``select`` reads ``{source}``: the
     JSON Lines ``payload`` with the columns ``structure``."""
     column_list = ", ".join(f"`{name}`" for name in columns)
+    clause = settings_clause(settings)
+    structure = structure.replace("\\", "\\\\").replace("'", "\\'")
     if target.embedded:
         with tempfile.NamedTemporaryFile(suffix=".jsonl") as file:
             file.write(payload)
             file.flush()
             source = f"file('{file.name}', 'JSONEachRow', '{structure}')"
             client.command(
-                f"INSERT INTO `{table}` ({column_list}) {select.format(source=source)}",
-                settings=dict(settings),
+                f"INSERT INTO `{table}` ({column_list}) {select.format(source=source)}{clause}"
             )
         return
     source = f"input('{structure}')"
     client.command(
-        f"INSERT INTO `{table}` ({column_list}) {select.format(source=source)} FORMAT JSONEachRow",
+        f"INSERT INTO `{table}` ({column_list}) {select.format(source=source)}{clause} "
+        "FORMAT JSONEachRow",
         data=payload,
-        settings=dict(settings),
     )
+
+
+def settings_clause(settings: Mapping[str, str | int]) -> str:
+    """Settings as the statement's own ``SETTINGS`` clause: clickhouse-connect's chDB backend
+    would otherwise save and restore the session's settings around it (~20 ms a statement)."""
+    if not settings:
+        return ""
+    values = (
+        f"{name} = {value}" if isinstance(value, int) else f"{name} = '{value}'"
+        for name, value in settings.items()
+    )
+    return " SETTINGS " + ", ".join(values)

@@ -21,7 +21,7 @@ from uuid import UUID
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from auditcore.clickhouse.bulk import insert_select
+from auditcore.clickhouse.bulk import insert_select, settings_clause
 from auditcore.clickhouse.connection import ClickHouseTarget, connect, query_dicts
 from auditcore.clickhouse.ddl import STAGING_SUFFIX, staging_table_sql
 from auditcore.errors import (
@@ -39,10 +39,6 @@ from auditcore.projection.wakeup import wakeup_for
 from auditcore.readmodel.fields import SOURCE_SETTINGS, SOURCE_STRUCTURE
 from auditcore.readmodel.model import EventTable, ReadModel, Row, StateTable
 from auditcore.store.application import AuditApplication
-
-MAX_PARTITIONS_PER_BATCH = 100
-"""A new batch whose rows fall in more partitions is halved until they fit (a backfill of
-centuries of history then goes in smaller batches): each partition is one insert, one part."""
 
 _REFERENCES = 20
 """Events before a batch tried when all of it is refused, to tell bad events from a bad model."""
@@ -218,12 +214,8 @@ class Processor:
             known = deadletters.positions_between(
                 self.client, tracked.table_key, after, tracked.intent
             )
-        while True:
-            refused = self.stage(batch, known, key=tracked.table_key)
-            partitions = self._staged_partitions()
-            if finishing or len(partitions) <= MAX_PARTITIONS_PER_BATCH or len(batch) == 1:
-                break
-            batch = batch[: len(batch) // 2]
+        refused = self.stage(batch, known, key=tracked.table_key)
+        partitions = self._staged_partitions()
         last = batch[-1].position
         store_id = tracked.store_id or self.store_id()
         if not finishing:
@@ -266,9 +258,8 @@ class Processor:
             where = f" WHERE toString({by}) = {{partition:String}}" if by else ""
             self.client.command(
                 f"INSERT INTO `{self.table}` ({columns}) SELECT {columns} "
-                f"FROM `{self.staging}`{where}",
+                f"FROM `{self.staging}`{where}{settings_clause(_ONE_PART)}",
                 parameters={"partition": partition},
-                settings=_ONE_PART,
             )
 
     def _ensure_staging(self) -> None:
@@ -404,13 +395,18 @@ class Processor:
         letters += [self._letter(key, logged[p], error) for p, error in failed.items()]
         lines = [orjson.dumps(row) for row in rows]
 
+        structure = ", ".join(f"`{c.name}` {c.type}" for c in model.table.columns)
+
         def insert(indexes: Sequence[int]) -> None:
-            self.client.raw_insert(
+            insert_select(
+                self.client,
+                self.target,
                 self.staging,
                 model.table.column_names,
-                insert_block=b"\n".join(lines[index] for index in indexes),
-                fmt="JSONEachRow",
-                settings=_FOLDED_SETTINGS,
+                "SELECT * FROM {source}",
+                b"\n".join(lines[index] for index in indexes),
+                structure,
+                _FOLDED_SETTINGS,
             )
 
         # A refused row stands for its stream's events in this batch: each is parked.

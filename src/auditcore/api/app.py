@@ -19,7 +19,16 @@ from auditcore.api.deps import Services
 from auditcore.api.errors import install_error_handlers
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
-from auditcore.api.routes import events, export, health, live, models, reports, stats
+from auditcore.api.routes import (
+    deadletters,
+    events,
+    export,
+    health,
+    live,
+    models,
+    reports,
+    stats,
+)
 from auditcore.api.schemas import EventIn
 from auditcore.facade import AuditCore
 from auditcore.tenancy.directory import Directory
@@ -55,7 +64,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     app.add_middleware(RequestIdAndBodyLimit, max_body_bytes=config.max_body_bytes)
     install_error_handlers(app)
     # The export route first: /v1/events/export is not an event id.
-    for module in (export, events, stats, live, models, reports, health):
+    for module in (export, events, stats, live, models, deadletters, reports, health):
         app.include_router(module.router)
     app.mount("/assets", StaticFiles(directory=str(STATIC)), name="assets")
 

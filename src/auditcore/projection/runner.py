@@ -22,8 +22,10 @@ from auditcore.clickhouse.ddl import (
     tracking_table_sql,
 )
 from auditcore.errors import CatchUpFailedError
-from auditcore.projection.deadletters import parked_counts
+from auditcore.projection import deadletters
+from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.processor import Processor
+from auditcore.projection.rebuild import retry
 from auditcore.projection.tracking import read_tracking, table_keys
 from auditcore.readmodel.registry import ReadModelRegistry
 from auditcore.store.application import AuditApplication
@@ -170,7 +172,7 @@ class ProjectionRunner:
         head = self.app.recorder.max_notification_id() or 0
         keys = table_keys(client, [model.table_name for model in self.models])
         by_key = read_tracking(client, list(keys.values()))
-        parked = parked_counts(client, list(keys.values()))
+        parked = deadletters.parked_counts(client, list(keys.values()))
         statuses = []
         for model in self.models:
             key = keys.get(model.table_name, "")
@@ -189,3 +191,37 @@ class ProjectionRunner:
                 )
             )
         return statuses
+
+    # Dead letters.
+
+    def dead_letters(
+        self,
+        client: Client,
+        names: list[str] | None = None,
+        *,
+        status: LetterStatus | None = LetterStatus.PARKED,
+        workspace_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        """Events parked by the read models named (default: all), oldest first per model."""
+        models = self.models.only(names)
+        keys = table_keys(client, [model.table_name for model in models])
+        return deadletters.letters(
+            client, list(keys.values()), status=status, workspace_id=workspace_id, limit=limit
+        )
+
+    def retry_dead_letters(self, client: Client, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Project parked events again (their streams, or a roll-up whole); return the
+        letters still refused. The others are marked retried."""
+        still: list[DeadLetter] = []
+        for model in self.models:
+            mine = [letter for letter in letters if letter.model == model.name]
+            if mine:
+                still += retry(
+                    model, self.app, self.target, client, mine, guard=self.guard(model.name)
+                )
+        return still
+
+    def skip_dead_letters(self, client: Client, letters: list[DeadLetter]) -> None:
+        """Leave parked events out for good (their letters stay, marked skipped)."""
+        deadletters.resolve(client, letters, LetterStatus.SKIPPED)

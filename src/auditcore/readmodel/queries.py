@@ -43,7 +43,9 @@ _GROUP_COLUMNS: dict[str, str] = {"action": "action", "actor": "actor_id", "sour
 @dataclass(frozen=True)
 class EventQuery:
     """Filters (by the read model's declared names; several values for one name mean any of
-    them), a time range [since, until), free text (every word must appear), and paging."""
+    them), a time range [since, until) on when events occurred and one [recorded_since,
+    recorded_until) on when they were recorded (a backdated event occurred long before it was
+    recorded), free text (every word must appear), and paging."""
 
     filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
     since: datetime | None = None
@@ -51,6 +53,8 @@ class EventQuery:
     text: str | None = None
     limit: int = 50
     cursor: str | None = None
+    recorded_since: datetime | None = None
+    recorded_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -233,16 +237,21 @@ class WorkspaceReader:
         model = self.model("audit_events")
         where = _Where(self.workspace_id)
         self._apply_filters(model, query.filters, where)
-        _apply_time_range(model, query.since, query.until, where)
-        self._apply_text(model, query.text, where)
-        fingerprint = query_fingerprint(
-            {
-                "f": {k: sorted(v) for k, v in query.filters.items()},
-                "s": query.since,
-                "u": query.until,
-                "t": query.text,
-            }
+        _apply_time_range(model.time_column, query.since, query.until, where)
+        _apply_time_range(
+            "recorded_at", query.recorded_since, query.recorded_until, where, "recorded_"
         )
+        self._apply_text(model, query.text, where)
+        parts = {
+            "f": {k: sorted(v) for k, v in query.filters.items()},
+            "s": query.since,
+            "u": query.until,
+            "t": query.text,
+        }
+        if query.recorded_since or query.recorded_until:
+            # Only then: cursors of queries without them stay valid.
+            parts |= {"rs": query.recorded_since, "ru": query.recorded_until}
+        fingerprint = query_fingerprint(parts)
         return model, where, fingerprint
 
     # Current state.
@@ -431,15 +440,23 @@ def _parse_value(declared: Filter, value: str) -> Any:
 
 
 def _apply_time_range(
-    model: ReadModel, since: datetime | None, until: datetime | None, where: _Where
+    column: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    where: _Where,
+    prefix: str = "",
 ) -> None:
-    since, until = _aware("since", since), _aware("until", until)
+    """``[since, until)`` on ``column``; ``prefix`` names the parameters (``recorded_``)."""
+    since = _aware(f"{prefix}since", since)
+    until = _aware(f"{prefix}until", until)
     if since and until and since >= until:
-        raise InvalidQueryError("since", "must be earlier than until")
+        raise InvalidQueryError(f"{prefix}since", f"must be earlier than {prefix}until")
     if since:
-        where.add(f"{model.time_column} >= {{since:DateTime64(6, 'UTC')}}", since=since)
+        where.add(
+            f"{column} >= {{{prefix}since:DateTime64(6, 'UTC')}}", **{f"{prefix}since": since}
+        )
     if until:
-        where.add(f"{model.time_column} < {{until:DateTime64(6, 'UTC')}}", until=until)
+        where.add(f"{column} < {{{prefix}until:DateTime64(6, 'UTC')}}", **{f"{prefix}until": until})
 
 
 def _aware(name: str, moment: datetime | None) -> datetime | None:

@@ -85,7 +85,7 @@ def main(command: str, event_store: str, clickhouse: str) -> None:
 def compare(event_store: str, clickhouse: str) -> dict[str, Any]:
     """Each read model as built incrementally beside the same read model built afresh (into
     another database of the same engine), both merged with OPTIMIZE FINAL: row checksums per
-    model, and what the read API answers for each workspace."""
+    model, what the read API answers for each workspace, and the events parked."""
     fresh_url = f"{clickhouse}?database=fresh"
     with (
         AuditCore(Settings(event_store, clickhouse)) as built,
@@ -102,6 +102,10 @@ def compare(event_store: str, clickhouse: str) -> dict[str, Any]:
                     s.name: [s.position, s.dead_letters, s.last_error]
                     for s in audit.projections.status(audit.clickhouse)
                 },
+                "letters": sorted(
+                    [x.model, x.position, x.event_id]
+                    for x in audit.projections.dead_letters(audit.clickhouse)
+                ),
             }
         return result
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
@@ -189,9 +189,20 @@ def retry(
     start); a roll-up, whose rows mix streams, is rebuilt whole."""
     if isinstance(model, EventTable) and model.group_by:
         rebuild(model, app, target, client, guard=guard)
-        # The rebuilt table parks, under its own key, what it still cannot hold.
+        # The rebuilt table parks, under its own key, what it still cannot hold; the letters
+        # of the others move to it, as retried (the old table and its letters are gone).
         key = tracking.table_key(client, model.table_name) or ""
-        return deadletters.letters(client, [key], positions=[x.position for x in letters])
+        still = deadletters.letters(client, [key], positions=[x.position for x in letters])
+        refused = {letter.position for letter in still}
+        deadletters.park(
+            client,
+            [
+                replace(letter, table_key=key, status=LetterStatus.RETRIED)
+                for letter in letters
+                if letter.position not in refused
+            ],
+        )
+        return still
     by_stream: dict[str, list[DeadLetter]] = defaultdict(list)
     for letter in letters:
         by_stream[letter.stream_id].append(letter)

@@ -121,8 +121,7 @@ class ProjectionRunner:
             try:
                 done[name] = processor.catch_up(report)
                 self._errors.pop(name, None)
-            except Exception as error:
-                logger.exception("read model %s failed to catch up", name)
+            except Exception as error:  # reported to the caller, with the others' results
                 done[name] = counted
                 failed[name] = self._errors[name] = f"{type(error).__name__}: {error}"
         if failed:

@@ -165,3 +165,48 @@ def test_sigkilled_followers_leave_every_read_model_equal_to_a_rebuild(
             assert built["answers"][workspace][question] == answer, (workspace, question)
     total = sum(answers["count"] for answers in built["answers"].values())
     assert total == result["head"] - writer.poisoned
+
+
+class SimulatedKillError(RuntimeError):
+    pass
+
+
+def test_an_interrupted_batch_is_finished_on_resume_and_status_says_so(
+    pg_settings: Settings,
+) -> None:
+    """Deterministically, the instant the random kills aim at: one partition of a batch
+    committed, the others not. Resuming (before any new event) finishes exactly that batch."""
+    from auditcore.projection.processor import Processor  # noqa: PLC0415
+
+    class DiesAfterOnePartition(Processor):
+        def write_staged(self, partitions: Any = None) -> None:
+            super().write_staged(partitions[:1])
+            raise SimulatedKillError
+
+    with AuditCore(pg_settings) as audit:
+        audit.record_many(
+            {
+                "action": "incident.comment_added",
+                "workspace_id": "acme",
+                "metadata": {"body": f"year {year}"},
+                "occurred_at": datetime(year, 3, 1, tzinfo=UTC),
+            }
+            for year in range(1990, 2000)
+        )
+        audit.migrate()
+        model, target = audit.read_models.get("audit_events"), audit.settings.clickhouse_target
+        dying = DiesAfterOnePartition(model, audit.app, target, client=audit.clickhouse)
+        with contextlib.suppress(SimulatedKillError):
+            dying.step()
+        (status,) = [s for s in audit.projections.status(audit.clickhouse) if s.name == model.name]
+        assert (status.position, status.lag) == (0, 10)
+        assert audit.clickhouse.query("SELECT count() FROM audit_events").result_rows == [(1,)]
+
+        resumed = Processor(model, audit.app, target, client=audit.clickhouse)
+        assert resumed.resume() == 10
+        (status,) = [s for s in audit.projections.status(audit.clickhouse) if s.name == model.name]
+        assert (status.position, status.lag) == (10, 0)
+        rows = audit.clickhouse.query(
+            "SELECT count(), uniqExact(event_id), uniqExact(toYear(occurred_at)) FROM audit_events"
+        ).result_rows
+        assert rows == [(10, 10, 10)]

@@ -6,8 +6,6 @@ from __future__ import annotations
 from auditcore.readmodel.model import Column, Table
 
 TRACKING_TABLE = "auditcore_tracking"
-LEGACY_TRACKING_TABLE = "auditcore_positions"
-"""Where positions were kept before intents (see ``auditcore.projection.tracking``)."""
 DEAD_LETTERS_TABLE = "auditcore_dead_letters"
 STAGING_SUFFIX = "__staging"
 

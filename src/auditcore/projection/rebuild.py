@@ -188,21 +188,7 @@ def retry(
     retried). Each letter's stream is re-projected whole (state tables fold it from its
     start); a roll-up, whose rows mix streams, is rebuilt whole."""
     if isinstance(model, EventTable) and model.group_by:
-        rebuild(model, app, target, client, guard=guard)
-        # The rebuilt table parks, under its own key, what it still cannot hold; the letters
-        # of the others move to it, as retried (the old table and its letters are gone).
-        key = tracking.table_key(client, model.table_name) or ""
-        still = deadletters.letters(client, [key], positions=[x.position for x in letters])
-        refused = {letter.position for letter in still}
-        deadletters.park(
-            client,
-            [
-                replace(letter, table_key=key, status=LetterStatus.RETRIED)
-                for letter in letters
-                if letter.position not in refused
-            ],
-        )
-        return still
+        return _retry_by_rebuilding(model, app, target, client, letters, guard)
     by_stream: dict[str, list[DeadLetter]] = defaultdict(list)
     for letter in letters:
         by_stream[letter.stream_id].append(letter)
@@ -211,10 +197,36 @@ def retry(
         with guard or nullcontext():
             _, refused = _reproject(model, app, target, client, UUID(stream), None)
         failed = {letter.position for letter in refused}
-        still += [letter for letter in refused if letter.position in {w.position for w in waiting}]
+        wanted = {letter.position for letter in waiting}
+        still += [letter for letter in refused if letter.position in wanted]
         deadletters.resolve(
             client, [w for w in waiting if w.position not in failed], LetterStatus.RETRIED
         )
+    return still
+
+
+def _retry_by_rebuilding(
+    model: ReadModel,
+    app: AuditApplication,
+    target: ClickHouseTarget,
+    client: Client,
+    letters: Sequence[DeadLetter],
+    guard: AbstractContextManager[object] | None,
+) -> list[DeadLetter]:
+    """Rebuild the whole read model: the new table parks, under its own key, what it still
+    cannot hold; the other letters move to it, marked retried (the old table's are gone)."""
+    rebuild(model, app, target, client, guard=guard)
+    key = tracking.table_key(client, model.table_name) or ""
+    still = deadletters.letters(client, [key], positions=[x.position for x in letters])
+    refused = {letter.position for letter in still}
+    deadletters.park(
+        client,
+        [
+            replace(letter, table_key=key, status=LetterStatus.RETRIED)
+            for letter in letters
+            if letter.position not in refused
+        ],
+    )
     return still
 
 

@@ -167,21 +167,13 @@ def test_sigkilled_followers_leave_every_read_model_equal_to_a_rebuild(
     assert total == result["head"] - writer.poisoned
 
 
-class SimulatedKillError(RuntimeError):
-    pass
-
-
 def test_an_interrupted_batch_is_finished_on_resume_and_status_says_so(
     pg_settings: Settings,
 ) -> None:
     """Deterministically, the instant the random kills aim at: one partition of a batch
     committed, the others not. Resuming (before any new event) finishes exactly that batch."""
     from auditcore.projection.processor import Processor  # noqa: PLC0415
-
-    class DiesAfterOnePartition(Processor):
-        def write_staged(self, partitions: Any = None) -> None:
-            super().write_staged(partitions[:1])
-            raise SimulatedKillError
+    from tests.interrupted import DiesMidInsert, SimulatedKillError  # noqa: PLC0415
 
     with AuditCore(pg_settings) as audit:
         audit.record_many(
@@ -195,7 +187,10 @@ def test_an_interrupted_batch_is_finished_on_resume_and_status_says_so(
         )
         audit.migrate()
         model, target = audit.read_models.get("audit_events"), audit.settings.clickhouse_target
-        dying = DiesAfterOnePartition(model, audit.app, target, client=audit.clickhouse)
+        dying = DiesMidInsert(
+            model, audit.app, target, client=audit.clickhouse,
+            unwritten={str(year) for year in range(1991, 2000)},
+        )  # fmt: skip
         with contextlib.suppress(SimulatedKillError):
             dying.step()
         (status,) = [s for s in audit.projections.status(audit.clickhouse) if s.name == model.name]

@@ -12,14 +12,13 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from auditcore import AuditCore, Settings
-from auditcore.projection.processor import Processor
 from auditcore.readmodel.queries import EventQuery
 from tests.conftest import fresh_postgres_store
+from tests.interrupted import DiesMidInsert, SimulatedKillError
 from tests.poison import store_unprojectable
 
 STAND_IN = Path(__file__).parent.parent.parent / "shared" / "tools" / "chdb_http_server.py"
@@ -51,16 +50,6 @@ def server_url(tmp_path: Path) -> Iterator[str]:
         server.wait(timeout=30)
 
 
-class SimulatedKillError(RuntimeError):
-    pass
-
-
-class DiesAfterOnePartition(Processor):
-    def write_staged(self, partitions: Any = None) -> None:
-        super().write_staged(partitions[:1])
-        raise SimulatedKillError
-
-
 def test_the_server_path_is_exactly_once_and_parks_refused_events(
     postgres_database: str, server_url: str
 ) -> None:
@@ -78,8 +67,14 @@ def test_the_server_path_is_exactly_once_and_parks_refused_events(
         poison = store_unprojectable(audit, "acme")
         audit.migrate()
         model, target = audit.read_models.get("audit_events"), settings.clickhouse_target
+        dying = DiesMidInsert(
+            model, audit.app, target, client=audit.clickhouse,
+            unwritten={str(year) for year in range(1903, 2026)},
+        )  # fmt: skip
         with pytest.raises(SimulatedKillError):
-            DiesAfterOnePartition(model, audit.app, target, client=audit.clickhouse).step()
+            dying.step()
+        written = audit.clickhouse.query("SELECT count() FROM audit_events").result_rows
+        assert written == [(1,)]
 
         audit.project()
         acme = audit.reader("acme")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -25,9 +26,10 @@ def insert_select(
     payload: bytes,
     structure: str,
     settings: Mapping[str, str | int],
+    parameters: Mapping[str, Any] | None = None,
 ) -> None:
     """Run ``INSERT INTO table (columns) <select>`` where ``select`` reads ``{source}``: the
-    JSON Lines ``payload`` with the columns ``structure``."""
+    JSON Lines ``payload`` with the columns ``structure``; ``select`` may use ``parameters``."""
     column_list = ", ".join(f"`{name}`" for name in columns)
     clause = settings_clause(settings)
     structure = structure.replace("\\", "\\\\").replace("'", "\\'")
@@ -37,15 +39,22 @@ def insert_select(
             file.flush()
             source = f"file('{file.name}', 'JSONEachRow', '{structure}')"
             client.command(
-                f"INSERT INTO `{table}` ({column_list}) {select.format(source=source)}{clause}"
+                f"INSERT INTO `{table}` ({column_list}) {_with(select, source)}{clause}",
+                parameters=dict(parameters or {}),
             )
         return
     source = f"input('{structure}')"
     client.command(
-        f"INSERT INTO `{table}` ({column_list}) {select.format(source=source)}{clause} "
-        "FORMAT JSONEachRow",
+        f"INSERT INTO `{table}` ({column_list}) {_with(select, source)}{clause} FORMAT JSONEachRow",
         data=payload,
+        parameters=dict(parameters or {}),
     )
+
+
+def _with(select: str, source: str) -> str:
+    """``select`` reading ``source`` where it says ``{source}`` (its other braces are query
+    parameters such as ``{name:Type}``, left alone)."""
+    return select.replace("{source}", source)
 
 
 def settings_clause(settings: Mapping[str, str | int]) -> str:

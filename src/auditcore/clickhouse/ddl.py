@@ -1,5 +1,5 @@
 """DDL derived from read-model declarations, for one server or for a cluster, and the read
-side's own bookkeeping tables (positions, dead letters) and staging tables."""
+side's own bookkeeping tables (positions, dead letters) and probe tables."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from auditcore.readmodel.model import Column, Table
 
 TRACKING_TABLE = "auditcore_tracking"
 DEAD_LETTERS_TABLE = "auditcore_dead_letters"
-STAGING_SUFFIX = "__staging"
+PROBE_SUFFIX = "__probe"
 
 
 def create_table_sql(name: str, table: Table, cluster: str | None = None) -> str:
@@ -35,12 +35,12 @@ def create_table_sql(name: str, table: Table, cluster: str | None = None) -> str
     return sql
 
 
-def staging_table_sql(name: str, table: Table) -> str:
-    """A ``Memory`` table with ``table``'s columns, where a processor computes a batch's rows
-    before writing them to the real table one partition at a time. Local to the server the
-    processor talks to (never ``ON CLUSTER``): only that processor uses it."""
+def probe_table_sql(name: str, table: Table) -> str:
+    """A ``Null`` table with ``table``'s columns: inserting into it computes and checks the
+    rows and keeps nothing, so a processor can find which events ClickHouse refuses without
+    writing any. Local to the server the processor talks to (never ``ON CLUSTER``)."""
     columns = ",\n".join(f"    `{column.name}` {column.type}" for column in table.columns)
-    return f"CREATE TABLE IF NOT EXISTS `{name}` (\n{columns}\n)\nENGINE = Memory"
+    return f"CREATE TABLE IF NOT EXISTS `{name}` (\n{columns}\n)\nENGINE = Null"
 
 
 def replicated(engine: str) -> str:

@@ -96,16 +96,18 @@ class LogReader:
             return [LoggedEvent(*row) for row in curs.fetchall()]
 
 
-def source_rows(batch: Sequence[LoggedEvent]) -> bytes:
-    """The batch as JSON Lines for ClickHouse to compute rows from (see
-    ``auditcore.readmodel.fields``): each stored state with the store's columns spliced in
+def source_line(event: LoggedEvent) -> bytes:
+    """An event as a JSON line for ClickHouse to compute rows from (see
+    ``auditcore.readmodel.fields``): the stored state with the store's columns spliced in
     front, not re-encoded.
 
     The state is a JSON object with at least the envelope's required keys, so splicing after
     its opening brace keeps it valid; action names and stream ids need no escaping.
     """
-    return b"\n".join(
-        b'{"_position":%d,"_stream_id":"%s","_version":%d,"_action":"%s",%s'
-        % (e.position, e.stream_id.encode(), e.version, e.action.encode(), e.state[1:])
-        for e in batch
+    return b'{"_position":%d,"_stream_id":"%s","_version":%d,"_action":"%s",%s' % (
+        event.position,
+        event.stream_id.encode(),
+        event.version,
+        event.action.encode(),
+        event.state[1:],
     )

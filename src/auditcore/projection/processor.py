@@ -1,13 +1,13 @@
 """A processor moves events from the store into one read model's ClickHouse table.
 
-Batch by batch: read the log after the table's position; compute the batch's rows into the
-table's staging table (event tables: by ClickHouse, from the stored events; state tables: by
-the fold, in Python, from each stream's current row), isolating the events that ClickHouse
-or the fold refuses; record the intent; write the staged rows to the table one partition per
-insert; record the position. ``auditcore.projection.tracking`` says why that is exact
-whatever instant the process is killed at; ``auditcore.projection.deadletters`` what
-becomes of refused events. Any other failure (ClickHouse unreachable, …) propagates: the
-step is retried later and finishes the same intent.
+Batch by batch: read the log after the table's position; record the intent; write the
+batch's rows in one statement (event tables: computed by ClickHouse from the stored events;
+state tables: folded in Python from each stream's current row); record the position.
+``auditcore.projection.tracking`` says why that is exact whatever instant the process is
+killed at. When ClickHouse refuses the statement for its data, nothing of it was written;
+the refused events are isolated with probes into a table that keeps nothing, parked
+(``auditcore.projection.deadletters``), and the rest written. Any other failure
+(ClickHouse unreachable, …) propagates: the step is retried later and finishes the intent.
 """
 
 from __future__ import annotations
@@ -15,15 +15,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from typing import Any
 from uuid import UUID
 
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from auditcore.clickhouse.bulk import insert_select, settings_clause
+from auditcore.clickhouse.bulk import insert_select
 from auditcore.clickhouse.connection import ClickHouseTarget, connect, query_dicts
-from auditcore.clickhouse.ddl import STAGING_SUFFIX, staging_table_sql
+from auditcore.clickhouse.ddl import PROBE_SUFFIX, probe_table_sql
 from auditcore.errors import (
     DefinitionChangedError,
     RefusedByReadModelError,
@@ -32,7 +33,7 @@ from auditcore.errors import (
 )
 from auditcore.projection import deadletters
 from auditcore.projection.deadletters import DeadLetter, refuses_data, short_error
-from auditcore.projection.log import LoggedEvent, LogReader, source_rows
+from auditcore.projection.log import LoggedEvent, LogReader, source_line
 from auditcore.projection.records import EventRecord, decode_logged, upcast_state
 from auditcore.projection.tracking import TrackedPosition, read_tracking, record, table_key
 from auditcore.projection.wakeup import wakeup_for
@@ -48,14 +49,45 @@ _FOLDED_SETTINGS: dict[str, str | int] = {
     "date_time_input_format": "best_effort",
     "input_format_skip_unknown_fields": 0,
 }
-# One partition's rows as one block, so one part: no parallel insert streams, no squashing
-# threshold that could cut it in two. Never deduplicated: which parts exist is checked instead.
-_ONE_PART: dict[str, str | int] = {
+# A batch's rows as one block: no parallel insert streams and no squashing threshold, so the
+# rows are all computed (and any refusal raised) before the first part is written, and each
+# partition gets exactly one part, committed whole. Parts across partitions are committed one
+# by one: an intent covers that. Never deduplicated: which parts exist is checked instead.
+_ONE_BLOCK: dict[str, str | int] = {
     "max_insert_threads": 1,
     "min_insert_block_size_rows": 1 << 62,
     "min_insert_block_size_bytes": 1 << 62,
+    "max_partitions_per_insert_block": 0,
     "insert_deduplicate": 0,
 }
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A batch ready to write: its items (stored events for event tables, folded rows for
+    state tables), how each becomes a JSON line, and the events each item stands for."""
+
+    items: Sequence[Any]
+    encode: Callable[[Any], bytes]
+    events_of: Callable[[int], list[LoggedEvent]]
+    """The events item ``i`` stands for: itself, or its stream's events of the batch."""
+    select: str
+    """``SELECT`` turning the lines (``{source}``) into the table's rows."""
+    structure: str
+    settings: dict[str, str | int]
+    refused: list[DeadLetter]
+    """Events refused before ClickHouse saw them (decoding, upcasting, the fold)."""
+
+    def payload(self) -> bytes:
+        return b"\n".join(map(self.encode, self.items))
+
+    def only(self, indexes: Sequence[int]) -> Rows:
+        return replace(
+            self,
+            items=[self.items[i] for i in indexes],
+            events_of=lambda j: self.events_of(indexes[j]),
+            refused=[],
+        )
 
 
 class Processor:
@@ -74,7 +106,7 @@ class Processor:
     ) -> None:
         self.model = model
         self.table = table or model.table_name
-        self.staging = self.table + STAGING_SUFFIX
+        self.probe_table = self.table + PROBE_SUFFIX
         self.app = app
         self.target = target
         self.batch_size = batch_size
@@ -83,9 +115,9 @@ class Processor:
         self.tracked: TrackedPosition | None = None
         self._client = client
         self._first_event_id: str | None = None
-        self._staging_ready = False
+        self._probe_ready = False
         self._accepted: LoggedEvent | None = None
-        """The last event staged without refusal: proof that the read model works."""
+        """The last event written: proof that the read model's SQL works."""
 
     @property
     def client(self) -> Client:
@@ -208,75 +240,125 @@ class Processor:
 
     def _project(self, tracked: TrackedPosition, batch: Sequence[LoggedEvent]) -> int:
         """Write ``batch`` (after ``tracked.position``) exactly once; return its length."""
-        after, finishing = tracked.position, tracked.unfinished
-        known: set[int] = set()
-        if finishing:
-            known = deadletters.positions_between(
-                self.client, tracked.table_key, after, tracked.intent
-            )
-        refused = self.stage(batch, known, key=tracked.table_key)
-        partitions = self._staged_partitions()
-        last = batch[-1].position
-        store_id = tracked.store_id or self.store_id()
-        if not finishing:
-            intent = replace(tracked.next(position=after, intent=last), store_id=store_id)
-            tracked = record(self.client, intent)
-        deadletters.park(self.client, refused)
-        written = self._partitions_holding(after, last) if finishing else set()
-        self.write_staged([p for p in partitions if p not in written])
+        after, last, key = tracked.position, batch[-1].position, tracked.table_key
+        written: set[str] = set()
+        if tracked.unfinished:
+            parked = deadletters.positions_between(self.client, key, after, last)
+            batch = [event for event in batch if event.position not in parked]
+            written = self._partitions_holding(after, last)
+        else:
+            intent = tracked.next(position=after, intent=last)
+            tracked = record(self.client, replace(intent, store_id=self.store_id()))
+        rows = self.rows(batch, key=key)
+        deadletters.park(self.client, rows.refused)
+        self.write(rows, key=key, skip=written)
         self.tracked = record(self.client, tracked.next(position=last))
         self.position = last
         return len(batch)
 
-    def stage(
-        self,
-        batch: Sequence[LoggedEvent],
-        known: set[int] | None = None,
-        *,
-        key: str = "",
-        from_scratch: bool = False,
-    ) -> list[DeadLetter]:
-        """Compute ``batch``'s rows into the staging table (emptied first), leaving out the
-        positions in ``known``; return letters for the events it refused (not yet parked).
-        ``from_scratch``: fold state tables without the streams' current rows."""
-        self._ensure_staging()
-        self.client.command(f"TRUNCATE TABLE `{self.staging}`")
-        candidates = [event for event in batch if event.position not in (known or set())]
+    def rows(
+        self, batch: Sequence[LoggedEvent], *, key: str = "", from_scratch: bool = False
+    ) -> Rows:
+        """``batch`` made ready to write (``from_scratch``: state tables fold without the
+        streams' current rows)."""
         if isinstance(self.model, EventTable):
-            return self._stage_computed(self.model, candidates, key)
+            return self._computed(self.model, batch, key)
         if isinstance(self.model, StateTable):
-            return self._stage_folded(self.model, candidates, key, from_scratch)
+            return self._folded(self.model, batch, key, from_scratch)
         raise TypeError(f"unknown kind of read model: {type(self.model).__name__}")
 
-    def write_staged(self, partitions: Sequence[str] | None = None) -> None:
-        """Copy the staged rows to the table, one insert (one part) per partition."""
-        if partitions is None:
-            partitions = self._staged_partitions()
-        columns = ", ".join(f"`{name}`" for name in self.model.table.column_names)
-        by = self.model.table.partition_by
-        for partition in partitions:
-            where = f" WHERE toString({by}) = {{partition:String}}" if by else ""
-            self.client.command(
-                f"INSERT INTO `{self.table}` ({columns}) SELECT {columns} "
-                f"FROM `{self.staging}`{where}{settings_clause(_ONE_PART)}",
-                parameters={"partition": partition},
-            )
+    def write(self, rows: Rows, *, key: str = "", skip: set[str] | None = None) -> list[DeadLetter]:
+        """Write ``rows`` in one statement, but for the partitions in ``skip``. Items whose
+        data ClickHouse refuses are isolated, parked, and the others written; return them."""
+        everything = list(range(len(rows.items)))
+        if not everything:
+            return []
+        error = _refusal(lambda: self._insert(self.table, rows, skip))
+        if error is None:
+            self._accepted = rows.events_of(everything[-1])[-1]
+            return []
+        refused = self._isolate(rows, everything, error)
+        letters = [
+            self._letter(key, event, problem)
+            for index, problem in refused.items()
+            for event in rows.events_of(index)
+        ]
+        deadletters.park(self.client, letters)
+        good = [index for index in everything if index not in refused]
+        if good:
+            self._insert(self.table, rows.only(good), skip)
+            self._accepted = rows.events_of(good[-1])[-1]
+        return letters
 
-    def _ensure_staging(self) -> None:
-        if not self._staging_ready:
-            self.client.command(staging_table_sql(self.staging, self.model.table))
-            self._staging_ready = True
+    def probe(self, rows: Rows, *, key: str = "") -> tuple[Rows, list[DeadLetter]]:
+        """Check ``rows`` without writing them: the rows ClickHouse accepts, and letters for
+        every event refused, before or by ClickHouse (not parked)."""
+        everything = list(range(len(rows.items)))
+        error = _refusal(lambda: self._insert(self.probe_table, rows)) if everything else None
+        refused = self._isolate(rows, everything, error) if error is not None else {}
+        letters = rows.refused + [
+            self._letter(key, event, problem)
+            for index, problem in refused.items()
+            for event in rows.events_of(index)
+        ]
+        return rows.only([i for i in everything if i not in refused]), letters
 
-    def _staged_partitions(self) -> list[str]:
-        """The partitions the staged rows fall in ("" for a table without partitions)."""
-        by = self.model.table.partition_by
-        if not by:
-            staged = self.client.query(f"SELECT count() FROM `{self.staging}`").result_rows
-            return [""] if staged[0][0] else []
-        rows = self.client.query(
-            f"SELECT DISTINCT toString({by}) AS p FROM `{self.staging}` ORDER BY p"
-        ).result_rows
-        return [row[0] for row in rows]
+    def _isolate(self, rows: Rows, indexes: list[int], error: str) -> dict[int, str]:
+        """The items ClickHouse refuses, found by halving with probes that write nothing.
+        If it refuses them all, it must still take an item known to be good, else the read
+        model itself (its SQL) or ClickHouse is at fault: nothing is parked, the step fails."""
+        refused = _isolate(
+            indexes, lambda subset: self._insert(self.probe_table, rows.only(subset)), error
+        )
+        if len(refused) < len(indexes):
+            return refused
+        if isinstance(self.model, EventTable) and self._known_good_goes_through(rows):
+            return refused
+        if isinstance(self.model, StateTable):
+            return refused  # folded rows have no reference; a fold's own errors are parked
+        first = rows.events_of(0)[0].position
+        raise RefusedByReadModelError(
+            f"the read model {self.model.name} refuses every event of the batch from "
+            f"position {first}, and no event known to be good goes through either: its SQL "
+            f"or ClickHouse is at fault, not the events ({error})"
+        )
+
+    def _known_good_goes_through(self, rows: Rows) -> bool:
+        """Whether the last event accepted (or else one of those just before the batch) still
+        goes through the read model's SQL."""
+        references = [self._accepted] if self._accepted else []
+        if not references:
+            before = rows.events_of(0)[0].position
+            earlier = self.log.after(max(0, before - 1 - _REFERENCES), _REFERENCES)
+            references = [
+                e for e in earlier if e.position < before and self.model.handles_action(e.action)
+            ]
+        probe = replace(rows, items=references)
+        return bool(references) and _refusal(lambda: self._insert(self.probe_table, probe)) is None
+
+    def _insert(self, table: str, rows: Rows, skip: set[str] | None = None) -> None:
+        if table == self.probe_table:
+            self._ensure_probe()
+        select = rows.select
+        if skip:
+            by = self.model.table.partition_by or "''"
+            select = f"SELECT * FROM ({select}) WHERE toString({by}) NOT IN {{skip:Array(String)}}"
+        insert_select(
+            self.client,
+            self.target,
+            table,
+            self.model.table.column_names,
+            select,
+            rows.payload(),
+            rows.structure,
+            {**rows.settings, **_ONE_BLOCK},
+            {"skip": sorted(skip)} if skip else None,
+        )
+
+    def _ensure_probe(self) -> None:
+        if not self._probe_ready:
+            self.client.command(probe_table_sql(self.probe_table, self.model.table))
+            self._probe_ready = True
 
     def _partitions_holding(self, after: int, last: int) -> set[str]:
         """Partitions of the table holding a row from events in (after, last]: their parts
@@ -289,29 +371,14 @@ class Processor:
         ).result_rows
         return {row[0] for row in rows}
 
-    def _stage_all(self, count: int, insert: Callable[[Sequence[int]], None]) -> dict[int, str]:
-        """Stage items ``0 … count-1`` with ``insert``; return the items whose data ClickHouse
-        refuses (isolated by halving), with the error. The others end up staged."""
-        everything = list(range(count))
-        error = _refusal(lambda: insert(everything)) if everything else None
-        if error is None:
-            return {}
-        refused = _isolate(everything, insert, error)
-        # Probes leave rows behind (and a refused insert may have staged some): start over.
-        self.client.command(f"TRUNCATE TABLE `{self.staging}`")
-        good = [index for index in everything if index not in refused]
-        if good:
-            insert(good)
-        return refused
-
     # Event tables: ClickHouse computes the rows.
 
-    def _stage_computed(
-        self, model: EventTable, batch: Sequence[LoggedEvent], key: str
-    ) -> list[DeadLetter]:
+    def _computed(self, model: EventTable, batch: Sequence[LoggedEvent], key: str) -> Rows:
         registry = self.app.registry
         upcasting = registry.upcasting_actions()
-        letters: list[DeadLetter] = []
+        refused: list[DeadLetter] = []
+        if not model.handles and not upcasting:
+            return self._computed_rows(model, batch, refused)  # every event as stored
         events: list[LoggedEvent] = []
         for event in batch:
             if not model.handles_action(event.action):
@@ -319,61 +386,30 @@ class Processor:
             try:
                 events.append(upcast_state(registry, event) if event.action in upcasting else event)
             except Exception as error:
-                letters.append(self._letter(key, event, error))
+                refused.append(self._letter(key, event, error))
+        return self._computed_rows(model, events, refused)
 
-        def insert(indexes: Sequence[int]) -> None:
-            self._insert_events(model, [events[index] for index in indexes])
-
-        refused = self._stage_all(len(events), insert)
-        if refused and len(refused) == len(events):
-            self._check_refusal_is_about_data(
-                model, batch[0].position, next(iter(refused.values()))
-            )
-        elif events:
-            self._accepted = next(e for i, e in enumerate(events) if i not in refused)
-        return letters + [self._letter(key, events[i], error) for i, error in refused.items()]
-
-    def _insert_events(self, model: EventTable, events: Sequence[LoggedEvent]) -> None:
-        insert_select(
-            self.client,
-            self.target,
-            self.staging,
-            model.table.column_names,
-            model.select_sql("{source}"),
-            source_rows(events),
-            SOURCE_STRUCTURE,
-            SOURCE_SETTINGS,
+    @staticmethod
+    def _computed_rows(
+        model: EventTable, events: Sequence[LoggedEvent], refused: list[DeadLetter]
+    ) -> Rows:
+        return Rows(
+            items=events,
+            encode=source_line,
+            events_of=lambda index: [events[index]],
+            select=model.select_sql("{source}"),
+            structure=SOURCE_STRUCTURE,
+            settings=SOURCE_SETTINGS,
+            refused=refused,
         )
-
-    def _check_refusal_is_about_data(self, model: EventTable, before: int, error: str) -> None:
-        """Every event of a batch was refused: park them only if an event known to go through
-        still does (the last one accepted, or else those just before the batch). Otherwise
-        the read model itself (its SQL) or ClickHouse is at fault, and nothing is parked."""
-        references = [self._accepted] if self._accepted else []
-        if not references:
-            earlier = self.log.after(max(0, before - 1 - _REFERENCES), _REFERENCES)
-            references = [
-                e for e in earlier if e.position < before and model.handles_action(e.action)
-            ]
-        self.client.command(f"TRUNCATE TABLE `{self.staging}`")
-        passes = (
-            bool(references) and _refusal(lambda: self._insert_events(model, references)) is None
-        )
-        self.client.command(f"TRUNCATE TABLE `{self.staging}`")
-        if not passes:
-            raise RefusedByReadModelError(
-                f"the read model {self.model.name} refuses every event of the batch after "
-                f"position {before - 1}, and no event known to be good goes through either: "
-                f"its SQL or ClickHouse is at fault, not the events ({error})"
-            )
 
     # State tables: the fold computes the rows.
 
-    def _stage_folded(
+    def _folded(
         self, model: StateTable, batch: Sequence[LoggedEvent], key: str, from_scratch: bool
-    ) -> list[DeadLetter]:
+    ) -> Rows:
         registry = self.app.registry
-        letters: list[DeadLetter] = []
+        refused: list[DeadLetter] = []
         records: list[EventRecord] = []
         logged: dict[int, LoggedEvent] = {}
         for event in batch:
@@ -382,42 +418,29 @@ class Processor:
             try:
                 records.append(decode_logged(registry, event))
             except Exception as error:
-                letters.append(self._letter(key, event, error))
+                refused.append(self._letter(key, event, error))
                 continue
             logged[event.position] = event
-        if not records:
-            return letters
         previous: dict[UUID, Row] = {}
-        if not from_scratch:
+        if records and not from_scratch:
             previous = self._current_rows(model, {record.stream_id for record in records})
         failed: dict[int, str] = {}
-        rows = model.rows_for(records, previous, failed)
-        letters += [self._letter(key, logged[p], error) for p, error in failed.items()]
-        lines = [orjson.dumps(row) for row in rows]
-
-        structure = ", ".join(f"`{c.name}` {c.type}" for c in model.table.columns)
-
-        def insert(indexes: Sequence[int]) -> None:
-            insert_select(
-                self.client,
-                self.target,
-                self.staging,
-                model.table.column_names,
-                "SELECT * FROM {source}",
-                b"\n".join(lines[index] for index in indexes),
-                structure,
-                _FOLDED_SETTINGS,
-            )
-
-        # A refused row stands for its stream's events in this batch: each is parked.
-        for index, refusal in self._stage_all(len(rows), insert).items():
-            stream = rows[index][model.key_column]
-            letters += [
-                self._letter(key, logged[record.position], refusal)
-                for record in records
-                if record.stream_id == stream and record.position not in failed
-            ]
-        return letters
+        folded = model.rows_for(records, previous, failed)
+        refused += [self._letter(key, logged[p], error) for p, error in failed.items()]
+        # A row stands for its stream's events in this batch (parked with it if refused).
+        streams: dict[UUID, list[LoggedEvent]] = {}
+        for decoded in records:
+            if decoded.position not in failed:
+                streams.setdefault(decoded.stream_id, []).append(logged[decoded.position])
+        return Rows(
+            items=folded,
+            encode=orjson.dumps,
+            events_of=lambda index: streams[folded[index][model.key_column]],
+            select="SELECT * FROM {source}",
+            structure=", ".join(f"`{c.name}` {c.type}" for c in model.table.columns),
+            settings=_FOLDED_SETTINGS,
+            refused=refused,
+        )
 
     def _current_rows(self, model: StateTable, keys: set[UUID]) -> dict[UUID, Row]:
         found: dict[UUID, Row] = {}

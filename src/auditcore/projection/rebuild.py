@@ -26,7 +26,7 @@ from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import ClickHouseTarget
 from auditcore.clickhouse.ddl import (
-    STAGING_SUFFIX,
+    PROBE_SUFFIX,
     create_table_sql,
     dead_letters_table_sql,
     tracking_table_sql,
@@ -92,20 +92,20 @@ def rebuild(
     if keep_old:
         kept = f"{live}__old_{datetime.now(UTC):%Y%m%d%H%M%S}"
         client.command(f"RENAME TABLE `{building}` TO `{kept}`")
-        client.command(f"DROP TABLE IF EXISTS `{building}{STAGING_SUFFIX}`")
+        client.command(f"DROP TABLE IF EXISTS `{building}{PROBE_SUFFIX}`")
     else:
         _drop(client, building)
     return RebuildResult(model.name, events, processor.position, resumed_from, kept)
 
 
 def _drop(client: Client, table: str) -> None:
-    """Drop a table with its staging table, tracking and dead letters."""
+    """Drop a table with its probe table, tracking and dead letters."""
     key = tracking.table_key(client, table)
     if key is not None:
         tracking.forget(client, key)
         deadletters.forget(client, key)
     client.command(f"DROP TABLE IF EXISTS `{table}`")
-    client.command(f"DROP TABLE IF EXISTS `{table}{STAGING_SUFFIX}`")
+    client.command(f"DROP TABLE IF EXISTS `{table}{PROBE_SUFFIX}`")
 
 
 def rebuild_part(
@@ -122,7 +122,7 @@ def rebuild_part(
 
     Only events the read model has already reached are re-projected (later ones are the
     processor's to add). Roll-ups mix streams in their rows, so they are rebuilt whole.
-    The rows are computed before the old ones are deleted; events still refused are parked.
+    The new rows are checked before the old ones are deleted; events still refused are parked.
     Returns how many events were re-projected (refused ones included).
     """
     if (stream_id is None) == (workspace_id is None):
@@ -164,13 +164,13 @@ def _reproject(
         events = list(_workspace_events(log, workspace_id, reached))
         condition, parameters = "workspace_id = {key:String}", {"key": workspace_id}
     processor = Processor(model, app, target, client=client)
-    refused = processor.stage(events, key=key, from_scratch=True)
+    rows, refused = processor.probe(processor.rows(events, key=key, from_scratch=True), key=key)
     # Rows of a batch a follower is writing right now (after ``reached``) are left alone.
     client.command(
         f"DELETE FROM `{live}` WHERE {condition} AND position <= {{reached:UInt64}}",
         parameters={**parameters, "reached": reached},
     )
-    processor.write_staged()
+    processor.write(rows, key=key)
     deadletters.park(client, refused)
     return events, refused
 

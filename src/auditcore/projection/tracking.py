@@ -7,19 +7,20 @@ What makes a read model equal the store's log, whatever instant a processor is k
   (a blue/green rebuild's swap) carries each table's position with its rows, in one step.
 - **An intent is recorded before a batch is written.** A batch is the events in
   ``(position, intent]`` of the store's log (commit order; the range, not the batch size,
-  identifies it). Its rows are first computed into a staging table, then written to the real
-  table *one partition per insert*, each insert one block and so one part, which ClickHouse
-  commits whole or not at all. An insert spanning partitions is never relied on: it becomes
-  several parts committed one by one.
-- **The position is recorded after the last partition is in.** Rows are only ever written
-  inside a recorded intent, so every row's ``position`` column (the newest event it reflects:
-  the event's own for event tables, ``max`` for roll-ups, the last folded event's for state
+  identifies it). It is written in one ``INSERT`` whose rows form one block (no parallel
+  insert streams, no squashing threshold), so every row is computed, and any refusal raised,
+  before the first part is written; ClickHouse then writes one part per partition, each
+  committed whole, the parts one after another. A kill can leave some partitions of a batch
+  written and others not, never part of a partition's rows.
+- **The position is recorded after the insert.** Rows are only ever written inside a
+  recorded intent, so every row's ``position`` column (the newest event it reflects: the
+  event's own for event tables, ``max`` for roll-ups, the last folded event's for state
   tables) is at most the recorded position, or inside the unfinished intent.
-- **A restart finishes an unfinished intent exactly.** It reads the same range again, computes
-  the same rows, and writes only the partitions holding no row with a position inside the
-  range: those are the parts that did not commit. Then it records the position.
-  State tables are idempotent besides: a fold skips events whose version the stream's row
-  already holds.
+- **A restart finishes an unfinished intent exactly.** It reads the same range again,
+  computes the same rows (events parked meanwhile left out), and inserts them but for the
+  partitions already holding a row with a position inside the range: those parts committed.
+  Then it records the position. State tables are idempotent besides: a fold skips events
+  whose version the stream's row already holds.
 
 Neither ClickHouse's insert deduplication (``insert_deduplication_token``) nor multi-part
 atomicity is used: correctness would then depend on the deduplication window and on its log

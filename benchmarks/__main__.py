@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup, export, live, queries
+from benchmarks import append, catchup, export, integrity, live, neighbours, queries
 from benchmarks.common import console, machine
 
 WORKLOADS = {
@@ -23,6 +23,14 @@ WORKLOADS = {
     "export": {
         "quick": lambda: export.run(20_000),
         "full": lambda: export.run(1_000_000),
+    },
+    "neighbours": {
+        "quick": lambda: neighbours.run(events=10_000, seconds=4),
+        "full": lambda: neighbours.run(events=200_000, seconds=30, compare_unlimited=True),
+    },
+    "integrity": {
+        "quick": lambda: integrity.run(events=20_000),
+        "full": lambda: integrity.run(events=1_000_000),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

@@ -59,9 +59,12 @@ def fresh_database(prefix: str) -> Iterator[str]:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+BENCH_ACTIONS = ("user.logged_in", "user.updated", "api_key.used", "settings.updated")
+
+
 def bench_registry() -> ActionRegistry:
     registry = default_registry.copy()
-    for action in ("user.logged_in", "user.updated", "api_key.used", "settings.updated"):
+    for action in BENCH_ACTIONS:
         registry.register(action)
     return registry
 

@@ -1,4 +1,5 @@
-"""A real HTTP server (uvicorn) around the ASGI app, in a thread of the test process."""
+"""A real HTTP server (uvicorn, configured as `auditcore serve` does) around the ASGI app, in a
+thread of the test process."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Self, TypeVar
 import uvicorn
 from fastapi import FastAPI
 
+from auditcore.api.server import server_config
+
 T = TypeVar("T")
 
 
@@ -20,14 +23,10 @@ class ServerThread:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
+        # The server exactly as `auditcore serve` configures it (timeouts, connection limit).
+        timeouts = app.state.services.config.server
         self.server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host="127.0.0.1",
-                port=self.port,
-                log_level="warning",
-                proxy_headers=False,
-            )
+            server_config(app, "127.0.0.1", self.port, timeouts, log_level="warning")
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

@@ -19,11 +19,15 @@ def main(event_store: str, count: str, ending: str, tag: str = "w") -> None:
             actor={"id": tag},
         )
     print("dispatched", flush=True)
+    leave(audit, ending)
+
+
+def leave(audit: AuditCore, ending: str) -> None:
+    """Stop as asked: "sigterm", "close", or "exit" (just return: atexit must drain)."""
     if ending == "sigterm":
         os.kill(os.getpid(), signal.SIGTERM)
     elif ending == "close":
         audit.close()
-    # "exit": just return; atexit must drain.
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 
 from auditcore import AuditCore, Settings
 from auditcore.api import ApiConfig, create_app
+from auditcore.api.deps import Services
 from auditcore.api.live import LiveHub
 from auditcore.tenancy import Directory, Scope
 from tests.apiserver import ServerThread, eventually
@@ -34,6 +35,7 @@ class Deployment:
     directory: Directory
     hub: LiveHub
     keys: dict[str, str]
+    services: Services | None = None
 
     def client(self, key: str | None = "acme", **headers: str) -> httpx.Client:
         if key is not None:
@@ -76,7 +78,8 @@ def deploy(settings: Settings, config: ApiConfig) -> Iterator[Deployment]:
         app = create_app(audit, directory, config)
         try:
             with ServerThread(app) as server:
-                yield Deployment(server.url, audit, directory, app.state.services.hub, keys)
+                services = app.state.services
+                yield Deployment(server.url, audit, directory, services.hub, keys, services)
         finally:
             directory.close()
 
@@ -443,3 +446,24 @@ def test_health_readiness_and_openapi(api: Deployment) -> None:
         viewer = client.get("/")
         assert viewer.status_code == 200
         assert "Sign in with an API key" in viewer.text
+
+
+def test_moments_events_cannot_hold_are_refused_over_http(api: Deployment) -> None:
+    stored = api.stored()
+    with api.client() as client:
+        for moment, says in [
+            ("1899-12-31T23:59:59.999999Z", "outside the range events can hold"),
+            ("2300-01-01T00:00:00Z", "outside the range events can hold"),
+            ("2299-12-31T23:59:59Z", "is in the future"),
+        ]:
+            refused = client.post(
+                "/v1/events", json=[INCIDENT, {**INCIDENT, "occurred_at": moment}]
+            )
+            assert refused.status_code == 422, refused.text
+            assert says in _problems(refused)["body[1].occurred_at"]
+        assert api.stored() == stored
+        backdated = client.post(
+            "/v1/events", json={**INCIDENT, "occurred_at": "1900-01-01T00:00:00Z"}
+        )
+        assert backdated.status_code == 201, backdated.text
+        assert backdated.json()["items"][0]["occurred_at"].startswith("1900-01-01T00:00:00")

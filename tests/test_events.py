@@ -27,9 +27,10 @@ scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.text(max_size=30)
 )
 flat_metadata = st.dictionaries(st.text(min_size=1, max_size=40), scalars, max_size=50)
+# Whatever the read side can hold, in any zone (a day inside the bounds, for the offsets).
 aware_datetimes = st.datetimes(
-    min_value=datetime(1990, 1, 1),
-    max_value=datetime(2100, 1, 1),
+    min_value=datetime(1900, 1, 2),
+    max_value=datetime(2299, 12, 30),
     timezones=st.sampled_from(
         [UTC, timezone(timedelta(hours=5, minutes=30)), timezone(timedelta(hours=-8))]
     ),
@@ -37,7 +38,7 @@ aware_datetimes = st.datetimes(
 
 
 def registry_with(action: str) -> ActionRegistry:
-    registry = ActionRegistry()
+    registry = ActionRegistry(max_future=timedelta(days=300 * 366))  # any future moment
     registry.register(action)
     return registry
 

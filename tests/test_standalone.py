@@ -71,10 +71,17 @@ deploy = st.fixed_dictionaries(
     {"service": texts, "replicas": st.integers(-2, 5)},
     optional={"note": st.none() | texts, "labels": st.dictionaries(texts, json_values)},
 )
-moments = st.datetimes(
-    min_value=datetime(1990, 1, 1),
-    max_value=datetime(2100, 1, 1),
-    timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), None]),
+# Beyond what events may hold on both sides (1900-2299), and up to now (not in the future).
+moments = st.one_of(
+    st.datetimes(
+        min_value=datetime(1850, 1, 1),
+        max_value=datetime(2350, 1, 1),
+        timezones=st.sampled_from([UTC, timezone(timedelta(hours=5, minutes=30)), None]),
+    ),
+    st.integers(-3 * 86400, 3600).map(lambda s: datetime.now(UTC) - timedelta(seconds=s)),
+    st.sampled_from(
+        [datetime(1900, 1, 1, tzinfo=UTC), datetime(1899, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)]
+    ),
 )
 actors = st.one_of(
     st.fixed_dictionaries(
@@ -90,7 +97,7 @@ targets = st.lists(
         st.builds(Target, type=st.just("user"), id=st.sampled_from("ab")),
     ),
     max_size=3,
-)
+) | st.sampled_from([None, 3, "user:a", {"type": "user", "id": "a"}])
 contexts = st.fixed_dictionaries(
     {},
     optional={
@@ -100,7 +107,9 @@ contexts = st.fixed_dictionaries(
     },
 )
 drafts = st.one_of(
-    st.fixed_dictionaries({"action": st.just("user.updated"), "metadata": freeform | st.none()}),
+    st.fixed_dictionaries(
+        {"action": st.just("user.updated"), "metadata": freeform | st.sampled_from([None, [], ""])}
+    ),
     st.fixed_dictionaries(
         {
             "action": st.just("service.deployed"),
@@ -120,7 +129,8 @@ drafts = st.one_of(
             "source": st.sampled_from(["api", "Dashboard"]),
             "context": contexts,
             "occurred_at": moments,
-            "event_id": st.uuids().map(str) | st.just("not-a-uuid"),
+            "event_id": st.uuids().map(str) | st.sampled_from(["not-a-uuid", "", 0]),
+            "actr": st.just({"id": "a misspelt keyword"}),
         },
     )
 )

@@ -36,7 +36,13 @@ from auditcore.events import (
 )
 from auditcore.facade import AuditCore
 from auditcore.store import Settings
-from auditcore.store.dispatcher import DispatchBufferFullError, DispatchSettings, FullBufferPolicy
+from auditcore.store.dispatcher import (
+    DispatchBufferFullError,
+    DispatcherDrainError,
+    DispatchSettings,
+    EventNotStoredError,
+    FullBufferPolicy,
+)
 
 __all__ = [
     "SYSTEM_ACTOR",
@@ -51,8 +57,10 @@ __all__ = [
     "ConflictError",
     "DispatchBufferFullError",
     "DispatchSettings",
+    "DispatcherDrainError",
     "DomainRuleError",
     "EventIdReusedError",
+    "EventNotStoredError",
     "FreeformMetadata",
     "FullBufferPolicy",
     "Incident",

@@ -40,6 +40,7 @@ from auditcore.errors import AuditcoreError, CatchUpFailedError
 from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
+from auditcore.integrity.commands import integrity_app, verify, write_proof_export
 from auditcore.progress import EventsProgress
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.runner import ProcessorStatus
@@ -71,7 +72,9 @@ projections_app = typer.Typer(
 app.add_typer(projections_app, name="projections")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(keys_app, name="keys")
+app.add_typer(integrity_app, name="integrity")
 app.command()(serve)
+app.command()(verify)
 
 
 def _project_with_progress(audit: AuditCore) -> dict[str, int]:
@@ -176,7 +179,7 @@ def project(
             return
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
-        threads = audit.projections.follow(stop)
+        threads = audit.projections.follow(stop) + audit.integrity.follow(stop)
         console.print("Following new events; Ctrl-C to stop.")
         try:
             with Live(console=console, refresh_per_second=1) as live:
@@ -665,11 +668,39 @@ def export(
     recorded_since: Annotated[datetime | None, RecordedOption] = None,
     recorded_until: Annotated[datetime | None, RecordedOption] = None,
     text: Annotated[str | None, typer.Option(help="Free text; every word must appear.")] = None,
+    proof: Annotated[
+        bool,
+        typer.Option(
+            "--proof",
+            help="Export the workspace's log between two tree sizes from the event store "
+            "(JSON Lines in log order), with its signed checkpoint and a proof document "
+            "beside it, for `verify_export.py` to check offline. Needs --out.",
+        ),
+    ] = False,
+    from_size: Annotated[
+        int, typer.Option(help="With --proof: the first log position.", min=0)
+    ] = 0,
+    to_size: Annotated[
+        int | None,
+        typer.Option(help="With --proof: a signed checkpoint's size (default: the latest)."),
+    ] = None,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
 ) -> None:
     """Export every matching event (newest first) as CSV or JSON Lines, streamed with flat
     memory. The export is itself recorded as an audit event."""
+    if proof:
+        if filter_ or since or until or text or output_format is not ExportFormat.JSONL:
+            raise typer.BadParameter(
+                "a proof export is the whole log between two tree sizes, as JSON Lines: "
+                "give -f jsonl and --from-size/--to-size, not filters",
+                param_hint="--proof",
+            )
+        if out is None:
+            raise typer.BadParameter("give the file to write", param_hint="--out")
+        with open_core(event_store, clickhouse) as audit:
+            write_proof_export(audit, workspace, out, from_size, to_size)
+        return
     filters: dict[str, list[str]] = {}
     for item in filter_ or []:
         name, separator, value = item.partition("=")

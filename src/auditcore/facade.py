@@ -16,6 +16,7 @@ from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
 from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from eventsourcing.utils import retry
 from pydantic import BaseModel
 
 from auditcore.clickhouse.connection import connect
@@ -39,10 +40,13 @@ from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.readmodel.registry import ReadModelRegistry, load_read_models
 from auditcore.store.application import AuditApplication
 from auditcore.store.dispatcher import (
+    TRANSIENT,
     Dispatcher,
+    DispatcherDrainError,
     DispatcherStats,
     DispatchHandle,
     DispatchSettings,
+    DrainReport,
 )
 from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
@@ -51,12 +55,11 @@ from auditcore.store.shutdown import drain_on_sigterm, stop_draining
 from auditcore.store.standalone import StandaloneEncoder
 
 if TYPE_CHECKING:
+    from auditcore.integrity.service import Integrity
+    from auditcore.integrity.settings import IntegritySettings
     from auditcore.store.heartbeats import Heartbeats
 
 A = TypeVar("A", bound=AuditedAggregate)
-
-# Below this, the library's insert (one statement with RETURNING) is as fast as COPY.
-_BULK_APPEND_MIN = 32
 
 # What makes two events "the same" for an idempotent retry: not when it was sent or by
 # which request, but what it says happened.
@@ -87,8 +90,10 @@ class AuditCore:
         *,
         registry: ActionRegistry | None = None,
         dispatch: DispatchSettings | None = None,
+        integrity: IntegritySettings | None = None,
     ) -> None:
         self.settings = settings or Settings()
+        self._integrity_settings = integrity
         self.registry = registry or default_registry
         # auditcore records its own events (keys issued, exports, reports) in any registry.
         register_builtin_actions(self.registry)
@@ -129,9 +134,14 @@ class AuditCore:
         self.close()
 
     def close(self) -> None:
-        """Drain the dispatcher, then release every connection."""
+        """Drain the dispatcher, then release every connection.
+
+        Raises ``DispatcherDrainError`` (after releasing everything) if dispatched events could
+        not be stored within the dispatcher's ``close_timeout``; each one's handle says so.
+        """
+        drained = DrainReport()
         if self._dispatcher is not None:
-            self._dispatcher.close()
+            drained = self._dispatcher.close()
             atexit.unregister(self._dispatcher.close)
             stop_draining(self._dispatcher.close)
         if self._heartbeats is not None:
@@ -139,7 +149,11 @@ class AuditCore:
         for client in self._clickhouse_clients:
             client.close()
         self._clickhouse_clients.clear()
+        if "integrity" in self.__dict__:
+            self.integrity.close()
         self.app.close()
+        if not drained:
+            raise DispatcherDrainError(drained)
 
     # Writing.
 
@@ -174,6 +188,10 @@ class AuditCore:
 
     def build_draft(self, draft: Mapping[str, Any]) -> AuditEvent:
         """Validate one standalone event given as ``record``'s keyword arguments in a mapping."""
+        if not isinstance(draft, Mapping):
+            raise InvalidEventError(
+                "?", [("", f"expected a mapping of record()'s arguments, got {draft!r:.80}")]
+            )
         fields = dict(draft)
         missing = [name for name in ("action", "workspace_id") if name not in fields]
         if missing:
@@ -244,7 +262,8 @@ class AuditCore:
                 events.append(self.build_draft(draft))
             except InvalidEventError as error:
                 raise InvalidEventError(
-                    error.action, [(f"[{index}].{where}", what) for where, what in error.problems]
+                    error.action,
+                    [(f"[{index}].{where}".rstrip("."), what) for where, what in error.problems],
                 ) from None
         return self._store(events)
 
@@ -296,7 +315,8 @@ class AuditCore:
         transaction; returns each as stored (an idempotent repeat: as first stored)."""
         if len({stored.event_id for stored in batch}) == len(batch):
             try:
-                self._append(batch)
+                # One attempt: the dispatcher retries with smaller batches, and stops when closed.
+                self._append(batch, attempts=1)
             except IntegrityError:
                 pass  # an id seen before: sorted out on the decoded events, below
             else:
@@ -304,11 +324,12 @@ class AuditCore:
         events = self._store([self._decode(stored) for stored in batch])
         return [cast("AuditStoredEvent", self.app.mapper.to_stored_event(e)) for e in events]
 
-    def _append(self, stored_events: Sequence[StoredEvent]) -> None:
-        """One transaction; large batches on PostgreSQL go through binary COPY."""
+    def _append(self, stored_events: Sequence[StoredEvent], *, attempts: int = 10) -> None:
+        """One transaction (large batches on PostgreSQL go through binary COPY), attempted up to
+        ``attempts`` times while the database cannot be reached, as the library does."""
         recorder = self.app.recorder
-        if isinstance(recorder, BulkAppender) and len(stored_events) >= _BULK_APPEND_MIN:
-            recorder.append_bulk(stored_events)
+        if isinstance(recorder, BulkAppender):
+            retry(TRANSIENT, max_attempts=attempts, wait=0.2)(recorder.append_once)(stored_events)
         else:
             recorder.insert_events(stored_events)
 
@@ -406,6 +427,18 @@ class AuditCore:
             raise StreamNotFoundError(event_id, "event")
         return event
 
+    # Tamper evidence.
+
+    @cached_property
+    def integrity(self) -> Integrity:
+        """The store's Merkle logs: follower, checkpoints, proofs, exports and verify
+        (settings from the environment unless given to the constructor)."""
+        # Imported here: the cryptography package is needed only by processes that use it.
+        from auditcore.integrity.service import Integrity  # noqa: PLC0415
+        from auditcore.integrity.settings import IntegritySettings  # noqa: PLC0415
+
+        return Integrity(self.app, self._integrity_settings or IntegritySettings.from_env())
+
     # The read side (ClickHouse).
 
     @cached_property
@@ -471,12 +504,19 @@ class AuditCore:
         )
 
     def reader(
-        self, workspace_id: str, *, entitlements: frozenset[str] | None = None
+        self,
+        workspace_id: str,
+        *,
+        entitlements: frozenset[str] | None = None,
+        limits: Mapping[str, Any] | None = None,
     ) -> WorkspaceReader:
-        """Ask questions of one workspace's read models (``entitlements=None``: trusted caller)."""
+        """Ask questions of one workspace's read models (``entitlements=None``: trusted caller;
+        ``limits``: ClickHouse settings bounding each query, e.g. ``max_execution_time``)."""
         if not self._migrated:
             self.migrate()
-        return WorkspaceReader(self.clickhouse, self.read_models, workspace_id, entitlements)
+        return WorkspaceReader(
+            self.clickhouse, self.read_models, workspace_id, entitlements, limits=limits
+        )
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:
         (event,) = self.app.events.get(stream_id, gt=version - 1, lte=version)

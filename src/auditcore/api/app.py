@@ -17,19 +17,23 @@ from pydantic import TypeAdapter
 from auditcore.api.config import ApiConfig
 from auditcore.api.deps import Services
 from auditcore.api.errors import install_error_handlers
+from auditcore.api.limits import LIMITED, RequestGuard
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
+from auditcore.api.pacing import CpuPacer
 from auditcore.api.routes import (
     deadletters,
     events,
     export,
     health,
+    integrity,
     live,
     models,
     reports,
     stats,
 )
 from auditcore.api.schemas import EventIn
+from auditcore.api.sessions import SessionKind, Sessions
 from auditcore.facade import AuditCore
 from auditcore.tenancy.directory import Directory
 
@@ -40,15 +44,37 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     """The ASGI app. The caller owns ``audit`` and ``directory`` (and closes them); the app
     owns its processors' threads and the live tail, started and stopped with it."""
     config = config or ApiConfig()
-    hub = LiveHub(audit.app)
+    limits = config.limits
+    pacer = CpuPacer(limits.bulk_cpu)
+    hub = LiveHub(
+        audit.app,
+        budget=limits.live_buffer_bytes,
+        catch_up_readers=limits.live_catch_up_readers,
+        pacer=pacer,
+    )
+    sessions = Sessions(
+        directory,
+        {
+            SessionKind.EXPORT: limits.exports_per_workspace,
+            SessionKind.REPORT: limits.reports_per_workspace,
+            SessionKind.LIVE: limits.live_per_workspace,
+        },
+        check_interval=limits.revocation_check,
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         stop = threading.Event()
-        threads = audit.projections.follow(stop) if config.run_processors else []
+        threads = (
+            audit.projections.follow(stop) + audit.integrity.follow(stop)
+            if config.run_processors
+            else []
+        )
+        sessions.start()
         try:
             yield
         finally:
+            sessions.stop()
             hub.close()
             stop.set()
             for thread in threads:
@@ -60,12 +86,19 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         version="1",
         lifespan=lifespan,
     )
-    app.state.services = Services(audit, directory, hub, config)
-    app.add_middleware(RequestIdAndBodyLimit, max_body_bytes=config.max_body_bytes)
+    app.state.services = Services(
+        audit, directory, hub, config, RequestGuard(limits), sessions, pacer
+    )
+    app.add_middleware(
+        RequestIdAndBodyLimit,
+        max_body_bytes=config.max_body_bytes,
+        body_timeout=config.server.body_timeout,
+        on_request=pacer.request,
+    )
     install_error_handlers(app)
     # The export route first: /v1/events/export is not an event id.
-    for module in (export, events, stats, live, models, deadletters, reports, health):
-        app.include_router(module.router)
+    for module in (export, events, integrity, stats, live, models, deadletters, reports, health):
+        app.include_router(module.router, responses={} if module is health else LIMITED)
     app.mount("/assets", StaticFiles(directory=str(STATIC)), name="assets")
 
     @app.get("/", include_in_schema=False)

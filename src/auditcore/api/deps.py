@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Annotated
 
@@ -11,11 +12,16 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from auditcore.api.client_ip import client_ip
 from auditcore.api.config import ApiConfig
 from auditcore.api.errors import ApiError
+from auditcore.api.limits import RequestGuard, record_throttled, retry_after
 from auditcore.api.live import LiveHub
+from auditcore.api.pacing import CpuPacer
+from auditcore.api.sessions import Sessions
 from auditcore.events.envelope import RequestContext
 from auditcore.facade import AuditCore
 from auditcore.readmodel.queries import WorkspaceReader
-from auditcore.tenancy.directory import Directory, Principal, Scope
+from auditcore.tenancy.directory import Directory, Principal, Scope, presented_key_id
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,9 @@ class Services:
     directory: Directory
     hub: LiveHub
     config: ApiConfig
+    guard: RequestGuard
+    sessions: Sessions
+    pacer: CpuPacer
 
 
 def services(request: Request) -> Services:
@@ -41,10 +50,23 @@ _bearer = HTTPBearer(
 
 
 def authenticated(
+    request: Request,
     found: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The key's principal; 401 without a valid key, 429 for an address that failed too
+    often (before its key is even looked at) or a key over its request rate."""
     challenge = {"WWW-Authenticate": "Bearer"}
+    address = _client_address(request, found)
+    wait = found.guard.failures.retry_after(address)
+    if wait:
+        raise ApiError(
+            429,
+            "too_many_failed_authentications",
+            "too many requests from this address presented an invalid API key; wait "
+            "(Retry-After) and use a valid key",
+            headers=retry_after(wait),
+        )
     if credentials is None:
         raise ApiError(
             401,
@@ -54,11 +76,29 @@ def authenticated(
         )
     principal = found.directory.authenticate(credentials.credentials)
     if principal is None:
+        throttled = found.guard.failures.failed(address, presented_key_id(credentials.credentials))
+        if throttled is not None:
+            try:
+                record_throttled(
+                    found.audit, found.directory, throttled, found.config.limits.security_workspace
+                )
+            except Exception:  # The refusal stands even if it could not be recorded.
+                logger.exception("could not record throttled authentication failures")
         raise ApiError(
             401,
             "unauthenticated",
             "the API key is not valid or has been revoked; ask for a new one",
             headers=challenge,
+        )
+    wait = found.guard.rate.take(principal.key_id)
+    if wait:
+        raise ApiError(
+            429,
+            "rate_limited",
+            f"this API key ({principal.key_id}) is over its rate of "
+            f"{found.config.limits.rate_per_second:g} requests per second; retry after the "
+            "Retry-After header's seconds",
+            headers=retry_after(wait),
         )
     return principal
 
@@ -80,17 +120,35 @@ Reading = Annotated[Principal, Depends(_requiring(Scope.READ))]
 Writing = Annotated[Principal, Depends(_requiring(Scope.WRITE))]
 
 
+def _client_address(request: Request, found: Services) -> str | None:
+    peer = request.client.host if request.client else None
+    return client_ip(peer, request.headers.get("x-forwarded-for"), found.config.trusted_proxies)
+
+
 def workspace_reader(found: ServicesDep, principal: Reading) -> WorkspaceReader:
-    return found.audit.reader(principal.workspace_id, entitlements=principal.entitlements)
+    return found.audit.reader(
+        principal.workspace_id,
+        entitlements=principal.entitlements,
+        limits=query_limits(found.config),
+    )
 
 
 ReaderDep = Annotated[WorkspaceReader, Depends(workspace_reader)]
 
 
+def query_limits(config: ApiConfig) -> dict[str, int | float]:
+    """ClickHouse settings that bound each query the API runs (0: that limit is off)."""
+    limits = config.limits
+    return {
+        "max_execution_time": limits.query_timeout,
+        "max_memory_usage": limits.query_memory_bytes,
+        "max_result_rows": limits.query_result_rows,
+    }
+
+
 def request_context(request: Request, found: ServicesDep) -> RequestContext:
-    peer = request.client.host if request.client else None
     return RequestContext(
-        ip=client_ip(peer, request.headers.get("x-forwarded-for"), found.config.trusted_proxies),
+        ip=_client_address(request, found),
         user_agent=(request.headers.get("user-agent") or "")[:1024] or None,
         request_id=request.state.request_id,
     )

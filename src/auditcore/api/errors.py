@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from clickhouse_connect.driver.exceptions import DatabaseError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -112,6 +113,15 @@ def install_error_handlers(app: FastAPI) -> None:
             request, error.status_code, kind, str(error.detail), headers=error.headers
         )
 
+    @app.exception_handler(DatabaseError)
+    async def clickhouse_error(request: Request, error: DatabaseError) -> JSONResponse:
+        refusal = _limit_refusal(error)
+        if refusal is None:
+            return await unexpected(request, error)
+        status, kind, message = refusal
+        headers = {"Retry-After": "5"} if status == 503 else None
+        return error_response(request, status, kind, message, headers=headers)
+
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         logger.exception("unexpected error in %s %s", request.method, request.url.path)
@@ -121,6 +131,39 @@ def install_error_handlers(app: FastAPI) -> None:
             "internal_error",
             "the server failed to answer; the request id identifies it in the server's log",
         )
+
+
+# ClickHouse's error codes for a query stopped by one of the server's per-request limits.
+_TOO_BROAD = {158, 307, 396}  # TOO_MANY_ROWS, TOO_MANY_BYTES, TOO_MANY_ROWS_OR_BYTES
+_TOO_SLOW = {159, 160}  # TIMEOUT_EXCEEDED, TOO_SLOW
+_TOO_HEAVY = {241}  # MEMORY_LIMIT_EXCEEDED
+
+
+def _limit_refusal(error: DatabaseError) -> tuple[int, str, str] | None:
+    """A query stopped by a per-request limit as (status, type, message); None otherwise."""
+    code = getattr(error, "code", None)
+    if code in _TOO_BROAD:
+        return (
+            400,
+            "query_too_broad",
+            "the answer has more rows than this server returns for one request; narrow it "
+            "(a shorter time range, a coarser interval, more filters)",
+        )
+    if code in _TOO_SLOW:
+        return (
+            503,
+            "query_timeout",
+            "the query ran past this server's time limit; narrow it (a shorter time range, "
+            "more filters) or retry later",
+        )
+    if code in _TOO_HEAVY:
+        return (
+            503,
+            "query_too_heavy",
+            "the query needed more memory than this server allows one request; narrow it "
+            "or retry later",
+        )
+    return None
 
 
 def _location(parts: Sequence[int | str]) -> str:

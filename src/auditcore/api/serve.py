@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import importlib
-from typing import Annotated
+from dataclasses import replace
+from typing import Annotated, Any
 
 import typer
 import uvicorn
 
 from auditcore.api.app import create_app
-from auditcore.api.config import ApiConfig
+from auditcore.api.config import ApiConfig, ResourceLimits, ServerTimeouts
+from auditcore.api.server import server_config
 from auditcore.cli_options import (
     ClickHouseOption,
     ClusterOption,
@@ -20,6 +22,13 @@ from auditcore.cli_options import (
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.store.settings import DEFAULT_EVENT_STORE
 from auditcore.tenancy.directory import Directory
+
+_LIMITS, _TIMEOUTS = ResourceLimits(), ServerTimeouts()
+
+
+def _limit(help: str, variable: str) -> Any:
+    """An option of the server's limits, also read from ``AUDITCORE_<variable>``."""
+    return typer.Option(help=help, envvar=f"AUDITCORE_{variable}", rich_help_panel="Limits")
 
 
 def serve(
@@ -51,6 +60,72 @@ def serve(
     ] = None,
     max_body: Annotated[int, typer.Option(help="Largest request body, in bytes.")] = 1_048_576,
     max_batch: Annotated[int, typer.Option(help="Most events in one POST.")] = 1000,
+    rate_limit: Annotated[
+        float, _limit("Requests per second per API key, sustained (0: no limit).", "RATE_LIMIT")
+    ] = _LIMITS.rate_per_second,
+    rate_burst: Annotated[
+        int, _limit("Requests an API key may make at once.", "RATE_BURST")
+    ] = _LIMITS.rate_burst,
+    max_exports: Annotated[
+        int, _limit("Exports running at once per workspace.", "MAX_EXPORTS")
+    ] = _LIMITS.exports_per_workspace,
+    max_reports: Annotated[
+        int, _limit("Reports being generated at once per workspace.", "MAX_REPORTS")
+    ] = _LIMITS.reports_per_workspace,
+    max_live: Annotated[
+        int, _limit("Open live streams per workspace.", "MAX_LIVE")
+    ] = _LIMITS.live_per_workspace,
+    live_buffer: Annotated[
+        int, _limit("Bytes of events queued per live stream before `overflow`.", "LIVE_BUFFER")
+    ] = _LIMITS.live_buffer_bytes,
+    auth_failures: Annotated[
+        int,
+        _limit(
+            "Failed authentications per client address in --auth-window before 429.",
+            "AUTH_FAILURES",
+        ),
+    ] = _LIMITS.auth_failures,
+    auth_window: Annotated[
+        float, _limit("Seconds over which failed authentications count.", "AUTH_WINDOW")
+    ] = _LIMITS.auth_window,
+    security_workspace: Annotated[
+        str,
+        _limit(
+            "Workspace where throttled failed authentication is recorded ('' for none).",
+            "SECURITY_WORKSPACE",
+        ),
+    ] = _LIMITS.security_workspace or "",
+    query_timeout: Annotated[
+        float, _limit("Seconds one ClickHouse query may run.", "QUERY_TIMEOUT")
+    ] = _LIMITS.query_timeout,
+    query_memory: Annotated[
+        int, _limit("Bytes of memory one ClickHouse query may use.", "QUERY_MEMORY")
+    ] = _LIMITS.query_memory_bytes,
+    query_rows: Annotated[
+        int, _limit("Rows one ClickHouse query may return.", "QUERY_ROWS")
+    ] = _LIMITS.query_result_rows,
+    bulk_cpu: Annotated[
+        float,
+        _limit("CPU cores exports and live catch-ups may use while requests arrive.", "BULK_CPU"),
+    ] = _LIMITS.bulk_cpu,
+    revocation_check: Annotated[
+        float,
+        _limit(
+            "Seconds between checks that open streams' keys are not revoked.", "REVOCATION_CHECK"
+        ),
+    ] = _LIMITS.revocation_check,
+    header_timeout: Annotated[
+        float, _limit("Seconds for a request's head to arrive.", "HEADER_TIMEOUT")
+    ] = _TIMEOUTS.header_timeout,
+    body_timeout: Annotated[
+        float, _limit("Seconds to wait for each next piece of a request body.", "BODY_TIMEOUT")
+    ] = _TIMEOUTS.body_timeout,
+    keepalive_timeout: Annotated[
+        float, _limit("Seconds an idle connection stays open.", "KEEPALIVE_TIMEOUT")
+    ] = _TIMEOUTS.keepalive_timeout,
+    max_connections: Annotated[
+        int, _limit("Open connections at once (503 beyond).", "MAX_CONNECTIONS")
+    ] = _TIMEOUTS.max_connections,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     cluster: ClusterOption = None,
@@ -65,6 +140,24 @@ def serve(
             max_body_bytes=max_body,
             max_batch=max_batch,
             run_processors=embedded if processors is None else processors,
+            limits=replace(
+                _LIMITS,
+                rate_per_second=rate_limit,
+                rate_burst=rate_burst,
+                exports_per_workspace=max_exports,
+                reports_per_workspace=max_reports,
+                live_per_workspace=max_live,
+                live_buffer_bytes=live_buffer,
+                auth_failures=auth_failures,
+                auth_window=auth_window,
+                security_workspace=security_workspace or None,
+                query_timeout=query_timeout,
+                query_memory_bytes=query_memory,
+                query_result_rows=query_rows,
+                bulk_cpu=bulk_cpu,
+                revocation_check=revocation_check,
+            ),
+            server=ServerTimeouts(header_timeout, body_timeout, keepalive_timeout, max_connections),
         )
         audit.migrate()
         directory = Directory(audit.settings)
@@ -75,10 +168,7 @@ def serve(
                 f"{audit.settings.clickhouse_target.describe()}"
                 + (", projecting in this process" if config.run_processors else "")
             )
-            # auditcore decides whom to believe about X-Forwarded-For (--trusted-proxy);
-            # uvicorn's own handling would trust 127.0.0.1 behind our back.
-            uvicorn.run(
-                create_app(audit, directory, config), host=host, port=port, proxy_headers=False
-            )
+            app = create_app(audit, directory, config)
+            uvicorn.Server(server_config(app, host, port, config.server)).run()
         finally:
             directory.close()

@@ -6,13 +6,14 @@ import difflib
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from auditcore.errors import InvalidEventError, UnknownActionError
-from auditcore.events.envelope import ACTION_PATTERN, PATTERN_RULES
-from auditcore.events.limits import MetadataLimits
+from auditcore.events.envelope import ACTION_MAX_LENGTH, ACTION_PATTERN, PATTERN_RULES
+from auditcore.events.limits import MetadataLimits, default_max_future
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns metadata of schema version ``n`` into metadata of version ``n + 1``."""
@@ -41,6 +42,11 @@ class ActionSpec:
                 f"action name {self.name!r} must be dotted lowercase words, "
                 "e.g. 'incident.resolved'"
             )
+        if len(self.name) > ACTION_MAX_LENGTH:
+            raise ValueError(
+                f"action name {self.name[:40]!r}… is {len(self.name)} characters long; "
+                f"events hold at most {ACTION_MAX_LENGTH}"
+            )
         if self.version < 1:
             raise ValueError(f"action {self.name!r}: schema version must be >= 1")
         missing = [v for v in range(1, self.version) if v not in self.upcasters]
@@ -58,9 +64,21 @@ class ActionRegistry:
         self,
         specs: Mapping[str, ActionSpec] | None = None,
         limits: MetadataLimits | None = None,
+        *,
+        max_future: timedelta | None = None,
     ) -> None:
         self._specs: dict[str, ActionSpec] = dict(specs or {})
         self.limits = limits or MetadataLimits()
+        self._max_future = max_future
+
+    @property
+    def max_future(self) -> timedelta:
+        """How far ahead of this clock a new event may say it occurred (clock skew): as given,
+        else ``AUDITCORE_MAX_FUTURE_SECONDS``, else 5 minutes. Read when first needed, so a
+        bad setting is reported by the first record, not by ``import auditcore``."""
+        if self._max_future is None:
+            self._max_future = default_max_future()
+        return self._max_future
 
     def register(
         self,
@@ -83,6 +101,11 @@ class ActionRegistry:
         return spec
 
     def spec(self, name: str) -> ActionSpec:
+        if not isinstance(name, str):
+            raise InvalidEventError(
+                str(name),
+                [("action", f"expected a string such as 'incident.resolved', got {name!r}")],
+            )
         try:
             return self._specs[name]
         except KeyError:
@@ -96,8 +119,14 @@ class ActionRegistry:
         """Actions whose stored events may need upcasting (schema version above 1)."""
         return frozenset(name for name, spec in self._specs.items() if spec.version > 1)
 
-    def copy(self, limits: MetadataLimits | None = None) -> ActionRegistry:
-        return ActionRegistry(self._specs, limits or self.limits)
+    def copy(
+        self, limits: MetadataLimits | None = None, *, max_future: timedelta | None = None
+    ) -> ActionRegistry:
+        return ActionRegistry(
+            self._specs,
+            limits or self.limits,
+            max_future=self._max_future if max_future is None else max_future,
+        )
 
     def validate_metadata(
         self, name: str, metadata: BaseModel | Mapping[str, Any] | None
@@ -115,7 +144,7 @@ class ActionRegistry:
             )
         raw = metadata.model_dump(mode="json") if isinstance(metadata, BaseModel) else metadata
         try:
-            model = spec.schema.model_validate(raw or {})
+            model = spec.schema.model_validate({} if raw is None else raw)
         except ValidationError as error:
             raise InvalidEventError(name, located_problems("metadata", error)) from None
         clean = sorted_keys(model.model_dump(mode="json", exclude_none=True))
@@ -161,6 +190,8 @@ def located_problems(prefix: str, error: ValidationError) -> list[tuple[str, str
         rule = PATTERN_RULES.get(detail.get("ctx", {}).get("pattern", ""))
         if detail["type"] == "string_pattern_mismatch" and rule:
             message = f"{detail['input']!r} is not valid: {rule}"
+        elif detail["type"] == "tuple_type":  # the envelope's lists are tuples: frozen
+            message = f"Input should be a list, not {type(detail['input']).__name__}"
         problems.append((location, message))
     return problems
 

@@ -38,6 +38,10 @@ class ExportCreated(_Metadata):
     recorded_since: str | None = None
     recorded_until: str | None = None
     text: str | None = None
+    proof: bool | None = None
+    """A proof export: the log's positions ``from_size`` to ``to_size`` (exclusive)."""
+    from_size: int | None = None
+    to_size: int | None = None
 
 
 class ReportGenerated(_Metadata):
@@ -46,9 +50,23 @@ class ReportGenerated(_Metadata):
     events: int
 
 
+class AuthFailuresThrottled(_Metadata):
+    """A client address failed to authenticate too often and is refused for a while."""
+
+    address: str = Field(max_length=64, description="The address, or the IPv6 /64 it is in.")
+    failures: int
+    window_seconds: float
+    first_failure_at: str
+    last_failure_at: str
+    key_ids: list[str] = Field(
+        default_factory=list, max_length=20, description="Key ids the tokens named."
+    )
+
+
 def register_builtin_actions(registry: ActionRegistry) -> None:
     registry.register("auditcore.workspace.created", WorkspaceCreated)
     registry.register("auditcore.api_key.created", ApiKeyIssued)
     registry.register("auditcore.api_key.revoked", ApiKeyRevoked)
     registry.register("auditcore.export.created", ExportCreated)
     registry.register("auditcore.report.generated", ReportGenerated)
+    registry.register("auditcore.auth.failures_throttled", AuthFailuresThrottled)

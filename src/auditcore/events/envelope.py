@@ -27,7 +27,8 @@ PATTERN_RULES = {
 """What to tell a caller whose value does not match a pattern (patterns are checked by
 pydantic-core, fast; the messages are rewritten where problems are reported)."""
 
-Action = Annotated[str, Field(max_length=100, pattern=ACTION_PATTERN)]
+ACTION_MAX_LENGTH = 100
+Action = Annotated[str, Field(max_length=ACTION_MAX_LENGTH, pattern=ACTION_PATTERN)]
 WorkspaceId = Annotated[str, Field(pattern=WORKSPACE_PATTERN)]
 Source = Annotated[str, Field(pattern=SOURCE_PATTERN)]
 TargetType = Annotated[str, Field(pattern=TARGET_TYPE_PATTERN)]

@@ -13,7 +13,8 @@ from auditcore.errors import InvalidEventError, UnknownActionError
 from auditcore.events.actions import ActionRegistry, located_problems
 from auditcore.events.envelope import AuditEvent, Target
 from auditcore.events.ids import new_event_id
-from auditcore.events.provenance import Provenance, with_ambient
+from auditcore.events.limits import occurred_at_problems
+from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
 
 
 def build_event(
@@ -36,7 +37,7 @@ def build_event(
     ``recorded_at`` now (the event goes straight to the store); otherwise the store stamps it.
     """
     provenance = with_ambient(provenance)
-    problems: list[tuple[str, str]] = []
+    problems = unknown_fields(provenance)
     schema_version: int = 1
     clean_metadata: dict[str, JsonValue] = {}
     try:
@@ -44,9 +45,12 @@ def build_event(
     except UnknownActionError:
         raise
     except InvalidEventError as error:
+        if not isinstance(action, str):
+            raise  # nothing else can be said of an event without an action
         problems.extend(error.problems)
 
-    event_id = provenance.get("event_id") or new_event_id()
+    given_id = provenance.get("event_id")
+    event_id = new_event_id() if given_id is None else given_id
     now = datetime.now(UTC)
     fields: dict[str, Any] = {
         "event_id": event_id,
@@ -55,7 +59,7 @@ def build_event(
         "version": version,
         "action": action,
         "schema_version": schema_version,
-        "targets": [*subject, *provenance.get("targets", [])],
+        "targets": with_subject(subject, provenance.get("targets", ())),
         "occurred_at": provenance.get("occurred_at", now),
         "recorded_at": now if recorded else None,
         "metadata": clean_metadata,
@@ -66,13 +70,36 @@ def build_event(
     try:
         event = AuditEvent.model_validate(fields)
     except ValidationError as error:
-        problems[:0] = located_problems("", error)
+        located = located_problems("", error)
+        if stream_id is None:  # a standalone event's stream is its id: one problem, not two
+            located = [(where, what) for where, what in located if where != ".stream_id"]
+        problems[:0] = located
         event = None
-    if event is not None and len({(t.type, t.id) for t in event.targets}) != len(event.targets):
-        problems.append(("targets", "the same target (type, id) is listed more than once"))
+    if event is not None:
+        if len({(t.type, t.id) for t in event.targets}) != len(event.targets):
+            problems.append(("targets", "the same target (type, id) is listed more than once"))
+        problems += occurred_at_problems(event.occurred_at, now, registry.max_future)
     if problems or event is None:
         raise InvalidEventError(action, [(loc.lstrip("."), msg) for loc, msg in problems])
     return event
+
+
+def unknown_fields(provenance: Provenance) -> list[tuple[str, str]]:
+    """A problem for each keyword that is not part of an event's provenance (a misspelt
+    ``actor=`` must not be dropped in silence)."""
+    return [
+        (name, f"unknown field; expected one of {', '.join(sorted(PROVENANCE_FIELDS))}")
+        for name in provenance
+        if name not in PROVENANCE_FIELDS
+    ]
+
+
+def with_subject(subject: Sequence[Target], targets: Any) -> Any:
+    """The domain's own targets, then the caller's; anything but a list or tuple of targets is
+    left as it is, for validation to refuse it at ``targets``."""
+    if isinstance(targets, list | tuple):
+        return [*subject, *targets]
+    return targets
 
 
 def build_standalone_event(

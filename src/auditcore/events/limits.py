@@ -1,13 +1,76 @@
-"""Bounds on event metadata, so one careless caller cannot bloat the audit trail."""
+"""Bounds on what a new event may hold: its metadata (so one careless caller cannot bloat the
+audit trail, and every value survives JSON), and when it may say it occurred (what the read
+side can store, and no further ahead than clock skew explains). Stored events are never
+checked again: history stays readable whatever the bounds become."""
 
 from __future__ import annotations
 
+import math
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import orjson
 from pydantic import JsonValue
 
+from auditcore.errors import ConfigurationError
+
 Problem = tuple[str, str]
+
+EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+LATEST = datetime(2299, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+"""The ``occurred_at`` range of new events: what ClickHouse's ``DateTime64`` holds."""
+
+MAX_FUTURE_VARIABLE = "AUDITCORE_MAX_FUTURE_SECONDS"
+DEFAULT_MAX_FUTURE = timedelta(minutes=5)
+
+
+def default_max_future(environ: Mapping[str, str] = os.environ) -> timedelta:
+    """How far ahead of this clock a new event may say it occurred, unless a registry says."""
+    raw = environ.get(MAX_FUTURE_VARIABLE, "").strip()
+    if not raw:
+        return DEFAULT_MAX_FUTURE
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = math.nan
+    if not 0 <= seconds <= 10 * 365 * 86400:
+        raise ConfigurationError(
+            f"{MAX_FUTURE_VARIABLE}={raw!r}: expected seconds, from 0 to ten years (default "
+            f"{DEFAULT_MAX_FUTURE.total_seconds():g})"
+        )
+    return timedelta(seconds=seconds)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat().replace("+00:00", "Z")
+
+
+def occurred_at_problems(
+    occurred_at: datetime, now: datetime, max_future: timedelta
+) -> list[Problem]:
+    """A new event's ``occurred_at`` (aware, UTC) against the storable range and ``now``."""
+    if not EARLIEST <= occurred_at <= LATEST:
+        return [
+            (
+                "occurred_at",
+                f"{_iso(occurred_at)} is outside the range events can hold, "
+                f"{_iso(EARLIEST)} to {_iso(LATEST)}",
+            )
+        ]
+    if occurred_at > now + max_future:
+        return [
+            (
+                "occurred_at",
+                f"{_iso(occurred_at)} is in the future: more than "
+                f"{max_future.total_seconds():g} s ahead of this server's clock, which clock "
+                "skew does not explain. Send the moment it happened (a server whose clock is "
+                f"behind can allow more with {MAX_FUTURE_VARIABLE} or "
+                "ActionRegistry(max_future=...))",
+            )
+        ]
+    return []
 
 
 @dataclass(frozen=True)
@@ -62,6 +125,13 @@ class MetadataLimits:
             return count
         if isinstance(value, int) and not -(2**63) <= value < 2**64:
             problems.append((path, "integer is outside the 64-bit range; send it as a string"))
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(
+                (
+                    path,
+                    f"{value} is not allowed: JSON has no NaN or infinity; send null or a string",
+                )
+            )
         if isinstance(value, str) and len(value) > self.max_value_length:
             problems.append(
                 (

@@ -25,6 +25,8 @@ class Provenance(TypedDict, total=False):
     targets: Sequence[Target | Mapping[str, Any]]
 
 
+PROVENANCE_FIELDS = frozenset(Provenance.__annotations__)
+
 _ambient: ContextVar[Provenance | None] = ContextVar("auditcore_provenance", default=None)
 
 

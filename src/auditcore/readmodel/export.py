@@ -103,8 +103,15 @@ def record_export(
     actor: Actor,
     source: str,
     context: RequestContext | None = None,
+    proof_range: tuple[int, int] | None = None,
 ) -> AuditEvent:
-    """Record that ``actor`` exported this query's events (before the first byte is sent)."""
+    """Record that ``actor`` exported this query's events (before the first byte is sent);
+    ``proof_range``: a proof export of the log's positions ``[from, to)``."""
+    proof = (
+        {"proof": True, "from_size": proof_range[0], "to_size": proof_range[1]}
+        if proof_range
+        else {}
+    )
     return audit.record(
         "auditcore.export.created",
         workspace_id=workspace_id,
@@ -116,6 +123,7 @@ def record_export(
             "recorded_since": query.recorded_since.isoformat() if query.recorded_since else None,
             "recorded_until": query.recorded_until.isoformat() if query.recorded_until else None,
             "text": query.text,
+            **proof,
         },
         actor=actor,
         source=source,

@@ -131,11 +131,15 @@ class WorkspaceReader:
         models: ReadModelRegistry,
         workspace_id: str,
         entitlements: frozenset[str] | None = None,
+        *,
+        limits: Mapping[str, Any] | None = None,
     ) -> None:
         self.client = client
         self.models = models
         self.workspace_id = workspace_id
         self.entitlements = entitlements
+        self.limits = dict(limits or {})
+        """ClickHouse settings applied to every query (a server's per-request limits)."""
 
     def model(self, name: str) -> ReadModel:
         model = self.models.get(name)
@@ -214,7 +218,7 @@ class WorkspaceReader:
         result = self.client.query(
             f"SELECT count() FROM `{model.table_name}` WHERE {where.sql()}",
             parameters=where.parameters,
-            settings=where.settings,
+            settings=self.limits | where.settings,
         )
         return int(result.result_rows[0][0])
 
@@ -229,7 +233,7 @@ class WorkspaceReader:
             f"FROM `{model.table_name}` {array_join} WHERE {where.sql()} "
             f"GROUP BY key ORDER BY events DESC, key LIMIT {_checked_limit(limit)}",
             parameters=where.parameters,
-            settings=where.settings,
+            settings=self.limits | where.settings,
         ).result_rows
         return [Ranked(str(key), str(label), int(events)) for key, label, events in rows]
 
@@ -278,6 +282,7 @@ class WorkspaceReader:
             + (f" ORDER BY {order}" if order else "")
             + f" LIMIT {_checked_limit(limit)}",
             where.parameters,
+            self.limits | where.settings,
         )
 
     # Statistics.
@@ -327,6 +332,7 @@ class WorkspaceReader:
             f"{key} AS key, {count} AS events FROM `{model.table_name}` WHERE {where.sql()} "
             "GROUP BY bucket, key ORDER BY bucket, key",
             parameters=where.parameters,
+            settings=self.limits | where.settings,
         ).result_rows
         buckets = [
             StatsBucket(bucket.replace(tzinfo=UTC), str(key), int(events))
@@ -344,7 +350,7 @@ class WorkspaceReader:
             sql += f" ORDER BY {order}"
         if limit is not None:
             sql += f" LIMIT {limit}"
-        return query_dicts(self.client, sql, where.parameters, where.settings)
+        return query_dicts(self.client, sql, where.parameters, self.limits | where.settings)
 
     @staticmethod
     def _apply_filters(

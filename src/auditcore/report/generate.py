@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 from auditcore.events.envelope import Actor, RequestContext, Target
 from auditcore.facade import AuditCore
@@ -20,9 +22,10 @@ def generate_report(
     source: str,
     context: RequestContext | None = None,
     entitlements: frozenset[str] | None = None,
+    limits: Mapping[str, Any] | None = None,
 ) -> str:
     """The HTML report of one workspace's period; recorded as ``auditcore.report.generated``."""
-    reader = audit.reader(workspace_id, entitlements=entitlements)
+    reader = audit.reader(workspace_id, entitlements=entitlements, limits=limits)
     data = build_report(reader, since, until, now=datetime.now(UTC))
     html = render_report(data)
     audit.record(

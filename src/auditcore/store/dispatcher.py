@@ -4,11 +4,20 @@
 batches (up to ``max_batch`` events, waiting at most ``max_delay`` for more) and writes each
 batch in one transaction. The buffer is bounded; when it is full the policy applies: ``block``
 (wait up to ``block_timeout``, then refuse) or ``reject`` (refuse at once). A refused event is
-never silently lost: the caller gets ``DispatchBufferFullError``. Transient database failures
-(lost connections, a restarting server) are retried with backoff for as long as it takes, and
-``close`` reports whether everything was drained in time; events keep the actor and request
-context captured when they were dispatched. Re-sent batches cannot duplicate anything: event
-ids are unique in the store.
+never silently lost: the caller gets ``DispatchBufferFullError``.
+
+Failure semantics. A transient database failure (a lost connection, a restarting or
+unreachable server) is retried for as long as the dispatcher is open: each failure halves the
+batch and each success doubles it again (up to ``max_batch``), so writes keep progressing while
+the database accepts any write at all; a single event failing again backs off, up to 5 s.
+Any other error fails only the events at fault (a failing batch is split in halves).
+``close`` waits up to ``close_timeout`` for everything accepted to be written; then it gives
+up: every event still waiting resolves with ``EventNotStoredError``, a write already in
+progress gets ``in_flight_wait`` more seconds to finish (if it does not, its events resolve
+with ``EventNotStoredError(maybe_stored=True)``), an error is logged with the counts, and
+``close`` returns them in a ``DrainReport``. Every accepted handle resolves. Re-sent events
+cannot duplicate anything: event ids are unique in the store, so an event given up on can be
+dispatched again with the same ``event_id``.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import partial
 from typing import Protocol
 
 from eventsourcing.persistence import InterfaceError, OperationalError
@@ -30,6 +40,10 @@ from auditcore.store.mapper import AuditStoredEvent
 
 TRANSIENT = (InterfaceError, OperationalError)
 log = logging.getLogger(__name__)
+
+
+def _same(error: BaseException, _: DispatchHandle) -> BaseException:
+    return error
 
 
 class Report(Protocol):
@@ -47,6 +61,58 @@ class DispatcherClosedError(AuditcoreError):
     """The dispatcher was closed; nothing more can be dispatched."""
 
 
+class EventNotStoredError(AuditcoreError):
+    """The dispatcher was closed before it could store this accepted event (the event store
+    could not be reached in time). ``maybe_stored``: it was being written when the dispatcher
+    stopped waiting, so it may have been stored after all. Either way it is safe to record it
+    again with the same ``event_id``: a repeat is stored once."""
+
+    def __init__(
+        self, event: AuditStoredEvent, cause: BaseException | None, *, maybe_stored: bool
+    ) -> None:
+        self.event_id = event.event_id
+        self.maybe_stored = maybe_stored
+        outcome = (
+            "may not have been stored: it was still being written when the dispatcher closed"
+            if maybe_stored
+            else "was not stored: the dispatcher closed before the event store took it"
+        )
+        reason = f" (last error: {cause})" if cause is not None else ""
+        super().__init__(
+            f"event {event.event_id} ({event.topic}) {outcome}{reason}. Record it again with "
+            "the same event_id once the store is reachable (a repeat is stored once)."
+        )
+
+
+class DispatcherDrainError(AuditcoreError):
+    """``AuditCore.close()`` could not store every dispatched event (``report`` says how many);
+    each one's handle holds its ``EventNotStoredError``."""
+
+    def __init__(self, report: DrainReport) -> None:
+        self.report = report
+        super().__init__(
+            f"closing the dispatcher left {report.not_stored} accepted event(s) not stored and "
+            f"{report.maybe_stored} whose write was still in progress (they may have been "
+            "stored): the event store could not be reached in time. Each one's handle holds an "
+            "EventNotStoredError; re-record them with the same event_id once the store is "
+            "reachable (a repeat is stored once)."
+        )
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    """What ``Dispatcher.close`` could not store: events given up on (``not_stored``) and,
+    of the events being written when it stopped waiting, those whose outcome is unknown
+    (``maybe_stored``). True when every accepted event was stored (or refused on its own
+    account, e.g. a reused event id)."""
+
+    not_stored: int = 0
+    maybe_stored: int = 0
+
+    def __bool__(self) -> bool:
+        return self.not_stored == 0 and self.maybe_stored == 0
+
+
 class FullBufferPolicy(StrEnum):
     BLOCK = "block"
     REJECT = "reject"
@@ -55,7 +121,9 @@ class FullBufferPolicy(StrEnum):
 @dataclass(frozen=True)
 class DispatchSettings:
     """How the dispatcher buffers and batches (see ``Dispatcher``); ``report_every``: seconds
-    between reports of its counters to ``auditcore status`` (0: never)."""
+    between reports of its counters to ``auditcore status`` (0: never); ``close_timeout`` and
+    ``in_flight_wait``: how long closing waits for the buffer to drain, then for a write in
+    progress (so ``close`` returns within their sum, 30 s by default)."""
 
     max_buffer: int = 100_000
     max_batch: int = 10_000
@@ -63,14 +131,17 @@ class DispatchSettings:
     policy: FullBufferPolicy = FullBufferPolicy.BLOCK
     block_timeout: float = 5.0
     report_every: float = 5.0
+    close_timeout: float = 25.0
+    in_flight_wait: float = 5.0
 
     def __post_init__(self) -> None:
         # Accept "block" / "reject" as well as the enum (e.g. from configuration).
         object.__setattr__(self, "policy", FullBufferPolicy(self.policy))
         if self.max_buffer < 1 or self.max_batch < 1:
             raise ValueError("max_buffer and max_batch must be at least 1")
-        if self.max_delay < 0 or self.block_timeout < 0 or self.report_every < 0:
-            raise ValueError("max_delay, block_timeout and report_every cannot be negative")
+        durations = ("max_delay", "block_timeout", "report_every", "close_timeout")
+        if any(getattr(self, name) < 0 for name in (*durations, "in_flight_wait")):
+            raise ValueError(f"{', '.join(durations)} and in_flight_wait cannot be negative")
 
 
 @dataclass(frozen=True)
@@ -169,8 +240,17 @@ class Dispatcher:
         self._has_room = threading.Condition(self._lock)
         self._finished = threading.Condition(threading.Lock())
         self._writing: list[DispatchHandle] = []
+        # The part of ``_writing`` handed to the store right now, and the batch size to try
+        # next (halved after each transient failure, doubled after each success).
+        self._in_flight: list[DispatchHandle] = []
+        self._batch_limit = self.settings.max_batch
+        self._last_error: BaseException | None = None
         self._closed = False
         self._stopped = False
+        # Set when close() stops waiting: nothing more is attempted, what is left fails.
+        self._giving_up = threading.Event()
+        self._not_stored = 0
+        self._maybe_stored = 0
         self._latencies: deque[float] = deque(maxlen=10_000)
         self._counts = dict.fromkeys(
             (
@@ -186,6 +266,12 @@ class Dispatcher:
         )
         self._worker = threading.Thread(target=self._run, name="auditcore-dispatcher", daemon=True)
         self._worker.start()
+
+    @property
+    def batch_limit(self) -> int:
+        """The largest batch the worker will try next: ``max_batch``, halved after each
+        transient failure and doubled after each success."""
+        return self._batch_limit
 
     def submit(self, event: AuditStoredEvent) -> DispatchHandle:
         """Queue an (already validated) event; the handle resolves once it is committed."""
@@ -252,23 +338,54 @@ class Dispatcher:
         with self._finished:
             return self._finished.wait_for(newest.done, timeout=timeout)
 
-    def close(self, timeout: float | None = 30.0) -> bool:
-        """Stop accepting, drain what is queued, stop the worker; False if it timed out."""
+    def close(self, timeout: float | None = None) -> DrainReport:
+        """Stop accepting and drain what is queued, waiting up to ``timeout`` (by default
+        ``close_timeout``); then give up on what is left (see the module's failure semantics).
+        Returns what could not be stored; an error is logged if anything could not."""
         with self._lock:
             self._closed = True
             self._has_room.notify_all()
         self._wake_worker.set()
         # The worker stops once it finds the buffer empty after closing: everything accepted,
         # even by a submit racing this close, has been written or has failed by then.
-        self._worker.join(timeout)
-        return not self._worker.is_alive()
+        self._worker.join(self.settings.close_timeout if timeout is None else timeout)
+        if self._worker.is_alive():
+            self._give_up()
+        report = DrainReport(self._not_stored, self._maybe_stored)
+        if not report:
+            log.error(
+                "the audit event dispatcher closed with %d accepted event(s) not stored and "
+                "%d whose write was still in progress (they may have been stored); last error: "
+                "%s. Each one's handle holds an EventNotStoredError; re-record them with the "
+                "same event_id once the event store is reachable.",
+                report.not_stored,
+                report.maybe_stored,
+                self._last_error,
+            )
+        return report
+
+    def _give_up(self) -> None:
+        """Fail every event that was never handed to the store, let a write in progress
+        finish (without retrying) for up to ``in_flight_wait``, then fail what it holds as
+        possibly stored."""
+        with self._lock:
+            unsent = list(self._buffer)
+            self._buffer.clear()
+        self._giving_up.set()
+        self._abandon(unsent, maybe_stored=False)
+        self._worker.join(self.settings.in_flight_wait)
+        with self._lock:
+            in_flight, writing = list(self._in_flight), list(self._writing)
+        self._abandon(in_flight, maybe_stored=True)
+        self._abandon(writing, maybe_stored=False)  # the rest of its batch: never attempted
 
     def stats(self) -> DispatcherStats:
         with self._lock:
             counts = dict(self._counts)
             latencies = sorted(self._latencies)
             queued = len(self._buffer)
-            writing = len(self._writing)
+            # A batch is resolved chunk by chunk: count only what it still holds.
+            writing = sum(not pending._done for pending in self._writing)
 
         def percentile(p: float) -> float:
             if not latencies:
@@ -295,12 +412,12 @@ class Dispatcher:
                         self._stopped = True
                         break
                     continue
-                short = len(self._buffer) < self.settings.max_batch and not self._closed
+                short = len(self._buffer) < self._batch_limit and not self._closed
             if short:
                 # Let more events join this batch, up to max_delay.
                 time.sleep(self.settings.max_delay)
             with self._lock:
-                size = min(len(self._buffer), self.settings.max_batch)
+                size = min(len(self._buffer), self._batch_limit)
                 self._writing = [self._buffer.popleft() for _ in range(size)]
                 self._has_room.notify_all()
             self._write_batch(self._writing)
@@ -331,45 +448,96 @@ class Dispatcher:
             self._report_failing = False
 
     def _write_batch(self, batch: list[DispatchHandle]) -> None:
+        """Write ``batch`` in order, in chunks of at most the current batch limit."""
         delay = self._first_retry
-        events = [pending.stored for pending in batch]
-        while True:
+        start = 0
+        while start < len(batch):
+            if self._giving_up.is_set():
+                self._abandon(batch[start:], maybe_stored=False)
+                return
+            chunk = batch[start : start + self._batch_limit]
+            with self._lock:
+                self._in_flight = chunk
             try:
-                stored = self._write(events)
-            except TRANSIENT:
-                # Keep retrying: these events were accepted and must not be lost.
+                stored = self._write([pending.stored for pending in chunk])
+            except TRANSIENT as error:
                 with self._lock:
+                    self._in_flight = []
                     self._counts["retries"] += 1
-                time.sleep(delay)
-                delay = min(delay * 2, self._max_retry)
+                    self._last_error = error
+                # Keep trying, smaller: these events were accepted and must not be lost, and a
+                # smaller batch commits sooner, between failures that keep defeating a large one.
+                # Only a single event failing again backs off further.
+                if len(chunk) > 1:
+                    self._batch_limit = max(1, len(chunk) // 2)
+                    self._giving_up.wait(self._first_retry)
+                else:
+                    self._giving_up.wait(delay)
+                    delay = min(delay * 2, self._max_retry)
                 continue
             except Exception as error:
-                if len(batch) > 1:
+                with self._lock:
+                    self._in_flight = []
+                if len(chunk) > 1:
                     # Write each half on its own, so only the events at fault fail: a few
                     # bad events in a large batch cost a few writes each, not one per event.
-                    middle = len(batch) // 2
-                    self._write_batch(batch[:middle])
-                    self._write_batch(batch[middle:])
-                    return
-                batch[0]._error = error
-                self._finish(batch, "failed")
-                return
-            break
+                    middle = len(chunk) // 2
+                    self._write_batch(chunk[:middle])
+                    self._write_batch(chunk[middle:])
+                else:
+                    self._finish(chunk, "failed", partial(_same, error))
+                start += len(chunk)
+                continue
+            with self._lock:
+                self._in_flight = []
+            self._written(chunk, stored)
+            self._batch_limit = min(self.settings.max_batch, self._batch_limit * 2)
+            delay = self._first_retry
+            start += len(chunk)
+
+    def _written(self, chunk: list[DispatchHandle], stored: list[AuditStoredEvent]) -> None:
         now = time.monotonic()
-        if stored is not events:  # some were stored before (idempotent repeats)
-            for pending, event in zip(batch, stored, strict=True):
+        for pending, event in zip(chunk, stored, strict=True):
+            # An idempotent repeat: the event as first stored under its id.
+            if event is not pending.stored:
                 pending.stored = event
         with self._lock:
-            self._latencies.extend(now - pending.submitted for pending in batch)
+            self._latencies.extend(now - pending.submitted for pending in chunk)
             self._counts["batches"] += 1
-            self._counts["last_batch_size"] = len(batch)
-            self._counts["largest_batch"] = max(self._counts["largest_batch"], len(batch))
-        self._finish(batch, "written")
+            self._counts["last_batch_size"] = len(chunk)
+            self._counts["largest_batch"] = max(self._counts["largest_batch"], len(chunk))
+        self._finish(chunk, "written")
 
-    def _finish(self, batch: list[DispatchHandle], outcome: str) -> None:
+    def _abandon(self, handles: list[DispatchHandle], *, maybe_stored: bool) -> None:
+        """Fail the given events that are still unresolved with ``EventNotStoredError``."""
         with self._lock:
-            self._counts[outcome] += len(batch)
+            cause = self._last_error
+        settled = self._finish(
+            handles,
+            "failed",
+            lambda pending: EventNotStoredError(pending.stored, cause, maybe_stored=maybe_stored),
+        )
+        with self._lock:
+            if maybe_stored:
+                self._maybe_stored += settled
+            else:
+                self._not_stored += settled
+
+    def _finish(
+        self,
+        batch: list[DispatchHandle],
+        outcome: str,
+        error: Callable[[DispatchHandle], BaseException] | None = None,
+    ) -> int:
+        """Resolve the events of ``batch`` not resolved yet (``close`` may have given up on
+        them meanwhile), each with ``error(it)`` if given; return how many."""
         with self._finished:
-            for pending in batch:
+            fresh = [pending for pending in batch if not pending._done]
+            for pending in fresh:
+                if error is not None:
+                    pending._error = error(pending)
                 pending._done = True
             self._finished.notify_all()
+        with self._lock:
+            self._counts[outcome] += len(fresh)
+        return len(fresh)

@@ -4,6 +4,7 @@ lets an event be found by id in the store itself."""
 
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
@@ -14,6 +15,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastor
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 from eventsourcing.utils import retry
 from psycopg import Cursor
+from psycopg.errors import DuplicateObject
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
@@ -21,6 +23,10 @@ from auditcore.store.mapper import event_id_of
 
 # An arbitrary, fixed key for the advisory lock taken while creating tables.
 _CREATE_TABLES_LOCK = 0x41554449545F4342
+
+BULK_APPEND_MIN = 32
+"""Below this many events, the library's insert (one statement with RETURNING) is as fast as
+``COPY``."""
 
 EventLocation = tuple[UUID, int]
 """(stream_id, version) of a stored event."""
@@ -35,11 +41,14 @@ class EventIdIndex(ABC):
 
 
 class BulkAppender(ABC):
-    """Appends a large batch of events in one transaction, faster than the library's insert."""
+    """Appends a batch of events in one transaction and one attempt, by the fastest means for
+    its size; the caller retries transient errors on its own terms (the dispatcher shrinks a
+    batch that keeps failing, and gives up when it is closed)."""
 
     @abstractmethod
-    def append_bulk(self, stored_events: Sequence[StoredEvent]) -> None:
-        """Store all events, or none (``IntegrityError`` on a duplicate stream version or id)."""
+    def append_once(self, stored_events: Sequence[StoredEvent]) -> None:
+        """Store all events, or none: ``IntegrityError`` on a duplicate stream version or id,
+        ``InterfaceError`` / ``OperationalError`` when the database could not be reached."""
 
 
 class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppender):
@@ -71,6 +80,8 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
         self._copy_event_ids = SQL(
             "COPY {0} (event_id, originator_id, originator_version) FROM STDIN (FORMAT BINARY)"
         ).format(table)
+        self._connections_suspect = False
+        self._notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self._locate_event_ids = SQL(
             "SELECT event_id, originator_id, originator_version FROM {0} "
             "WHERE event_id = ANY(%s::uuid[])"
@@ -78,32 +89,90 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
 
     def create_table(self) -> None:
         """Create the tables, one process at a time: processes starting together on an empty
-        database would otherwise race in the catalog ("tuple concurrently updated")."""
-        with self.datastore.get_connection() as conn:
-            conn.execute("SELECT pg_advisory_lock(%s)", (_CREATE_TABLES_LOCK,))
-            try:
-                super().create_table()
-            finally:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_TABLES_LOCK,))
+        database would otherwise race in the catalog ("tuple concurrently updated").
 
-    def _insert_stored_events(
-        self, curs: Cursor[DictRow], stored_events: Sequence[Any], **kwargs: Any
-    ) -> None:
-        super()._insert_stored_events(curs, stored_events, **kwargs)
-        # Own cursor: the library fetches the events' RETURNING rows from ``curs`` afterwards.
-        with curs.connection.cursor() as ids_cursor:
-            ids_cursor.execute(
-                self._insert_event_ids,
-                (
-                    [event_id_of(s) for s in stored_events],
-                    [s.originator_id for s in stored_events],
-                    [s.originator_version for s in stored_events],
-                ),
-            )
+        The library's statements, run on the connection holding the lock: taking a second one
+        from the pool would wait for ever on a one-connection pool.
+        """
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute("SELECT pg_advisory_lock(%s)", (_CREATE_TABLES_LOCK,))
+            try:
+                for statement in self.sql_create_statements:
+                    # No CREATE TYPE IF NOT EXISTS: each type in a transaction of its own.
+                    if "CREATE TYPE" in statement.as_string():
+                        with contextlib.suppress(DuplicateObject), conn.transaction():
+                            curs.execute(statement, prepare=False)
+                with conn.transaction():
+                    self._create_table(curs)
+            finally:
+                curs.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_TABLES_LOCK,))
+        self.datastore.register_type_adapters()
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        """The library's insert (retried as the library does), with the event-id index."""
+        return self._insert_once(stored_events)
+
+    def append_once(self, stored_events: Sequence[StoredEvent]) -> None:
+        if self._connections_suspect:
+            # The last attempt lost its connection, so the pool's idle ones may be dead too
+            # (a restarted server, a dropped network): handing out one of those would fail
+            # this attempt as well, and the next, for as long as connections die faster than
+            # the caller retries. Checked only then: a healthy pool costs nothing.
+            self.datastore.pool.check()
+        try:
+            if len(stored_events) >= BULK_APPEND_MIN:
+                self.append_bulk(stored_events)
+            else:
+                self._insert_once(stored_events)
+        except (InterfaceError, OperationalError):
+            self._connections_suspect = True
+            raise
+        self._connections_suspect = False
+
+    def _insert_once(self, stored_events: Sequence[StoredEvent]) -> Sequence[int] | None:
+        """The library's locked, pipelined insert, with the event ids written beside the events.
+
+        Made safe to refuse (a version conflict, a reused id): everything that can fail in
+        Python is computed before anything is sent, and an error raised after that rolls the
+        transaction back (the library's version commits what was sent); no statement is
+        auto-prepared behind one that can fail. psycopg prepares a statement at its sixth use
+        on a connection, sending the ``Parse`` ahead of the execution in the pipeline; after a
+        failed statement the server skips the rest of the pipeline, that ``Parse`` included,
+        while psycopg counts the statement as prepared, so every later use on that pooled
+        connection failed with ``prepared statement "_pg3_N" does not exist``. The lock
+        statements, prepared on purpose by the library, come first and cannot be skipped.
+        """
+        if not stored_events:
+            return None  # as the library's recorder
+        events = [
+            self.construct_pg_stored_event(s.originator_id, s.originator_version, s.topic, s.state)
+            for s in stored_events
+        ]
+        ids = _event_id_columns(stored_events)
+        with (
+            self.datastore.get_connection() as conn,
+            conn.pipeline() as pipeline,
+            conn.transaction(),
+            conn.cursor() as curs,
+        ):
+            self._lock_table(curs)
+            self._notify_channel(curs)
+            curs.execute(self.insert_events_statement, (events,), prepare=False)
+            # Its own cursor: the events' RETURNING rows are read from ``curs`` below.
+            with conn.cursor() as ids_cursor:
+                ids_cursor.execute(self._insert_event_ids, ids, prepare=False)
+            # Errors (a unique index refusing) are raised here, inside the transaction.
+            pipeline.sync()
+            return [row["notification_id"] for row in curs.fetchall()]
+
+    def _notify_channel(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(self._notify, prepare=False)
+
     def append_bulk(self, stored_events: Sequence[StoredEvent]) -> None:
-        """``COPY`` inside the library's locked transaction.
+        """``COPY`` inside the library's locked transaction (one attempt).
 
         The same ``EXCLUSIVE`` table lock as the library's insert serialises writers, so
         notification ids are issued in commit order and readers following the log never pass
@@ -140,6 +209,17 @@ _EVENT_ID_ROW = b"\x00\x03" + _UUID  # three fields, the first a uuid
 
 def _uuid(value: UUID | str) -> UUID:
     return value if isinstance(value, UUID) else UUID(value)
+
+
+def _event_id_columns(
+    stored_events: Sequence[StoredEvent],
+) -> tuple[list[UUID], list[UUID], list[int]]:
+    """The event-id index's rows, column by column."""
+    return (
+        [event_id_of(s) for s in stored_events],
+        [_uuid(s.originator_id) for s in stored_events],
+        [s.originator_version for s in stored_events],
+    )
 
 
 def copy_payloads(stored_events: Sequence[StoredEvent]) -> tuple[bytes, bytes]:
@@ -191,14 +271,13 @@ class SQLiteAuditRecorder(SQLiteApplicationRecorder, EventIdIndex):
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[Any], **kwargs: Any
     ) -> Sequence[int] | None:
+        # Computed first: nothing in Python can fail once the events are inserted.
+        ids = [
+            (event_id.hex, stream_id.hex, version)
+            for event_id, stream_id, version in zip(*_event_id_columns(stored_events), strict=True)
+        ]
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
-        c.executemany(
-            f"INSERT INTO {self.event_ids_table_name} VALUES (?, ?, ?)",
-            [
-                (event_id_of(s).hex, UUID(str(s.originator_id)).hex, s.originator_version)
-                for s in stored_events
-            ],
-        )
+        c.executemany(f"INSERT INTO {self.event_ids_table_name} VALUES (?, ?, ?)", ids)
         return notification_ids
 
     def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, EventLocation]:

@@ -29,8 +29,9 @@ class Settings:
     """auditcore's configuration.
 
     ``event_store`` is a ``postgresql://user:password@host:port/dbname`` URL (the primary,
-    production store; ``?schema=NAME``, ``?pool_size=N`` and ``?connect_timeout=SECONDS``
-    are optional) or a
+    production store; ``?schema=NAME``, ``?pool_size=N``, ``?max_overflow=N`` (connections
+    opened beyond the pool under load, 10 by default) and ``?connect_timeout=SECONDS`` are
+    optional) or a
     path to a SQLite file (the embedded default, ``./.auditcore/events.sqlite``).
 
     ``clickhouse`` is where the read models live: ``chdb://PATH`` (the embedded default,
@@ -106,11 +107,12 @@ class Settings:
                 "e.g. postgresql://postgres@127.0.0.1:5432/auditcore"
             )
         options = {key: values[-1] for key, values in parse_qs(url.query).items()}
-        unknown = set(options) - {"schema", "pool_size", "connect_timeout"}
+        supported = ("schema", "pool_size", "max_overflow", "connect_timeout")
+        unknown = set(options) - set(supported)
         if unknown:
             raise ConfigurationError(
                 f"unknown option(s) {sorted(unknown)} in {EVENT_STORE_VARIABLE}; "
-                "supported: schema, pool_size, connect_timeout"
+                f"supported: {', '.join(supported)}"
             )
         return {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
@@ -121,6 +123,7 @@ class Settings:
             "POSTGRES_PASSWORD": unquote(url.password or ""),
             "POSTGRES_SCHEMA": options.get("schema", ""),
             "POSTGRES_POOL_SIZE": options.get("pool_size", "5"),
+            "POSTGRES_MAX_OVERFLOW": options.get("max_overflow", "10"),
             "POSTGRES_CONNECT_TIMEOUT": options.get("connect_timeout", "5"),
             "POSTGRES_LOCK_TIMEOUT": "30",
             # Its insert path skips the table lock: readers following the log would miss events.

@@ -21,9 +21,10 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from auditcore.events.actions import ActionRegistry, ActionSpec
 from auditcore.events.envelope import AuditEvent
-from auditcore.events.factory import build_standalone_event
+from auditcore.events.factory import build_standalone_event, with_subject
 from auditcore.events.ids import new_event_id
-from auditcore.events.provenance import Provenance, with_ambient
+from auditcore.events.limits import occurred_at_problems
+from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
 from auditcore.store.codec import COLUMN_FIELDS
 from auditcore.store.mapper import AuditStoredEvent
 
@@ -48,8 +49,11 @@ class StandaloneEncoder:
     ) -> AuditStoredEvent:
         provenance = with_ambient(provenance)
         spec = self.registry.spec(action)
+        if not provenance.keys() <= PROVENANCE_FIELDS:
+            return self._build(action, workspace_id, metadata, provenance)
         now = datetime.now(UTC)
-        event_id = provenance.get("event_id") or new_event_id()
+        given_id = provenance.get("event_id")
+        event_id = new_event_id() if given_id is None else given_id
         fields: dict[str, Any] = {
             "event_id": event_id,
             "workspace_id": workspace_id,
@@ -57,10 +61,10 @@ class StandaloneEncoder:
             "version": 1,
             "action": action,
             "schema_version": spec.version,
-            "targets": [*provenance.get("targets", ())],
+            "targets": with_subject((), provenance.get("targets", ())),
             "occurred_at": provenance.get("occurred_at", now),
             "recorded_at": now,
-            "metadata": metadata or {},
+            "metadata": {} if metadata is None else metadata,
         }
         for optional in ("actor", "source", "context"):
             if optional in provenance:
@@ -70,14 +74,20 @@ class StandaloneEncoder:
                 return self._build(action, workspace_id, metadata, provenance)
             # Validated again from its dump, as build_event does.
             fields["metadata"] = metadata.model_dump(mode="json")
-        return self._encode(spec, fields) or self._build(action, workspace_id, metadata, provenance)
+        return self._encode(spec, fields, now) or self._build(
+            action, workspace_id, metadata, provenance
+        )
 
-    def _encode(self, spec: ActionSpec, fields: dict[str, Any]) -> AuditStoredEvent | None:
+    def _encode(
+        self, spec: ActionSpec, fields: dict[str, Any], now: datetime
+    ) -> AuditStoredEvent | None:
         """The event's stored form, or None if anything is wrong with it."""
         envelope = self._envelope_model(spec)
         try:
             event = envelope.model_validate(fields)
         except ValidationError:
+            return None
+        if occurred_at_problems(event.occurred_at, now, self.registry.max_future):
             return None
         metadata = cast("BaseModel", event.metadata).model_dump(mode="json", exclude_none=True)
         if self.registry.limits.check(metadata):

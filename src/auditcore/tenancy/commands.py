@@ -159,19 +159,36 @@ def list_keys(
 
 @keys_app.command("revoke")
 def revoke_key(
-    key_id: Annotated[str, typer.Argument(help="The key's id (key_…), from `keys list`.")],
+    key_id: Annotated[
+        str | None, typer.Argument(help="The key's id (key_…), from `keys list`.")
+    ] = None,
+    workspace: Annotated[
+        str | None,
+        typer.Option("--workspace", "-w", help="Revoke every key of this workspace instead."),
+    ] = None,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
 ) -> None:
-    """Revoke a key: every later request presenting it is refused."""
+    """Revoke a key, or every key of a workspace: every later request presenting one is
+    refused, and a running server ends their live streams and exports within seconds."""
+    if (key_id is None) == (workspace is None):
+        raise typer.BadParameter("give a key id, or --workspace for all of its keys")
     with _opened(event_store, clickhouse) as (audit, directory):
-        info = directory.revoke_key(key_id)
-        _record(
-            audit,
-            "auditcore.api_key.revoked",
-            info.workspace_id,
-            Target(type="api_key", id=info.id, name=info.name),
-            key_id=info.id,
-            name=info.name,
-        )
-    console.print(f"Key {info.id} ({info.name}) of workspace {info.workspace_id} revoked.")
+        if key_id is not None:
+            revoked = [directory.revoke_key(key_id)]
+        else:
+            assert workspace is not None
+            revoked = directory.revoke_workspace_keys(workspace)
+        for info in revoked:
+            _record(
+                audit,
+                "auditcore.api_key.revoked",
+                info.workspace_id,
+                Target(type="api_key", id=info.id, name=info.name),
+                key_id=info.id,
+                name=info.name,
+            )
+    for info in revoked:
+        console.print(f"Key {info.id} ({info.name}) of workspace {info.workspace_id} revoked.")
+    if not revoked:
+        console.print(f"Workspace {workspace} has no keys left to revoke.")

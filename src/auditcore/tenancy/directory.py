@@ -92,6 +92,18 @@ class Directory:
             raise ConfigurationError(f"workspace {workspace_id!r} already exists") from None
         return row
 
+    def ensure_workspace(self, workspace_id: str, name: str | None = None) -> None:
+        """Create the workspace unless it exists (for auditcore's own, e.g. the security one)."""
+        with Session(self.engine) as session:
+            if session.get(WorkspaceRow, workspace_id) is not None:
+                return
+        try:
+            self.create_workspace(workspace_id, name)
+        except ConfigurationError:
+            with Session(self.engine) as session:
+                if session.get(WorkspaceRow, workspace_id) is None:
+                    raise
+
     def workspaces(self) -> list[WorkspaceRow]:
         with Session(self.engine) as session:
             return list(session.scalars(select(WorkspaceRow).order_by(WorkspaceRow.id)))
@@ -153,6 +165,47 @@ class Directory:
                 row.revoked_at = _now()
         return _info(row)
 
+    def revoke_workspace_keys(self, workspace_id: str) -> list[KeyInfo]:
+        """Revoke every key of a workspace at once (e.g. it left, or was compromised)."""
+        self.workspace(workspace_id)
+        with Session(self.engine, expire_on_commit=False) as session, session.begin():
+            rows = list(
+                session.scalars(
+                    select(ApiKeyRow).where(
+                        ApiKeyRow.workspace_id == workspace_id, ApiKeyRow.revoked_at.is_(None)
+                    )
+                )
+            )
+            for row in rows:
+                row.revoked_at = _now()
+        return [_info(row) for row in rows]
+
+    def revoked_among(self, key_ids: Iterable[str]) -> set[str]:
+        """Which of these keys can no longer authenticate (revoked, or gone)."""
+        wanted = set(key_ids)
+        if not wanted:
+            return set()
+        with Session(self.engine) as session:
+            valid = set(
+                session.scalars(
+                    select(ApiKeyRow.id).where(
+                        ApiKeyRow.id.in_(wanted), ApiKeyRow.revoked_at.is_(None)
+                    )
+                )
+            )
+        return wanted - valid
+
+    def key_workspaces(self, key_ids: Iterable[str]) -> dict[str, str]:
+        """The workspace of each of these key ids that exists."""
+        wanted = set(key_ids)
+        if not wanted:
+            return {}
+        with Session(self.engine) as session:
+            rows = session.execute(
+                select(ApiKeyRow.id, ApiKeyRow.workspace_id).where(ApiKeyRow.id.in_(wanted))
+            )
+            return {row[0]: row[1] for row in rows}
+
     def authenticate(self, token: str) -> Principal | None:
         """The key's principal, or None for a malformed, unknown or revoked key."""
         match = _TOKEN.fullmatch(token)
@@ -171,6 +224,12 @@ class Directory:
             scopes=frozenset(Scope(scope) for scope in row.scopes),
             entitlements=frozenset(row.entitlements) if row.entitlements is not None else None,
         )
+
+
+def presented_key_id(token: str) -> str | None:
+    """The key id a presented token names, if it is shaped like a key (valid or not)."""
+    match = _TOKEN.fullmatch(token)
+    return f"key_{match.group(1)}" if match else None
 
 
 def _digest(secret: str) -> str:

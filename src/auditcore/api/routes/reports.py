@@ -9,8 +9,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 
 from auditcore.api import params
-from auditcore.api.deps import Reading, ServicesDep, request_context
+from auditcore.api.deps import Reading, ServicesDep, query_limits, request_context
 from auditcore.api.routes.events import TIME_HELP
+from auditcore.api.sessions import SessionKind
 from auditcore.errors import InvalidQueryError
 from auditcore.events.envelope import Actor, ActorType, RequestContext
 from auditcore.report import generate_report
@@ -40,14 +41,20 @@ def report(
     since = params.moment(query, "since")
     if since is None:
         raise InvalidQueryError("since", "required: where the report's period starts")
-    html = generate_report(
-        found.audit,
-        principal.workspace_id,
-        since,
-        params.moment(query, "until") or datetime.now(UTC),
-        actor=Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
-        source="api",
-        context=context,
-        entitlements=principal.entitlements,
-    )
+    until = params.moment(query, "until") or datetime.now(UTC)
+    session = found.sessions.open(SessionKind.REPORT, principal)
+    try:
+        html = generate_report(
+            found.audit,
+            principal.workspace_id,
+            since,
+            until,
+            actor=Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
+            source="api",
+            context=context,
+            entitlements=principal.entitlements,
+            limits=query_limits(found.config),
+        )
+    finally:
+        session.close()
     return HTMLResponse(html)

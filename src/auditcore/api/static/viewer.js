@@ -170,6 +170,7 @@ async function showDetail(event, row) {
   }
   $("#detail").hidden = false;
   $("#detail-json").textContent = JSON.stringify(event, null, 2);
+  showProof(event.event_id);
   const history = $("#detail-history");
   history.replaceChildren(element("li", "Loading…"));
   try {
@@ -180,6 +181,58 @@ async function showDetail(event, row) {
   } catch (error) {
     history.replaceChildren(element("li", error.message));
   }
+}
+
+// Tamper evidence: the event's inclusion proof in its workspace's signed Merkle log. The
+// server checks the proof and recomputes the event's leaf from the store; where the browser
+// offers SHA-256 (secure contexts), the proof's path to the signed root is checked here too.
+
+async function showProof(eventId) {
+  const line = $("#detail-proof");
+  line.dataset.event = eventId;
+  line.className = "proof pending";
+  line.textContent = "Checking…";
+  let text, status;
+  try {
+    const proof = await api(`/v1/events/${eventId}/proof`);
+    status = proof.status;
+    text = { proven: "✓ Proven: ", pending: "Not yet signed: ", failed: "✗ Tampered: " }[status]
+      + proof.detail;
+    if (status === "proven" && await rootFrom(proof) === proof.checkpoint.root_hash) {
+      text += " (proof path re-checked in this browser)";
+    }
+  } catch (error) {
+    status = "unavailable";
+    text = `Proof unavailable: ${error.message}`;
+  }
+  if (line.dataset.event !== eventId) return;  // another event was opened meanwhile
+  line.className = `proof ${status}`;
+  line.textContent = text;
+}
+
+const bytes = (b64) => Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+
+async function nodeHash(left, right) {
+  const joined = new Uint8Array(1 + left.length + right.length);
+  joined.set([1]); joined.set(left, 1); joined.set(right, 1 + left.length);
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", joined));
+}
+
+// RFC 9162 §2.1.3.2: the root an inclusion proof leads to (null without WebCrypto).
+async function rootFrom(proof) {
+  if (!window.crypto || !crypto.subtle) return null;
+  let fn = proof.leaf_index, sn = proof.tree_size - 1, r = bytes(proof.leaf_hash);
+  for (const p of proof.inclusion_proof.map(bytes)) {
+    if (sn === 0) return null;
+    if (fn % 2 === 1 || fn === sn) {
+      r = await nodeHash(p, r);
+      while (fn !== 0 && fn % 2 === 0) { fn = Math.floor(fn / 2); sn = Math.floor(sn / 2); }
+    } else {
+      r = await nodeHash(r, p);
+    }
+    fn = Math.floor(fn / 2); sn = Math.floor(sn / 2);
+  }
+  return sn === 0 ? btoa(String.fromCharCode(...r)) : null;
 }
 
 // Live mode: the server's SSE stream, read with fetch so the key travels in a header.

@@ -1,0 +1,89 @@
+"""The HTTP server (uvicorn) as auditcore runs it: timeouts for connections that hold a slot
+and send nothing, and a connection limit.
+
+uvicorn closes a connection idle *between* requests (``timeout_keep_alive``), but not one that
+never sends its first request, nor one that sends half a request head and stops: each holds a
+connection slot for as long as the client likes. ``GuardedH11Protocol`` adds both deadlines.
+Body reads are bounded in the ASGI middleware (``body_timeout``), where the app's own pace of
+reading cannot be mistaken for the client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import h11
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+from auditcore.api.config import ServerTimeouts
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol, plus: a new connection is closed if it sends nothing for
+    ``timeout_keep_alive`` seconds, and any connection whose request head is not complete
+    ``header_timeout`` seconds after it was awaited (connection open, or previous response
+    sent) is closed."""
+
+    header_timeout = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+        self.timeout_keep_alive_task = self.loop.call_later(
+            self.timeout_keep_alive, self.timeout_keep_alive_handler
+        )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_arrived()
+        super().connection_lost(exc)
+
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self.conn.their_state is not h11.IDLE:
+            self._head_arrived()
+
+    def on_response_complete(self) -> None:
+        # Armed first: a pipelined request handled inside disarms it again.
+        self._await_head()
+        super().on_response_complete()
+
+    def _await_head(self) -> None:
+        self._head_arrived()
+        self._head_deadline = self.loop.call_later(self.header_timeout, self._head_too_late)
+
+    def _head_arrived(self) -> None:
+        if self._head_deadline is not None:
+            self._head_deadline.cancel()
+            self._head_deadline = None
+
+    def _head_too_late(self) -> None:
+        self._head_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def server_config(
+    app: Any, host: str, port: int, timeouts: ServerTimeouts, log_level: str = "info"
+) -> uvicorn.Config:
+    """uvicorn's configuration for ``app`` under these timeouts and connection limit."""
+    protocol = type(
+        "GuardedH11Protocol", (GuardedH11Protocol,), {"header_timeout": timeouts.header_timeout}
+    )
+    return uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        http=protocol,
+        timeout_keep_alive=timeouts.keepalive_timeout,  # type: ignore[arg-type]
+        limit_concurrency=timeouts.max_connections or None,
+        # auditcore decides whom to believe about X-Forwarded-For (--trusted-proxy);
+        # uvicorn's own handling would trust 127.0.0.1 behind our back.
+        proxy_headers=False,
+        log_level=log_level,
+    )

@@ -1,0 +1,105 @@
+"""The HTTP server's own guards (as `auditcore serve` runs it): an idle connection, a request
+head or body that stops halfway, and too many connections at once are all let go of within the
+configured time, over raw sockets (HTTP clients will not misbehave on purpose)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from auditcore import Settings
+from auditcore.api import ApiConfig
+from auditcore.api.config import ServerTimeouts
+from tests.test_api import Deployment, deploy
+
+TIMEOUTS = ServerTimeouts(
+    header_timeout=1.5, body_timeout=1.5, keepalive_timeout=1.0, max_connections=8
+)
+SLACK = 1.5
+"""Seconds allowed beyond a timeout before the test calls it missed (a loaded CI machine)."""
+
+
+@pytest.fixture
+def api(pg_settings: Settings) -> Iterator[Deployment]:
+    yield from deploy(pg_settings, ApiConfig(run_processors=False, server=TIMEOUTS))
+
+
+def _connect(api: Deployment) -> socket.socket:
+    host, port = api.url.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=10)
+
+
+def _closed_after(connection: socket.socket) -> tuple[float, bytes]:
+    """Seconds until the server closes the connection, and what it sent before."""
+    started, received = time.monotonic(), b""
+    with connection:
+        while chunk := connection.recv(65536):
+            received += chunk
+    return time.monotonic() - started, received
+
+
+def test_an_idle_connection_is_closed_after_the_keepalive_timeout(api: Deployment) -> None:
+    seconds, received = _closed_after(_connect(api))
+    assert received == b""
+    assert TIMEOUTS.keepalive_timeout - 0.2 <= seconds <= TIMEOUTS.keepalive_timeout + SLACK
+
+
+def test_an_idle_connection_after_a_response_is_closed_too(api: Deployment) -> None:
+    connection = _connect(api)
+    connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    seconds, received = _closed_after(connection)
+    assert received.startswith(b"HTTP/1.1 200")
+    assert seconds <= TIMEOUTS.keepalive_timeout + SLACK
+
+
+@pytest.mark.parametrize("second_request", [False, True])
+def test_a_request_head_that_stops_halfway_is_closed_after_the_header_timeout(
+    api: Deployment, second_request: bool
+) -> None:
+    """Also on a kept-alive connection, for its second request."""
+    connection = _connect(api)
+    if second_request:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert connection.recv(65536).startswith(b"HTTP/1.1 200")
+    started = time.monotonic()
+    connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+    # Trickling bytes does not keep it open: the deadline is for the whole head.
+    for _ in range(3):
+        time.sleep(0.4)
+        connection.sendall(b"X-Slow: 1\r\n")
+    _, received = _closed_after(connection)
+    seconds = time.monotonic() - started
+    assert received == b""
+    assert TIMEOUTS.header_timeout - 0.2 <= seconds <= TIMEOUTS.header_timeout + SLACK
+
+
+def test_a_body_that_stops_halfway_gets_408_after_the_body_timeout(api: Deployment) -> None:
+    connection = _connect(api)
+    connection.sendall(
+        b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+        + f"Authorization: Bearer {api.keys['acme']}\r\n".encode()
+        + b'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"action": '
+    )
+    seconds, received = _closed_after(connection)
+    assert received.startswith(b"HTTP/1.1 408"), received
+    assert b'"body_timeout"' in received
+    assert TIMEOUTS.body_timeout - 0.2 <= seconds <= TIMEOUTS.body_timeout + SLACK
+
+
+def test_connections_beyond_the_limit_get_503_and_the_server_recovers(api: Deployment) -> None:
+    held = [_connect(api) for _ in range(TIMEOUTS.max_connections)]
+    time.sleep(0.2)
+    extra = _connect(api)
+    extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert extra.recv(65536).startswith(b"HTTP/1.1 503")
+    extra.close()
+    for connection in held:
+        connection.close()
+    time.sleep(0.2)
+    again = _connect(api)
+    again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert again.recv(65536).startswith(b"HTTP/1.1 200")
+    again.close()

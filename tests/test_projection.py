@@ -75,6 +75,8 @@ def test_a_failing_read_model_does_not_stop_the_others(pg_settings: Settings) ->
             reader = audit.reader("acme")
             wait_until(lambda: reader.events(EventQuery()).items == [event])
             wait_until(lambda: any(s.last_error for s in runner.status(audit.clickhouse)))
+            # The position is recorded just after the rows: an instant after they show.
+            wait_until(lambda: runner.status(audit.clickhouse)[0].lag == 0)
             statuses = {s.name: s for s in runner.status(audit.clickhouse)}
             assert statuses["audit_events"].lag == 0
             assert statuses["audit_events"].last_error is None

@@ -1,7 +1,10 @@
 """Events per hour, per action, actor and source: the roll-up behind stats and charts.
 
 Each batch is summed by ClickHouse before insert, and a SummingMergeTree keeps one row per key
-once merged. It is kept even when raw events expire, so older activity stays countable.
+once merged, summing ``events`` and keeping the largest ``position`` (both listed in the
+engine: a column not listed keeps an arbitrary row's value). It is kept even when raw events
+expire, so older activity stays countable. Hours are ``DateTime64``: 1900-2299, like every
+read model's times.
 """
 
 from __future__ import annotations
@@ -20,7 +23,9 @@ ACTIVITY_HOURLY = register(
         table=Table(
             columns=(
                 Column("workspace_id", "LowCardinality(String)"),
-                Column("hour", "DateTime('UTC')", expr=f"toStartOfHour({f.moment('occurred_at')})"),
+                Column(
+                    "hour", "DateTime64(0, 'UTC')", expr=f.floor_to(f.moment("occurred_at"), 3600)
+                ),
                 Column("action", "LowCardinality(String)", expr="_action"),
                 Column("actor_id", "String", expr="actor.id"),
                 Column("actor_type", "LowCardinality(String)", expr="actor.type"),
@@ -28,9 +33,9 @@ ACTIVITY_HOURLY = register(
                 Column("events", "UInt64", expr="count()"),
                 Column("position", "SimpleAggregateFunction(max, UInt64)", expr="max(_position)"),
             ),
-            engine="SummingMergeTree(events)",
+            engine="SummingMergeTree((events, position))",
             order_by=KEY,
-            partition_by="toYYYYMM(hour)",
+            partition_by="toYear(hour)",
         ),
         filters=(
             Filter("action", "action = {value:String}"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from auditcore.readmodel import fields as f
 from auditcore.readmodel.model import Column, EventTable, Filter, Table
 from auditcore.readmodel.registry import register
+from auditcore.readmodel.text import fold_sql
 
 
 def parse_target(text: str) -> tuple[str, str]:
@@ -22,11 +23,11 @@ def parse_target(text: str) -> tuple[str, str]:
 
 
 # Free text matches the action, the actor, the source, the targets and the metadata (keys and
-# values, as its JSON text).
-SEARCHABLE = (
-    "lower(concat_ws(' ', action, actor_id, actor_name, source, "
+# values, as its JSON text), folded once here (``auditcore.readmodel.text``).
+SEARCHABLE = fold_sql(
+    "concat_ws(' ', action, actor_id, actor_name, source, "
     "arrayStringConcat(target_types, ' '), arrayStringConcat(target_ids, ' '), "
-    "arrayStringConcat(target_names, ' '), metadata))"
+    "arrayStringConcat(target_names, ' '), metadata)"
 )
 
 AUDIT_EVENTS = register(
@@ -71,7 +72,9 @@ AUDIT_EVENTS = register(
             ),
             engine="MergeTree",
             order_by=("workspace_id", "occurred_at", "event_id"),
-            partition_by="toYYYYMM(occurred_at)",
+            # Yearly: a backfill of decades of history touches few partitions per batch, and
+            # 1900-2299 is at most 400 of them.
+            partition_by="toYear(occurred_at)",
             indexes=(
                 "INDEX event_id_bf event_id TYPE bloom_filter(0.001) GRANULARITY 1",
                 "INDEX stream_id_bf stream_id TYPE bloom_filter(0.001) GRANULARITY 1",
@@ -149,6 +152,7 @@ AUDIT_EVENTS = register(
             ),
         ),
         text_column="search_text",
+        text_folded=True,
         time_column="occurred_at",
     )
 )

@@ -1,4 +1,8 @@
-"""Incidents as they are now: one row per incident, the newest version winning."""
+"""Incidents as they are now: one row per incident, the newest version winning.
+
+``acknowledged_at`` is the first acknowledgement (time to acknowledge is measured to it, and
+a reopened incident keeps it); ``resolved_at`` the latest resolution (none while reopened).
+The row equals the ``Incident`` aggregate's state (tested property-wise)."""
 
 from __future__ import annotations
 
@@ -33,7 +37,10 @@ def fold(previous: Row | None, record: EventRecord) -> Row:
         case "incident.opened":
             row.update(title=data["title"], severity=data["severity"], service=data["service"])
         case "incident.acknowledged":
-            row.update(status="acknowledged", acknowledged_at=record.occurred_at)
+            row.update(
+                status="acknowledged",
+                acknowledged_at=row["acknowledged_at"] or record.occurred_at,
+            )
         case "incident.severity_changed":
             row["severity"] = data["to_severity"]
         case "incident.assigned":
@@ -43,7 +50,7 @@ def fold(previous: Row | None, record: EventRecord) -> Row:
         case "incident.resolved":
             row.update(status="resolved", resolved_at=record.occurred_at)
         case "incident.reopened":
-            row.update(status="open", resolved_at=None, acknowledged_at=None)
+            row.update(status="open", resolved_at=None)
             row["times_reopened"] += 1
     return row
 
@@ -56,6 +63,7 @@ INCIDENTS = register(
         starts_with="incident.opened",
         key_column="incident_id",
         fold=fold,
+        version=2,  # acknowledged_at survives a reopen
         table=Table(
             columns=(
                 Column("workspace_id", "LowCardinality(String)"),

@@ -1,4 +1,8 @@
-"""Monitors as they are now: one row per monitor, the newest version winning."""
+"""Monitors as they are now: one row per monitor, the newest version winning.
+
+``state`` is ``deleted``, else ``paused``, else ``down`` (while ``down_since`` is set), else
+``up``: a monitor paused while down is down again when resumed. The row equals the
+``Monitor`` aggregate's state (tested property-wise)."""
 
 from __future__ import annotations
 
@@ -40,7 +44,7 @@ def fold(previous: Row | None, record: EventRecord) -> Row:
         case "monitor.paused":
             row["state"] = "paused"
         case "monitor.resumed":
-            row["state"] = "up"
+            row["state"] = "up" if row["down_since"] is None else "down"
         case "monitor.went_down":
             row.update(state="down", down_since=record.occurred_at)
             row["outages"] += 1
@@ -60,6 +64,7 @@ MONITORS = register(
         starts_with="monitor.created",
         key_column="monitor_id",
         fold=fold,
+        version=2,  # resuming a monitor that is down keeps it down
         table=Table(
             columns=(
                 Column("workspace_id", "LowCardinality(String)"),

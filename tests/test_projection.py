@@ -75,6 +75,8 @@ def test_a_failing_read_model_does_not_stop_the_others(pg_settings: Settings) ->
             reader = audit.reader("acme")
             wait_until(lambda: reader.events(EventQuery()).items == [event])
             wait_until(lambda: any(s.last_error for s in runner.status(audit.clickhouse)))
+            # The position is recorded just after the rows: an instant after they show.
+            wait_until(lambda: runner.status(audit.clickhouse)[0].lag == 0)
             statuses = {s.name: s for s in runner.status(audit.clickhouse)}
             assert statuses["audit_events"].lag == 0
             assert statuses["audit_events"].last_error is None
@@ -180,3 +182,24 @@ def test_a_chdb_path_held_by_another_process_is_explained(tmp_path: Path) -> Non
     message = " ".join(done.stderr.split())
     assert "another process is using it" in message
     assert "Only one process at a time can open a chDB directory" in message
+
+
+def test_rows_of_unknown_origin_are_refused_until_rebuilt(pg_settings: Settings) -> None:
+    """A table whose rows no tracking describes (built by an older version, or its tracking
+    deleted) is never written into blindly: that could double its rows."""
+    from auditcore.errors import UntrackedRowsError  # noqa: PLC0415
+    from auditcore.projection.processor import Processor  # noqa: PLC0415
+
+    with AuditCore(pg_settings) as audit:
+        audit.record("incident.comment_added", workspace_id="acme", metadata={"body": "a"})
+        audit.project()
+        audit.clickhouse.command("TRUNCATE TABLE auditcore_tracking")
+        audit.record("incident.comment_added", workspace_id="acme", metadata={"body": "b"})
+        model = audit.read_models.get("audit_events")
+        processor = Processor(
+            model, audit.app, pg_settings.clickhouse_target, client=audit.clickhouse
+        )
+        with pytest.raises(UntrackedRowsError, match="projections rebuild audit_events"):
+            processor.step()
+        audit.rebuild("audit_events")
+        assert audit.reader("acme").count(EventQuery()) == 2

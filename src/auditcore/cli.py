@@ -8,6 +8,7 @@ import sys
 import threading
 from dataclasses import asdict
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 from uuid import UUID
@@ -25,6 +26,7 @@ from auditcore.cli_options import (
     FormatOption,
     FromStoreOption,
     MomentOption,
+    RecordedOption,
     WorkspaceOption,
     cli_actor,
     console,
@@ -34,12 +36,13 @@ from auditcore.cli_options import (
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.domain import AuditedAggregate, Incident, Monitor
-from auditcore.errors import AuditcoreError
+from auditcore.errors import AuditcoreError, CatchUpFailedError
 from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
 from auditcore.integrity.commands import integrity_app, verify, write_proof_export
 from auditcore.progress import EventsProgress
+from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.runner import ProcessorStatus
 from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
 from auditcore.readmodel.queries import EventQuery
@@ -156,9 +159,23 @@ def project(
 ) -> None:
     """Bring every read model up to date with the event store, then exit (or --follow)."""
     with open_core(event_store, clickhouse, cluster) as audit:
-        done = _project_with_progress(audit)
+        failed: dict[str, str] = {}
+        try:
+            done = _project_with_progress(audit)
+        except CatchUpFailedError as failure:
+            done, failed = failure.done, failure.failed
         console.print(f"Caught up: {sum(done.values()):,} events projected.")
+        for name, error in failed.items():
+            errors.print(f"[red]✗ {name} failed:[/red] {error}", highlight=False)
+        if failed:
+            errors.print(
+                f"{len(failed)} of {len(done)} read models failed (the others are up to date); "
+                "`auditcore projections status` shows where each one is.",
+                highlight=False,
+            )
         if not follow:
+            if failed:
+                raise typer.Exit(code=1)
             return
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -235,11 +252,14 @@ def projections_status(
                         {
                             "name": s.name,
                             "table": s.table,
+                            "state": s.state,
                             "position": s.position,
                             "head": s.head,
                             "lag": s.lag,
+                            "dead_letters": s.dead_letters,
                             "definition_current": s.fingerprint_matches,
                             "updated_at": s.updated_at.isoformat() if s.updated_at else None,
+                            "error": s.last_error,
                         }
                         for s in statuses
                     ],
@@ -289,24 +309,130 @@ def projections_rebuild(
         )
 
 
+_NUMBERS = ("position", "store head", "lag", "dead letters")
+_STATE_COLOURS = {"ok": "green", "degraded": "yellow", "failing": "red"}
+
+
+class LetterChoice(StrEnum):
+    PARKED = "parked"
+    RETRIED = "retried"
+    SKIPPED = "skipped"
+    ALL = "all"
+
+    @property
+    def letter_status(self) -> LetterStatus | None:
+        return None if self is LetterChoice.ALL else LetterStatus(self.value)
+
+
 def status_table(statuses: list[ProcessorStatus]) -> Group:
     table = Table(title="Read models", title_justify="left")
-    for column in ("read model", "table", "position", "store head", "lag", "updated (UTC)", "note"):
-        table.add_column(
-            column, justify="right" if column in ("position", "store head", "lag") else "left"
-        )
+    for column in (
+        "read model", "table", "state", "position", "store head", "lag", "dead letters",
+        "updated (UTC)", "note",
+    ):  # fmt: skip
+        table.add_column(column, justify="right" if column in _NUMBERS else "left")
     for s in statuses:
         note = s.last_error or ("" if s.fingerprint_matches else "definition changed: rebuild")
+        if not note and s.dead_letters:
+            note = "events parked: auditcore projections dead-letters"
         table.add_row(
             s.name,
             s.table,
+            f"[{_STATE_COLOURS[s.state]}]{s.state}[/{_STATE_COLOURS[s.state]}]",
             f"{s.position:,}",
             f"{s.head:,}",
             f"[green]{s.lag:,}[/green]" if s.lag == 0 else f"[yellow]{s.lag:,}[/yellow]",
+            f"{s.dead_letters:,}",
             s.updated_at.strftime("%Y-%m-%d %H:%M:%S") if s.updated_at else "never",
-            f"[red]{note}[/red]" if note else "",
+            f"[red]{note}[/red]" if s.state == "failing" else note,
         )
     return Group(table)
+
+
+@projections_app.command("dead-letters")
+def projections_dead_letters(
+    model: Annotated[
+        list[str] | None, typer.Option("--model", "-m", help="Only this read model; repeatable.")
+    ] = None,
+    position: Annotated[
+        list[int] | None, typer.Option("--position", help="Only this position; repeatable.")
+    ] = None,
+    retry: Annotated[
+        bool,
+        typer.Option(
+            "--retry",
+            help="Project the parked events again (their streams; a roll-up is rebuilt whole).",
+        ),
+    ] = False,
+    skip: Annotated[
+        bool, typer.Option("--skip", help="Leave them out for good (the letters stay, skipped).")
+    ] = False,
+    status: Annotated[
+        LetterChoice, typer.Option("--status", help="Which letters to list.")
+    ] = LetterChoice.PARKED,
+    event_store: EventStoreOption = DEFAULT_EVENT_STORE,
+    clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
+    output: FormatOption = OutputFormat.TABLE,
+) -> None:
+    """Events a read model parked because it cannot hold them (everything else is in): list
+    them, or --retry or --skip the parked ones."""
+    if retry and skip:
+        raise typer.BadParameter("give --retry or --skip, not both", param_hint="--retry")
+    if (retry or skip) and status is not LetterChoice.PARKED:
+        raise typer.BadParameter(
+            "only parked letters are retried or skipped", param_hint="--status"
+        )
+    with open_core(event_store, clickhouse) as audit:
+        audit.migrate()
+        runner, client = audit.projections, audit.clickhouse
+        letters = runner.dead_letters(client, model, status=status.letter_status)
+        if position:
+            letters = [letter for letter in letters if letter.position in position]
+        if retry:
+            still = runner.retry_dead_letters(client, letters)
+            console.print(
+                f"Retried {len(letters):,} parked events: {len(letters) - len(still):,} are "
+                f"in now, {len(still):,} still refused."
+            )
+            if still:
+                console.print(dead_letters_table(still))
+                raise typer.Exit(code=1)
+            return
+        if skip:
+            runner.skip_dead_letters(client, letters)
+            console.print(f"Skipped {len(letters):,} parked events (their letters are kept).")
+            return
+    if output is OutputFormat.TABLE:
+        console.print(dead_letters_table(letters))
+        return
+    console.out(
+        json.dumps(
+            [{**asdict(letter), "failed_at": letter.failed_at.isoformat()} for letter in letters],
+            indent=2,
+            default=str,
+        ),
+        highlight=False,
+    )
+
+
+def dead_letters_table(letters: list[DeadLetter]) -> Table:
+    table = Table(title=f"Dead letters ({len(letters):,})", title_justify="left")
+    for column in ("read model", "position", "event id", "workspace", "action", "status"):
+        table.add_column(column, justify="right" if column == "position" else "left")
+    table.add_column("failed (UTC)")
+    table.add_column("error", overflow="fold")
+    for letter in letters:
+        table.add_row(
+            letter.model,
+            f"{letter.position:,}",
+            letter.event_id,
+            letter.workspace_id,
+            letter.action,
+            letter.status.value,
+            letter.failed_at.strftime("%Y-%m-%d %H:%M:%S"),
+            letter.error,
+        )
+    return table
 
 
 @app.command()
@@ -472,6 +598,8 @@ def query(
     stream: Annotated[UUID | None, typer.Option(help="Stream id.")] = None,
     since: Annotated[datetime | None, MomentOption] = None,
     until: Annotated[datetime | None, MomentOption] = None,
+    recorded_since: Annotated[datetime | None, RecordedOption] = None,
+    recorded_until: Annotated[datetime | None, RecordedOption] = None,
     text: Annotated[str | None, typer.Option(help="Free text; every word must appear.")] = None,
     limit: Annotated[int, typer.Option(help="Events per page (1-1000).")] = 50,
     cursor: Annotated[str | None, typer.Option(help="next_cursor from the previous page.")] = None,
@@ -491,7 +619,16 @@ def query(
         "source": source or [],
         "stream_id": [str(stream)] if stream else [],
     }
-    request = EventQuery({k: v for k, v in filters.items() if v}, since, until, text, limit, cursor)
+    request = EventQuery(
+        {k: v for k, v in filters.items() if v},
+        since,
+        until,
+        text,
+        limit,
+        cursor,
+        recorded_since=recorded_since,
+        recorded_until=recorded_until,
+    )
     with open_core(event_store, clickhouse) as audit:
         page = audit.reader(workspace).events(request)
     if output is OutputFormat.JSON:
@@ -505,7 +642,8 @@ def query(
         return
     print_events(console, page.items, output)
     if page.next_cursor:
-        errors.print(f"next page: --cursor {page.next_cursor}", highlight=False)
+        # One line whatever the width, so it can be pasted back.
+        errors.print(f"next page: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -527,6 +665,8 @@ def export(
     ] = None,
     since: Annotated[datetime | None, MomentOption] = None,
     until: Annotated[datetime | None, MomentOption] = None,
+    recorded_since: Annotated[datetime | None, RecordedOption] = None,
+    recorded_until: Annotated[datetime | None, RecordedOption] = None,
     text: Annotated[str | None, typer.Option(help="Free text; every word must appear.")] = None,
     proof: Annotated[
         bool,
@@ -567,7 +707,9 @@ def export(
         if not separator:
             raise typer.BadParameter(f"{item!r} should be NAME=VALUE", param_hint="--filter")
         filters.setdefault(name, []).append(value)
-    request = EventQuery(filters, since, until, text)
+    request = EventQuery(
+        filters, since, until, text, recorded_since=recorded_since, recorded_until=recorded_until
+    )
     with open_core(event_store, clickhouse) as audit:
         reader = audit.reader(workspace)
         record_export(audit, workspace, request, output_format, actor=cli_actor(), source="cli")

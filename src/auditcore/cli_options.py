@@ -60,6 +60,11 @@ MomentOption = typer.Option(
     metavar="TIME",
     help="ISO 8601 (UTC unless zoned) or an age: 30m, 6h, 7d.",
 )
+RecordedOption = typer.Option(
+    parser=parse_moment_option,
+    metavar="TIME",
+    help="When it was recorded (not when it occurred): ISO 8601 or an age, e.g. 7d.",
+)
 
 
 def open_core(

@@ -109,6 +109,15 @@ class StoreMismatchError(ConfigurationError):
     """A read model was built from a different event store than the one configured."""
 
 
+class UntrackedRowsError(ConfigurationError):
+    """A read model's table cannot be continued: it is missing, or holds rows of unknown origin."""
+
+
+class RefusedByReadModelError(AuditcoreError):
+    """A read model refuses every event, good ones included: its definition or ClickHouse is
+    at fault, so nothing is parked as a dead letter and the batch is retried."""
+
+
 class DefinitionChangedError(AuditcoreError):
     """A read model's declaration changed since its table was built: rebuild it."""
 
@@ -119,4 +128,19 @@ class DefinitionChangedError(AuditcoreError):
             f"{built} there, {declared} now), so its rows would mix two definitions. Run "
             f"`auditcore projections rebuild {name}` to build the new version beside the live "
             "one and swap it in."
+        )
+
+
+class CatchUpFailedError(AuditcoreError):
+    """One or more read models failed to catch up; the others did."""
+
+    def __init__(self, done: dict[str, int], failed: dict[str, str]) -> None:
+        self.done = done
+        self.failed = failed
+        lines = "\n".join(f"  - {name}: {error}" for name, error in failed.items())
+        caught_up = [name for name in done if name not in failed]
+        super().__init__(
+            f"{len(failed)} read model(s) failed to catch up "
+            f"(the others did: {', '.join(caught_up) or 'none'}):\n{lines}\n"
+            "`auditcore projections status` shows each one's position and error."
         )

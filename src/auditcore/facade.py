@@ -482,6 +482,7 @@ class AuditCore:
             self.clickhouse,
             stream_id=stream_id,
             workspace_id=workspace_id,
+            guard=self.projections.guard(name),
         )
 
     def rebuild(

@@ -21,7 +21,17 @@ from auditcore.api.limits import LIMITED, RequestGuard
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
 from auditcore.api.pacing import CpuPacer
-from auditcore.api.routes import events, export, health, integrity, live, models, reports, stats
+from auditcore.api.routes import (
+    deadletters,
+    events,
+    export,
+    health,
+    integrity,
+    live,
+    models,
+    reports,
+    stats,
+)
 from auditcore.api.schemas import EventIn
 from auditcore.api.sessions import SessionKind, Sessions
 from auditcore.facade import AuditCore
@@ -87,7 +97,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     )
     install_error_handlers(app)
     # The export route first: /v1/events/export is not an event id.
-    for module in (export, events, integrity, stats, live, models, reports, health):
+    for module in (export, events, integrity, stats, live, models, deadletters, reports, health):
         app.include_router(module.router, responses={} if module is health else LIMITED)
     app.mount("/assets", StaticFiles(directory=str(STATIC)), name="assets")
 

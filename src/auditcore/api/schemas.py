@@ -105,10 +105,30 @@ class Check(BaseModel):
 
 class ProcessorOut(BaseModel):
     name: str
+    state: Literal["ok", "degraded", "failing"]
+    """``degraded``: moving on, but some events are parked as dead letters."""
     position: int
     lag: int
+    dead_letters: int
     error: str | None
     needs_rebuild: bool
+
+
+class DeadLetterOut(BaseModel):
+    """One of your events that a read model could not hold; every other event is in."""
+
+    read_model: str
+    position: int
+    event_id: str
+    stream_id: str
+    action: str
+    error: str
+    failed_at: datetime
+    status: Literal["parked", "retried", "skipped"]
+
+
+class DeadLettersOut(BaseModel):
+    items: list[DeadLetterOut]
 
 
 class Readiness(BaseModel):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal, Unpack
 from uuid import UUID
@@ -95,6 +96,11 @@ class Incident(AuditedAggregate):
         self.assignee_id: str | None = None
         self.comments = 0
         self.times_reopened = 0
+        self.opened_by = ""
+        self.acknowledged_at: datetime | None = None
+        """The first acknowledgement: a reopened incident keeps it."""
+        self.resolved_at: datetime | None = None
+        """The latest resolution; none while the incident is open again."""
 
     @property
     def display_name(self) -> str | None:
@@ -204,8 +210,10 @@ class Incident(AuditedAggregate):
                     opened.severity,
                     opened.service,
                 )
+                self.opened_by = event.actor.id
             case "incident.acknowledged":
                 self.status = IncidentStatus.ACKNOWLEDGED
+                self.acknowledged_at = self.acknowledged_at or event.occurred_at
             case "incident.severity_changed":
                 self.severity = IncidentSeverityChanged.model_validate(data).to_severity
             case "incident.assigned":
@@ -214,8 +222,10 @@ class Incident(AuditedAggregate):
                 self.comments += 1
             case "incident.resolved":
                 self.status = IncidentStatus.RESOLVED
+                self.resolved_at = event.occurred_at
             case "incident.reopened":
                 self.status = IncidentStatus.OPEN
+                self.resolved_at = None
                 self.times_reopened += 1
             case other:
                 raise ValueError(f"an incident cannot apply {other!r}")

@@ -102,10 +102,21 @@ class Monitor(AuditedAggregate):
         self.down = False
         self.deleted = False
         self.down_since: datetime | None = None
+        self.outages = 0
+        self.downtime_seconds = 0.0
 
     @property
     def display_name(self) -> str | None:
         return self.name or None
+
+    @property
+    def state(self) -> str:
+        """``deleted``, else ``paused``, else ``down``, else ``up``."""
+        if self.deleted:
+            return "deleted"
+        if self.paused:
+            return "paused"
+        return "down" if self.down else "up"
 
     @classmethod
     def create(
@@ -221,9 +232,11 @@ class Monitor(AuditedAggregate):
             case "monitor.went_down":
                 self.down = True
                 self.down_since = event.occurred_at
+                self.outages += 1
             case "monitor.recovered":
                 self.down = False
                 self.down_since = None
+                self.downtime_seconds += MonitorRecovered.model_validate(data).downtime_seconds
             case "monitor.deleted":
                 self.deleted = True
             case other:

@@ -35,6 +35,8 @@ class ExportCreated(_Metadata):
     filters: dict[str, list[str]] = Field(default_factory=dict)
     since: str | None = None
     until: str | None = None
+    recorded_since: str | None = None
+    recorded_until: str | None = None
     text: str | None = None
     proof: bool | None = None
     """A proof export: the log's positions ``from_size`` to ``to_size`` (exclusive)."""

@@ -64,6 +64,15 @@ class LogReader:
             curs.execute(self._select, (position, limit), prepare=True)
             return [LoggedEvent(*row) for row in curs.fetchall()]
 
+    def between(self, after: int, last: int, batch_size: int = 20_000) -> list[LoggedEvent]:
+        """Every event in (after, last], however many: the exact range of a batch."""
+        events: list[LoggedEvent] = []
+        position = after
+        while position < last and (batch := self.after(position, batch_size)):
+            events += [event for event in batch if event.position <= last]
+            position = batch[-1].position
+        return events
+
     def stream(self, stream_id: UUID) -> Sequence[LoggedEvent]:
         """One stream's events, in version order, with their positions."""
         if self._postgres is None:
@@ -85,3 +94,20 @@ class LogReader:
         ):
             curs.execute(self._select_stream, (stream_id,))
             return [LoggedEvent(*row) for row in curs.fetchall()]
+
+
+def source_line(event: LoggedEvent) -> bytes:
+    """An event as a JSON line for ClickHouse to compute rows from (see
+    ``auditcore.readmodel.fields``): the stored state with the store's columns spliced in
+    front, not re-encoded.
+
+    The state is a JSON object with at least the envelope's required keys, so splicing after
+    its opening brace keeps it valid; action names and stream ids need no escaping.
+    """
+    return b'{"_position":%d,"_stream_id":"%s","_version":%d,"_action":"%s",%s' % (
+        event.position,
+        event.stream_id.encode(),
+        event.version,
+        event.action.encode(),
+        event.state[1:],
+    )

@@ -1,9 +1,13 @@
 """A processor moves events from the store into one read model's ClickHouse table.
 
-It reads the log in batches after its position, turns each batch into rows with one insert
-(carrying a deduplication token, so a retried insert of the same batch is dropped), and only
-then records its new position. Event tables are computed by ClickHouse from an Arrow batch of
-the stored events; state tables are folded in Python from each stream's current row.
+Batch by batch: read the log after the table's position; record the intent; write the
+batch's rows in one statement (event tables: computed by ClickHouse from the stored events;
+state tables: folded in Python from each stream's current row); record the position.
+``auditcore.projection.tracking`` says why that is exact whatever instant the process is
+killed at. When ClickHouse refuses the statement for its data, nothing of it was written;
+the refused events are isolated with probes into a table that keeps nothing, parked
+(``auditcore.projection.deadletters``), and the rest written. Any other failure
+(ClickHouse unreachable, …) propagates: the step is retried later and finishes the intent.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, replace
+from typing import Any
 from uuid import UUID
 
 import orjson
@@ -18,25 +24,70 @@ from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.bulk import insert_select
 from auditcore.clickhouse.connection import ClickHouseTarget, connect, query_dicts
-from auditcore.errors import DefinitionChangedError, StoreMismatchError
-from auditcore.projection.log import LoggedEvent, LogReader
-from auditcore.projection.records import decode_logged, upcast_states
-from auditcore.projection.tracking import (
-    TrackedPosition,
-    newest_position_in,
-    read_positions,
-    record_position,
+from auditcore.clickhouse.ddl import PROBE_SUFFIX, probe_table_sql
+from auditcore.errors import (
+    DefinitionChangedError,
+    RefusedByReadModelError,
+    StoreMismatchError,
+    UntrackedRowsError,
 )
+from auditcore.projection import deadletters
+from auditcore.projection.deadletters import DeadLetter, refuses_data, short_error
+from auditcore.projection.log import LoggedEvent, LogReader, source_line
+from auditcore.projection.records import EventRecord, decode_logged, upcast_state
+from auditcore.projection.tracking import TrackedPosition, read_tracking, record, table_key
 from auditcore.projection.wakeup import wakeup_for
+from auditcore.readmodel.fields import SOURCE_SETTINGS, SOURCE_STRUCTURE
 from auditcore.readmodel.model import EventTable, ReadModel, Row, StateTable
 from auditcore.store.application import AuditApplication
 
+_REFERENCES = 20
+"""Events before a batch tried when all of it is refused, to tell bad events from a bad model."""
 _KEYS_PER_LOOKUP = 5_000
 # Folded rows must match the table exactly: a misnamed column is an error, not a silent skip.
 _FOLDED_SETTINGS: dict[str, str | int] = {
     "date_time_input_format": "best_effort",
     "input_format_skip_unknown_fields": 0,
 }
+# A batch's rows as one block: no parallel insert streams and no squashing threshold, so the
+# rows are all computed (and any refusal raised) before the first part is written, and each
+# partition gets exactly one part, committed whole. Parts across partitions are committed one
+# by one: an intent covers that. Never deduplicated: which parts exist is checked instead.
+_ONE_BLOCK: dict[str, str | int] = {
+    "max_insert_threads": 1,
+    "min_insert_block_size_rows": 1 << 62,
+    "min_insert_block_size_bytes": 1 << 62,
+    "max_partitions_per_insert_block": 0,
+    "insert_deduplicate": 0,
+}
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A batch ready to write: its items (stored events for event tables, folded rows for
+    state tables), how each becomes a JSON line, and the events each item stands for."""
+
+    items: Sequence[Any]
+    encode: Callable[[Any], bytes]
+    events_of: Callable[[int], list[LoggedEvent]]
+    """The events item ``i`` stands for: itself, or its stream's events of the batch."""
+    select: str
+    """``SELECT`` turning the lines (``{source}``) into the table's rows."""
+    structure: str
+    settings: dict[str, str | int]
+    refused: list[DeadLetter]
+    """Events refused before ClickHouse saw them (decoding, upcasting, the fold)."""
+
+    def payload(self) -> bytes:
+        return b"\n".join(map(self.encode, self.items))
+
+    def only(self, indexes: Sequence[int]) -> Rows:
+        return replace(
+            self,
+            items=[self.items[i] for i in indexes],
+            events_of=lambda j: self.events_of(indexes[j]),
+            refused=[],
+        )
 
 
 class Processor:
@@ -55,14 +106,18 @@ class Processor:
     ) -> None:
         self.model = model
         self.table = table or model.table_name
+        self.probe_table = self.table + PROBE_SUFFIX
         self.app = app
         self.target = target
         self.batch_size = batch_size
         self.log = LogReader(app)
         self.position = 0
+        self.tracked: TrackedPosition | None = None
         self._client = client
-        self._resumed = False
         self._first_event_id: str | None = None
+        self._probe_ready = False
+        self._accepted: LoggedEvent | None = None
+        """The last event written: proof that the read model's SQL works."""
 
     @property
     def client(self) -> Client:
@@ -71,62 +126,25 @@ class Processor:
         return self._client
 
     def resume(self) -> int:
-        """Find where to continue: the recorded position or the rows' newest, whichever is later."""
-        tracked = read_positions(self.client).get(self.table)
-        if tracked and tracked.store_id and tracked.store_id != self.store_id():
-            raise StoreMismatchError(
-                f"the read model {self.table} in {self.target.describe()} was built "
-                f"from another event store than {self.app.settings.describe_event_store()} "
-                "(their first events differ). Give each event store its own ClickHouse "
-                "database (AUDITCORE_CLICKHOUSE=chdb://PATH?database=NAME), or drop the "
-                "read model's tables to rebuild them from this store."
-            )
-        self._check_definition(tracked)
-        recorded = tracked.position if tracked else 0
-        self.position = max(recorded, newest_position_in(self.client, self.table))
-        self._resumed = True
+        """Read the table's tracking (finishing a batch a crash interrupted); return the
+        position from which the next batch starts."""
+        tracked = self._tracking()
+        if tracked.unfinished:
+            self._project(tracked, self.log.between(tracked.position, tracked.intent))
         return self.position
 
-    def _check_definition(self, tracked: TrackedPosition | None) -> None:
-        declared = self.model.fingerprint()
-        if tracked and tracked.fingerprint and tracked.fingerprint != declared:
-            raise DefinitionChangedError(self.model.name, tracked.fingerprint, declared)
-
-    def _follow_tracking(self) -> None:
-        """Before each batch: another writer (a rebuild's swap) may have moved the table on."""
-        tracked = read_positions(self.client).get(self.table)
-        self._check_definition(tracked)
-        if tracked and tracked.position > self.position:
-            self.position = tracked.position
-
     def step(self) -> int:
-        """Process the next batch; return how many events it read (0 when caught up)."""
-        if self._resumed:
-            self._follow_tracking()
-        else:
-            self.resume()
-        batch = self.log.after(self.position, self.batch_size)
+        """Process the next batch; return how many events it read (0 when caught up).
+
+        The table's tracking is read first each time, so a table swapped in by a rebuild is
+        continued from its own position, and an interrupted batch is finished first."""
+        tracked = self._tracking()
+        if tracked.unfinished:
+            return self._project(tracked, self.log.between(tracked.position, tracked.intent))
+        batch = self.log.after(tracked.position, self.batch_size)
         if not batch:
             return 0
-        first, last = batch[0].position, batch[-1].position
-        settings: dict[str, str | int] = {
-            "insert_deduplication_token": f"{self.table}:{first}-{last}"
-        }
-        if isinstance(self.model, EventTable):
-            self._insert_computed(self.model, batch, settings)
-        elif isinstance(self.model, StateTable):
-            self._insert_folded(self.model, batch, settings)
-        record_position(self.client, self.table, last, self.model.fingerprint(), self.store_id())
-        self.position = last
-        return len(batch)
-
-    def write(self, batch: Sequence[LoggedEvent], token: str) -> None:
-        """Turn a batch of stored events into rows, in one insert deduplicated by ``token``."""
-        settings: dict[str, str | int] = {"insert_deduplication_token": token}
-        if isinstance(self.model, EventTable):
-            self._insert_computed(self.model, batch, settings)
-        elif isinstance(self.model, StateTable):
-            self._insert_folded(self.model, batch, settings)
+        return self._project(tracked, batch)
 
     def catch_up(self, progress: Callable[[int], None] | None = None) -> int:
         """Process until no event is left; return how many events were processed."""
@@ -179,36 +197,249 @@ class Processor:
             self._first_event_id = str(orjson.loads(first[0].state)["event_id"]) if first else ""
         return self._first_event_id
 
-    def _insert_computed(
-        self, model: EventTable, batch: Sequence[LoggedEvent], settings: dict[str, str | int]
-    ) -> None:
+    # Tracking.
+
+    def _tracking(self) -> TrackedPosition:
+        key = table_key(self.client, self.table)
+        if key is None:
+            raise UntrackedRowsError(
+                f"the read model table {self.table} does not exist in "
+                f"{self.target.describe()}: run `auditcore migrate` first"
+            )
+        tracked = read_tracking(self.client, [key]).get(key)
+        if tracked is None:
+            if self._holds_rows():
+                raise UntrackedRowsError(
+                    f"the table {self.table} in {self.target.describe()} holds rows but no "
+                    "record of which events they came from (it was built by an older version "
+                    "of auditcore, or its tracking was deleted). Rebuild it: "
+                    f"`auditcore projections rebuild {self.model.name}`."
+                )
+            tracked = TrackedPosition(
+                key, self.table, 0, 0, 0, self.model.fingerprint(), self.store_id(), None
+            )
+        elif tracked.store_id and self.store_id() and tracked.store_id != self.store_id():
+            raise StoreMismatchError(
+                f"the read model {self.table} in {self.target.describe()} was built "
+                f"from another event store than {self.app.settings.describe_event_store()} "
+                "(their first events differ). Give each event store its own ClickHouse "
+                "database (AUDITCORE_CLICKHOUSE=chdb://PATH?database=NAME), or drop the "
+                "read model's tables to rebuild them from this store."
+            )
+        declared = self.model.fingerprint()
+        if tracked.fingerprint and tracked.fingerprint != declared:
+            raise DefinitionChangedError(self.model.name, tracked.fingerprint, declared)
+        self.tracked, self.position = tracked, tracked.position
+        return tracked
+
+    def _holds_rows(self) -> bool:
+        result = self.client.query(f"SELECT count() FROM `{self.table}`").result_rows
+        return bool(result[0][0])
+
+    # One batch.
+
+    def _project(self, tracked: TrackedPosition, batch: Sequence[LoggedEvent]) -> int:
+        """Write ``batch`` (after ``tracked.position``) exactly once; return its length."""
+        after, last, key = tracked.position, batch[-1].position, tracked.table_key
+        written: set[str] = set()
+        if tracked.unfinished:
+            parked = deadletters.positions_between(self.client, key, after, last)
+            batch = [event for event in batch if event.position not in parked]
+            written = self._partitions_holding(after, last)
+        else:
+            intent = tracked.next(position=after, intent=last)
+            tracked = record(self.client, replace(intent, store_id=self.store_id()))
+        rows = self.rows(batch, key=key)
+        deadletters.park(self.client, rows.refused)
+        self.write(rows, key=key, skip=written)
+        self.tracked = record(self.client, tracked.next(position=last))
+        self.position = last
+        return len(batch)
+
+    def rows(
+        self, batch: Sequence[LoggedEvent], *, key: str = "", from_scratch: bool = False
+    ) -> Rows:
+        """``batch`` made ready to write (``from_scratch``: state tables fold without the
+        streams' current rows)."""
+        if isinstance(self.model, EventTable):
+            return self._computed(self.model, batch, key)
+        if isinstance(self.model, StateTable):
+            return self._folded(self.model, batch, key, from_scratch)
+        raise TypeError(f"unknown kind of read model: {type(self.model).__name__}")
+
+    def write(self, rows: Rows, *, key: str = "", skip: set[str] | None = None) -> list[DeadLetter]:
+        """Write ``rows`` in one statement, but for the partitions in ``skip``. Items whose
+        data ClickHouse refuses are isolated, parked, and the others written; return them."""
+        everything = list(range(len(rows.items)))
+        if not everything:
+            return []
+        error = _refusal(lambda: self._insert(self.table, rows, skip))
+        if error is None:
+            self._accepted = rows.events_of(everything[-1])[-1]
+            return []
+        refused = self._isolate(rows, everything, error)
+        letters = [
+            self._letter(key, event, problem)
+            for index, problem in refused.items()
+            for event in rows.events_of(index)
+        ]
+        deadletters.park(self.client, letters)
+        good = [index for index in everything if index not in refused]
+        if good:
+            self._insert(self.table, rows.only(good), skip)
+            self._accepted = rows.events_of(good[-1])[-1]
+        return letters
+
+    def probe(self, rows: Rows, *, key: str = "") -> tuple[Rows, list[DeadLetter]]:
+        """Check ``rows`` without writing them: the rows ClickHouse accepts, and letters for
+        every event refused, before or by ClickHouse (not parked)."""
+        everything = list(range(len(rows.items)))
+        error = _refusal(lambda: self._insert(self.probe_table, rows)) if everything else None
+        refused = self._isolate(rows, everything, error) if error is not None else {}
+        letters = rows.refused + [
+            self._letter(key, event, problem)
+            for index, problem in refused.items()
+            for event in rows.events_of(index)
+        ]
+        return rows.only([i for i in everything if i not in refused]), letters
+
+    def _isolate(self, rows: Rows, indexes: list[int], error: str) -> dict[int, str]:
+        """The items ClickHouse refuses, found by halving with probes that write nothing.
+        If it refuses them all, it must still take an item known to be good, else the read
+        model itself (its SQL) or ClickHouse is at fault: nothing is parked, the step fails."""
+        refused = _isolate(
+            indexes, lambda subset: self._insert(self.probe_table, rows.only(subset)), error
+        )
+        if len(refused) < len(indexes):
+            return refused
+        if isinstance(self.model, EventTable) and self._known_good_goes_through(rows):
+            return refused
+        if isinstance(self.model, StateTable):
+            return refused  # folded rows have no reference; a fold's own errors are parked
+        first = rows.events_of(0)[0].position
+        raise RefusedByReadModelError(
+            f"the read model {self.model.name} refuses every event of the batch from "
+            f"position {first}, and no event known to be good goes through either: its SQL "
+            f"or ClickHouse is at fault, not the events ({error})"
+        )
+
+    def _known_good_goes_through(self, rows: Rows) -> bool:
+        """Whether the last event accepted (or else one of those just before the batch) still
+        goes through the read model's SQL."""
+        references = [self._accepted] if self._accepted else []
+        if not references:
+            before = rows.events_of(0)[0].position
+            earlier = self.log.after(max(0, before - 1 - _REFERENCES), _REFERENCES)
+            references = [
+                e for e in earlier if e.position < before and self.model.handles_action(e.action)
+            ]
+        probe = replace(rows, items=references)
+        return bool(references) and _refusal(lambda: self._insert(self.probe_table, probe)) is None
+
+    def _insert(self, table: str, rows: Rows, skip: set[str] | None = None) -> None:
+        if table == self.probe_table:
+            self._ensure_probe()
+        select = rows.select
+        if skip:
+            by = self.model.table.partition_by or "''"
+            select = f"SELECT * FROM ({select}) WHERE toString({by}) NOT IN {{skip:Array(String)}}"
         insert_select(
             self.client,
             self.target,
-            self.table,
-            model.table.column_names,
-            model.select_sql("{source}"),
-            upcast_states(self.app.registry, list(batch)),
-            settings,
+            table,
+            self.model.table.column_names,
+            select,
+            rows.payload(),
+            rows.structure,
+            {**rows.settings, **_ONE_BLOCK},
+            {"skip": sorted(skip)} if skip else None,
         )
 
-    def _insert_folded(
-        self, model: StateTable, batch: Sequence[LoggedEvent], settings: dict[str, str | int]
-    ) -> None:
+    def _ensure_probe(self) -> None:
+        if not self._probe_ready:
+            self.client.command(probe_table_sql(self.probe_table, self.model.table))
+            self._probe_ready = True
+
+    def _partitions_holding(self, after: int, last: int) -> set[str]:
+        """Partitions of the table holding a row from events in (after, last]: their parts
+        of that batch committed (a part is committed whole)."""
+        by = self.model.table.partition_by or "''"
+        rows = self.client.query(
+            f"SELECT DISTINCT toString({by}) FROM `{self.table}` "
+            "WHERE position > {after:UInt64} AND position <= {last:UInt64}",
+            parameters={"after": after, "last": last},
+        ).result_rows
+        return {row[0] for row in rows}
+
+    # Event tables: ClickHouse computes the rows.
+
+    def _computed(self, model: EventTable, batch: Sequence[LoggedEvent], key: str) -> Rows:
         registry = self.app.registry
-        records = [decode_logged(registry, e) for e in batch if model.handles_action(e.action)]
-        if not records:
-            return
-        keys = model.previous_keys(records)
-        rows = model.rows_for(records, self._current_rows(model, keys) if keys else {})
-        # JSONEachRow: one C-speed serialisation here, parsed by ClickHouse in C++.
-        body = b"\n".join(orjson.dumps(row) for row in rows)
-        self.client.raw_insert(
-            self.table,
-            model.table.column_names,
-            insert_block=body,
-            fmt="JSONEachRow",
-            settings={**_FOLDED_SETTINGS, **settings},
+        upcasting = registry.upcasting_actions()
+        refused: list[DeadLetter] = []
+        if not model.handles and not upcasting:
+            return self._computed_rows(model, batch, refused)  # every event as stored
+        events: list[LoggedEvent] = []
+        for event in batch:
+            if not model.handles_action(event.action):
+                continue
+            try:
+                events.append(upcast_state(registry, event) if event.action in upcasting else event)
+            except Exception as error:
+                refused.append(self._letter(key, event, error))
+        return self._computed_rows(model, events, refused)
+
+    @staticmethod
+    def _computed_rows(
+        model: EventTable, events: Sequence[LoggedEvent], refused: list[DeadLetter]
+    ) -> Rows:
+        return Rows(
+            items=events,
+            encode=source_line,
+            events_of=lambda index: [events[index]],
+            select=model.select_sql("{source}"),
+            structure=SOURCE_STRUCTURE,
+            settings=SOURCE_SETTINGS,
+            refused=refused,
+        )
+
+    # State tables: the fold computes the rows.
+
+    def _folded(
+        self, model: StateTable, batch: Sequence[LoggedEvent], key: str, from_scratch: bool
+    ) -> Rows:
+        registry = self.app.registry
+        refused: list[DeadLetter] = []
+        records: list[EventRecord] = []
+        logged: dict[int, LoggedEvent] = {}
+        for event in batch:
+            if not model.handles_action(event.action):
+                continue
+            try:
+                records.append(decode_logged(registry, event))
+            except Exception as error:
+                refused.append(self._letter(key, event, error))
+                continue
+            logged[event.position] = event
+        previous: dict[UUID, Row] = {}
+        if records and not from_scratch:
+            previous = self._current_rows(model, {record.stream_id for record in records})
+        failed: dict[int, str] = {}
+        folded = model.rows_for(records, previous, failed)
+        refused += [self._letter(key, logged[p], error) for p, error in failed.items()]
+        # A row stands for its stream's events in this batch (parked with it if refused).
+        streams: dict[UUID, list[LoggedEvent]] = {}
+        for decoded in records:
+            if decoded.position not in failed:
+                streams.setdefault(decoded.stream_id, []).append(logged[decoded.position])
+        return Rows(
+            items=folded,
+            encode=orjson.dumps,
+            events_of=lambda index: streams[folded[index][model.key_column]],
+            select="SELECT * FROM {source}",
+            structure=", ".join(f"`{c.name}` {c.type}" for c in model.table.columns),
+            settings=_FOLDED_SETTINGS,
+            refused=refused,
         )
 
     def _current_rows(self, model: StateTable, keys: set[UUID]) -> dict[UUID, Row]:
@@ -223,3 +454,33 @@ class Processor:
             )
             found.update({row[model.key_column]: row for row in rows})
         return found
+
+    def _letter(self, key: str, event: LoggedEvent, error: BaseException | str) -> DeadLetter:
+        return DeadLetter.of(key, self.model.name, event, error)
+
+
+def _refusal(action: Callable[[], None]) -> str | None:
+    """Run ``action``; return ClickHouse's refusal of its data, or None once it went through.
+    Any other failure propagates (the step is retried, nothing is parked)."""
+    try:
+        action()
+    except Exception as error:
+        if not refuses_data(error):
+            raise
+        return short_error(error)
+    return None
+
+
+def _isolate(
+    indexes: Sequence[int], insert: Callable[[Sequence[int]], None], error: str
+) -> dict[int, str]:
+    """``insert`` refused ``indexes`` with ``error``: find the items it refuses alone."""
+    if len(indexes) == 1:
+        return {indexes[0]: error}
+    middle = len(indexes) // 2
+    found: dict[int, str] = {}
+    for half in (indexes[:middle], indexes[middle:]):
+        refusal = _refusal(lambda half=half: insert(half))  # type: ignore[misc]
+        if refusal is not None:
+            found |= _isolate(half, insert, refusal)
+    return found

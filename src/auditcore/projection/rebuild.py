@@ -2,28 +2,40 @@
 start of the log, catches up with the live one, and is swapped in atomically.
 
 Readers always query the live name; ``EXCHANGE TABLES`` swaps the two tables in one step, so a
-reader sees the old version or the new one, never an empty, partial or mixed table. An
-interrupted rebuild leaves the live table untouched; running it again resumes the next version
-from its own position (or starts it over if the definition changed meanwhile).
+reader sees the old version or the new one, never an empty, partial or mixed table. Positions
+and dead letters belong to a table's data (its UUID), not its name, so they move with it in
+that same step. An interrupted rebuild leaves the live table untouched; running it again
+resumes the next version from its own position (or starts it over if the definition changed
+meanwhile). A follower in this process is held between batches for the swap (``guard``);
+followers in other processes must be stopped for it (a batch they write in the instant of
+the swap could land in the other table).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from uuid import UUID, uuid4
+from typing import Any
+from uuid import UUID
 
 import orjson
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import ClickHouseTarget
-from auditcore.clickhouse.ddl import create_table_sql, tracking_table_sql
+from auditcore.clickhouse.ddl import (
+    PROBE_SUFFIX,
+    create_table_sql,
+    dead_letters_table_sql,
+    tracking_table_sql,
+)
 from auditcore.errors import InvalidQueryError
+from auditcore.projection import deadletters, tracking
+from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.log import LoggedEvent, LogReader
 from auditcore.projection.processor import Processor
-from auditcore.projection.tracking import forget_position, read_positions, record_position
 from auditcore.readmodel.model import EventTable, ReadModel, StateTable
 from auditcore.store.application import AuditApplication
 
@@ -56,15 +68,12 @@ def rebuild(
     follower of the read model holds per batch (``ProjectionRunner.guard``).
     """
     live, building = model.table_name, model.table_name + NEXT_SUFFIX
-    fingerprint = model.fingerprint()
     client.command(tracking_table_sql(target.cluster))
-    tracked = read_positions(client)
-    previous = tracked.get(building)
-    if previous is not None and previous.fingerprint != fingerprint:
+    client.command(dead_letters_table_sql(target.cluster))
+    previous = tracking.tracked_tables(client, [building]).get(building)
+    if previous is not None and previous.fingerprint != model.fingerprint():
         # A half-built version of an older definition: start over.
-        client.command(f"DROP TABLE IF EXISTS `{building}`")
-        forget_position(client, building)
-        previous = None
+        _drop(client, building)
     client.command(create_table_sql(live, model.table, target.cluster))
     client.command(create_table_sql(building, model.table, target.cluster))
 
@@ -73,21 +82,30 @@ def rebuild(
     events = processor.catch_up(progress)
     with guard or nullcontext():
         # Catch up with the live version too: it may have moved on while this one was built.
-        live_position = read_positions(client).get(live)
+        live_position = tracking.tracked_tables(client, [live]).get(live)
         while live_position is not None and processor.position < live_position.position:
             if not (count := processor.step()):
                 break
             events += count
         client.command(f"EXCHANGE TABLES `{live}` AND `{building}`")
-        record_position(client, live, processor.position, fingerprint, processor.store_id())
-    forget_position(client, building)
     kept = None
     if keep_old:
         kept = f"{live}__old_{datetime.now(UTC):%Y%m%d%H%M%S}"
         client.command(f"RENAME TABLE `{building}` TO `{kept}`")
+        client.command(f"DROP TABLE IF EXISTS `{building}{PROBE_SUFFIX}`")
     else:
-        client.command(f"DROP TABLE `{building}`")
+        _drop(client, building)
     return RebuildResult(model.name, events, processor.position, resumed_from, kept)
+
+
+def _drop(client: Client, table: str) -> None:
+    """Drop a table with its probe table, tracking and dead letters."""
+    key = tracking.table_key(client, table)
+    if key is not None:
+        tracking.forget(client, key)
+        deadletters.forget(client, key)
+    client.command(f"DROP TABLE IF EXISTS `{table}`")
+    client.command(f"DROP TABLE IF EXISTS `{table}{PROBE_SUFFIX}`")
 
 
 def rebuild_part(
@@ -98,38 +116,118 @@ def rebuild_part(
     *,
     stream_id: UUID | None = None,
     workspace_id: str | None = None,
+    guard: AbstractContextManager[object] | None = None,
 ) -> int:
     """Re-project one stream or one workspace: replace just its rows, from the store.
 
     Only events the read model has already reached are re-projected (later ones are the
     processor's to add). Roll-ups mix streams in their rows, so they are rebuilt whole.
-    Returns how many events were re-projected.
+    The new rows are checked before the old ones are deleted; events still refused are parked.
+    Returns how many events were re-projected (refused ones included).
     """
     if (stream_id is None) == (workspace_id is None):
         raise InvalidQueryError("stream_id", "give exactly one of a stream id or a workspace id")
+    _refuse_roll_up(model)
+    with guard or nullcontext():
+        return len(_reproject(model, app, target, client, stream_id, workspace_id)[0])
+
+
+def _refuse_roll_up(model: ReadModel) -> None:
     if isinstance(model, EventTable) and model.group_by:
         raise InvalidQueryError(
             "read_model",
             f"{model.name} is a roll-up, whose rows mix many streams: rebuild it whole with "
             f"`auditcore projections rebuild {model.name}`",
         )
-    tracked = read_positions(client).get(model.table_name)
+
+
+def _reproject(
+    model: ReadModel,
+    app: AuditApplication,
+    target: ClickHouseTarget,
+    client: Client,
+    stream_id: UUID | None,
+    workspace_id: str | None,
+) -> tuple[list[LoggedEvent], list[DeadLetter]]:
+    live = model.table_name
+    key = tracking.table_key(client, live) or ""
+    tracked = tracking.read_tracking(client, [key]).get(key)
     reached = tracked.position if tracked else 0
     log = LogReader(app)
-    parameters: dict[str, UUID | str]
+    parameters: dict[str, Any]
     if stream_id is not None:
         events = [e for e in log.stream(stream_id) if e.position <= reached]
-        key = model.key_column if isinstance(model, StateTable) else "stream_id"
-        condition, parameters = f"`{key}` = {{key:UUID}}", {"key": stream_id}
+        column = model.key_column if isinstance(model, StateTable) else "stream_id"
+        condition, parameters = f"`{column}` = {{key:UUID}}", {"key": stream_id}
     else:
         assert workspace_id is not None
         events = list(_workspace_events(log, workspace_id, reached))
         condition, parameters = "workspace_id = {key:String}", {"key": workspace_id}
-    client.command(f"DELETE FROM `{model.table_name}` WHERE {condition}", parameters=parameters)
-    if events:
-        processor = Processor(model, app, target, client=client)
-        processor.write(events, token=f"{model.table_name}:part:{uuid4()}")
-    return len(events)
+    processor = Processor(model, app, target, client=client)
+    rows, refused = processor.probe(processor.rows(events, key=key, from_scratch=True), key=key)
+    # Rows of a batch a follower is writing right now (after ``reached``) are left alone.
+    client.command(
+        f"DELETE FROM `{live}` WHERE {condition} AND position <= {{reached:UInt64}}",
+        parameters={**parameters, "reached": reached},
+    )
+    processor.write(rows, key=key)
+    deadletters.park(client, refused)
+    return events, refused
+
+
+def retry(
+    model: ReadModel,
+    app: AuditApplication,
+    target: ClickHouseTarget,
+    client: Client,
+    letters: Sequence[DeadLetter],
+    *,
+    guard: AbstractContextManager[object] | None = None,
+) -> list[DeadLetter]:
+    """Project parked events again; return the letters still refused (the others are marked
+    retried). Each letter's stream is re-projected whole (state tables fold it from its
+    start); a roll-up, whose rows mix streams, is rebuilt whole."""
+    if isinstance(model, EventTable) and model.group_by:
+        return _retry_by_rebuilding(model, app, target, client, letters, guard)
+    by_stream: dict[str, list[DeadLetter]] = defaultdict(list)
+    for letter in letters:
+        by_stream[letter.stream_id].append(letter)
+    still: list[DeadLetter] = []
+    for stream, waiting in by_stream.items():
+        with guard or nullcontext():
+            _, refused = _reproject(model, app, target, client, UUID(stream), None)
+        failed = {letter.position for letter in refused}
+        wanted = {letter.position for letter in waiting}
+        still += [letter for letter in refused if letter.position in wanted]
+        deadletters.resolve(
+            client, [w for w in waiting if w.position not in failed], LetterStatus.RETRIED
+        )
+    return still
+
+
+def _retry_by_rebuilding(
+    model: ReadModel,
+    app: AuditApplication,
+    target: ClickHouseTarget,
+    client: Client,
+    letters: Sequence[DeadLetter],
+    guard: AbstractContextManager[object] | None,
+) -> list[DeadLetter]:
+    """Rebuild the whole read model: the new table parks, under its own key, what it still
+    cannot hold; the other letters move to it, marked retried (the old table's are gone)."""
+    rebuild(model, app, target, client, guard=guard)
+    key = tracking.table_key(client, model.table_name) or ""
+    still = deadletters.letters(client, [key], positions=[x.position for x in letters])
+    refused = {letter.position for letter in still}
+    deadletters.park(
+        client,
+        [
+            replace(letter, table_key=key, status=LetterStatus.RETRIED)
+            for letter in letters
+            if letter.position not in refused
+        ],
+    )
+    return still
 
 
 def _workspace_events(log: LogReader, workspace_id: str, reached: int) -> Iterator[LoggedEvent]:

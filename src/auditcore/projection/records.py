@@ -70,18 +70,9 @@ def decode_logged(registry: ActionRegistry, logged: LoggedEvent) -> EventRecord:
     )
 
 
-def upcast_states(registry: ActionRegistry, batch: list[LoggedEvent]) -> list[LoggedEvent]:
-    """Rewrite the stored state of events whose action has a newer schema than they were
-    stored with, so SQL-computed read models see current metadata. Others pass untouched."""
-    upcasting = registry.upcasting_actions()
-    if not upcasting:
-        return batch
-    return [
-        _upcast_state(registry, event) if event.action in upcasting else event for event in batch
-    ]
-
-
-def _upcast_state(registry: ActionRegistry, event: LoggedEvent) -> LoggedEvent:
+def upcast_state(registry: ActionRegistry, event: LoggedEvent) -> LoggedEvent:
+    """``event`` with its metadata upcast to its action's current schema, so SQL-computed
+    read models see current metadata."""
     state = orjson.loads(event.state)
     stored_version = state.get("schema_version", 1)
     version, metadata = registry.upcast(event.action, stored_version, state.get("metadata", {}))

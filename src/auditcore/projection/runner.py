@@ -1,7 +1,8 @@
 """Runs the processors of every read model: schema first, then catch-up or live following.
 
-Each processor runs on its own (own thread, own ClickHouse client), so one failing read
-model does not hold back the others: it retries with backoff and reports its error.
+Read models are independent: a catch-up runs each to the end (or to its failure) whatever
+the others do and then names the ones that failed; following, each processor runs on its
+own (own thread, own ClickHouse client), retries with backoff and reports its error.
 """
 
 from __future__ import annotations
@@ -15,9 +16,17 @@ from datetime import datetime
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import ClickHouseTarget, connect
-from auditcore.clickhouse.ddl import create_table_sql, tracking_table_sql
+from auditcore.clickhouse.ddl import (
+    create_table_sql,
+    dead_letters_table_sql,
+    tracking_table_sql,
+)
+from auditcore.errors import CatchUpFailedError
+from auditcore.projection import deadletters
+from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.processor import Processor
-from auditcore.projection.tracking import read_positions
+from auditcore.projection.rebuild import retry
+from auditcore.projection.tracking import read_tracking, table_keys
 from auditcore.readmodel.registry import ReadModelRegistry
 from auditcore.store.application import AuditApplication
 
@@ -36,10 +45,19 @@ class ProcessorStatus:
     fingerprint_matches: bool
     updated_at: datetime | None
     last_error: str | None = None
+    dead_letters: int = 0
+    """Events parked because this read model cannot hold them (the others are in)."""
 
     @property
     def lag(self) -> int:
         return max(0, self.head - self.position)
+
+    @property
+    def state(self) -> str:
+        """``failing`` (not moving on), ``degraded`` (moving on, some events parked) or ``ok``."""
+        if self.last_error or not self.fingerprint_matches:
+            return "failing"
+        return "degraded" if self.dead_letters else "ok"
 
 
 class ProjectionRunner:
@@ -66,8 +84,10 @@ class ProjectionRunner:
         return self._guards[self.models.get(name).name]
 
     def migrate(self, client: Client) -> list[str]:
-        """Create what is missing: the tracking table and each read model's table."""
+        """Create what is missing: the tracking and dead-letter tables and each read model's
+        table."""
         client.command(tracking_table_sql(self.target.cluster))
+        client.command(dead_letters_table_sql(self.target.cluster))
         created = []
         for model in self.models:
             client.command(create_table_sql(model.table_name, model.table, self.target.cluster))
@@ -81,12 +101,31 @@ class ProjectionRunner:
         ]
 
     def catch_up(self, client: Client, progress: Progress | None = None) -> dict[str, int]:
-        """Bring every read model up to the store's current end, one after another."""
+        """Bring every read model up to the store's current end, one after another; return
+        the events each processed. A read model that fails does not stop the others: once
+        all have run, ``CatchUpFailedError`` names the failed ones (and what the others did).
+        """
         self.migrate(client)
         done: dict[str, int] = {}
+        failed: dict[str, str] = {}
         for processor in self.processors(client):
-            report = (lambda n, name=processor.model.name: progress(name, n)) if progress else None
-            done[processor.model.name] = processor.catch_up(report)
+            name = processor.model.name
+            counted = 0
+
+            def report(count: int, name: str = name) -> None:
+                nonlocal counted
+                counted += count
+                if progress:
+                    progress(name, count)
+
+            try:
+                done[name] = processor.catch_up(report)
+                self._errors.pop(name, None)
+            except Exception as error:  # reported to the caller, with the others' results
+                done[name] = counted
+                failed[name] = self._errors[name] = f"{type(error).__name__}: {error}"
+        if failed:
+            raise CatchUpFailedError(done, failed)
         return done
 
     def follow(self, stop: threading.Event, *, retry_delay: float = 1.0) -> list[threading.Thread]:
@@ -130,10 +169,13 @@ class ProjectionRunner:
 
     def status(self, client: Client) -> list[ProcessorStatus]:
         head = self.app.recorder.max_notification_id() or 0
-        tracked = read_positions(client)
+        keys = table_keys(client, [model.table_name for model in self.models])
+        by_key = read_tracking(client, list(keys.values()))
+        parked = deadletters.parked_counts(client, list(keys.values()))
         statuses = []
         for model in self.models:
-            position = tracked.get(model.table_name)
+            key = keys.get(model.table_name, "")
+            position = by_key.get(key)
             statuses.append(
                 ProcessorStatus(
                     name=model.name,
@@ -144,6 +186,41 @@ class ProjectionRunner:
                     or position.fingerprint == model.fingerprint(),
                     updated_at=position.updated_at if position else None,
                     last_error=self._errors.get(model.name),
+                    dead_letters=parked.get(key, 0),
                 )
             )
         return statuses
+
+    # Dead letters.
+
+    def dead_letters(
+        self,
+        client: Client,
+        names: list[str] | None = None,
+        *,
+        status: LetterStatus | None = LetterStatus.PARKED,
+        workspace_id: str | None = None,
+        limit: int | None = None,
+    ) -> list[DeadLetter]:
+        """Events parked by the read models named (default: all), oldest first per model."""
+        models = self.models.only(names)
+        keys = table_keys(client, [model.table_name for model in models])
+        return deadletters.letters(
+            client, list(keys.values()), status=status, workspace_id=workspace_id, limit=limit
+        )
+
+    def retry_dead_letters(self, client: Client, letters: list[DeadLetter]) -> list[DeadLetter]:
+        """Project parked events again (their streams, or a roll-up whole); return the
+        letters still refused. The others are marked retried."""
+        still: list[DeadLetter] = []
+        for model in self.models:
+            mine = [letter for letter in letters if letter.model == model.name]
+            if mine:
+                still += retry(
+                    model, self.app, self.target, client, mine, guard=self.guard(model.name)
+                )
+        return still
+
+    def skip_dead_letters(self, client: Client, letters: list[DeadLetter]) -> None:
+        """Leave parked events out for good (their letters stay, marked skipped)."""
+        deadletters.resolve(client, letters, LetterStatus.SKIPPED)

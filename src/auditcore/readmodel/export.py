@@ -120,6 +120,8 @@ def record_export(
             "filters": {name: list(values) for name, values in query.filters.items()},
             "since": query.since.isoformat() if query.since else None,
             "until": query.until.isoformat() if query.until else None,
+            "recorded_since": query.recorded_since.isoformat() if query.recorded_since else None,
+            "recorded_until": query.recorded_until.isoformat() if query.recorded_until else None,
             "text": query.text,
             **proof,
         },

@@ -28,9 +28,32 @@ SOURCE_SETTINGS: dict[str, str | int] = {
 }
 
 
+EARLIEST = "1900-01-01 00:00:00"
+LATEST = "2299-12-31 23:59:59.999999"
+"""The moments every read model's time columns hold (``DateTime64``'s documented range)."""
+
+
 def moment(field: str) -> str:
-    """A UTC timestamp field, to the microsecond."""
-    return f"parseDateTime64BestEffort({field}, 6, 'UTC')"
+    """A UTC timestamp field, to the microsecond; a moment outside [EARLIEST, LATEST] is
+    refused (the event is parked as a dead letter) rather than stored wrong."""
+    parsed = f"parseDateTime64BestEffort({field}, 6, 'UTC')"
+    outside = (
+        f"NOT ({parsed} BETWEEN toDateTime64('{EARLIEST}', 6, 'UTC') "
+        f"AND toDateTime64('{LATEST}', 6, 'UTC'))"
+    )
+    message = f"{field} is outside {EARLIEST[:10]}..{LATEST[:10]}, which read models hold"
+    return f"addSeconds({parsed}, throwIf({outside}, '{message}'))"
+
+
+def floor_to(expr: str, seconds: int) -> str:
+    """A ``DateTime64`` rounded down to a whole number of ``seconds`` since 1970, over the
+    whole range of ``moment`` (``toStartOfHour`` and ``toStartOfInterval`` return a
+    ``DateTime``, which holds 1970-2106 only, unless a query setting says otherwise)."""
+    micros = f"toUnixTimestamp64Micro(toDateTime64({expr}, 6, 'UTC'))"
+    return (
+        f"fromUnixTimestamp64Micro({micros} - positiveModulo({micros}, {seconds * 1_000_000}), "
+        "'UTC')"
+    )
 
 
 def optional(field: str) -> str:

@@ -67,7 +67,12 @@ class Table:
 
 @dataclass(frozen=True, kw_only=True)
 class ReadModel:
-    """The common declaration of every read model."""
+    """The common declaration of every read model.
+
+    Every table has a ``position`` column: the store position of the newest event a row
+    reflects (``max`` for roll-ups, whose engine must aggregate it). Processors rely on it to
+    tell which parts of an interrupted batch were committed (``auditcore.projection.tracking``).
+    """
 
     name: str
     description: str
@@ -76,6 +81,9 @@ class ReadModel:
     """Action names or ``prefix.*`` patterns this model projects; empty means every action."""
     filters: tuple[Filter, ...] = ()
     text_column: str | None = None
+    text_folded: bool = False
+    """The text column holds its text already folded (``auditcore.readmodel.text.fold_sql``
+    in its SQL), so searches need not fold it per row."""
     time_column: str | None = None
     entitlement: str = ""
     version: int = 1
@@ -126,6 +134,11 @@ class ReadModel:
         return next((f for f in self.filters if f.name == name), None)
 
     def __post_init__(self) -> None:
+        if "position" not in self.table.column_names:
+            raise ValueError(
+                f"read model {self.name!r}: its table needs a `position` column (UInt64; "
+                "SimpleAggregateFunction(max, UInt64) in a roll-up, listed in its engine)"
+            )
         for pattern in self.handles:
             if not re.fullmatch(HANDLES_PATTERN, pattern):
                 raise ValueError(
@@ -169,17 +182,31 @@ class StateTable(ReadModel):
     starts_with: str
     fold: Callable[[Row | None, EventRecord], Row]
 
-    def previous_keys(self, records: Sequence[EventRecord]) -> set[UUID]:
-        """Streams whose current row the batch evolves (all but those it starts)."""
-        return {record.stream_id for record in records if record.action != self.starts_with}
+    def rows_for(
+        self,
+        records: Sequence[EventRecord],
+        previous: Mapping[UUID, Row],
+        failed: dict[int, str] | None = None,
+    ) -> list[Row]:
+        """The streams' rows after ``records``, evolved from their ``previous`` rows.
 
-    def rows_for(self, records: Sequence[EventRecord], previous: Mapping[UUID, Row]) -> list[Row]:
+        An event whose version a stream's row already holds is skipped, so folding a batch
+        again changes nothing. With ``failed``, an event the fold raises on is left out and
+        recorded there (by position, with the error), and the stream goes on without it."""
         latest: dict[UUID, Row] = {}
         for record in records:
             state = latest.get(record.stream_id) or previous.get(record.stream_id)
             if state is None and record.action != self.starts_with:
                 continue
-            row = self.fold(state, record)
+            if state is not None and record.version <= state["version"]:
+                continue
+            try:
+                row = self.fold(state, record)
+            except Exception as error:
+                if failed is None:
+                    raise
+                failed[record.position] = f"{type(error).__name__}: {error}"
+                continue
             row.update(
                 version=record.version, updated_at=record.occurred_at, position=record.position
             )

@@ -19,8 +19,10 @@ from auditcore.clickhouse.connection import query_dicts
 from auditcore.errors import InvalidQueryError, NotEntitledError, NotFoundError
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.cursor import Cursor, query_fingerprint
+from auditcore.readmodel.fields import floor_to
 from auditcore.readmodel.model import Filter, ReadModel, Row, StateTable
 from auditcore.readmodel.registry import ReadModelRegistry
+from auditcore.readmodel.text import fold, fold_sql, like_pattern, words
 
 MAX_LIMIT = 1000
 EVENT_COLUMNS = (
@@ -41,7 +43,9 @@ _GROUP_COLUMNS: dict[str, str] = {"action": "action", "actor": "actor_id", "sour
 @dataclass(frozen=True)
 class EventQuery:
     """Filters (by the read model's declared names; several values for one name mean any of
-    them), a time range [since, until), free text (every word must appear), and paging."""
+    them), a time range [since, until) on when events occurred and one [recorded_since,
+    recorded_until) on when they were recorded (a backdated event occurred long before it was
+    recorded), free text (every word must appear), and paging."""
 
     filters: Mapping[str, Sequence[str]] = field(default_factory=dict)
     since: datetime | None = None
@@ -49,6 +53,8 @@ class EventQuery:
     text: str | None = None
     limit: int = 50
     cursor: str | None = None
+    recorded_since: datetime | None = None
+    recorded_until: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -235,16 +241,21 @@ class WorkspaceReader:
         model = self.model("audit_events")
         where = _Where(self.workspace_id)
         self._apply_filters(model, query.filters, where)
-        _apply_time_range(model, query.since, query.until, where)
-        self._apply_text(model, query.text, where)
-        fingerprint = query_fingerprint(
-            {
-                "f": {k: sorted(v) for k, v in query.filters.items()},
-                "s": query.since,
-                "u": query.until,
-                "t": query.text,
-            }
+        _apply_time_range(model.time_column, query.since, query.until, where)
+        _apply_time_range(
+            "recorded_at", query.recorded_since, query.recorded_until, where, "recorded_"
         )
+        self._apply_text(model, query.text, where)
+        parts = {
+            "f": {k: sorted(v) for k, v in query.filters.items()},
+            "s": query.since,
+            "u": query.until,
+            "t": query.text,
+        }
+        if query.recorded_since or query.recorded_until:
+            # Only then: cursors of queries without them stay valid.
+            parts |= {"rs": query.recorded_since, "ru": query.recorded_until}
+        fingerprint = query_fingerprint(parts)
         return model, where, fingerprint
 
     # Current state.
@@ -317,7 +328,7 @@ class WorkspaceReader:
         )
         key = _GROUP_COLUMNS[group_by]
         rows = self.client.query(
-            f"SELECT toStartOfInterval({time_column}, INTERVAL 1 {chosen}) AS bucket, "
+            f"SELECT {floor_to(time_column, _SECONDS[chosen])} AS bucket, "
             f"{key} AS key, {count} AS events FROM `{model.table_name}` WHERE {where.sql()} "
             "GROUP BY bucket, key ORDER BY bucket, key",
             parameters=where.parameters,
@@ -358,11 +369,13 @@ class WorkspaceReader:
 
     @staticmethod
     def _apply_text(model: ReadModel, text: str | None, where: _Where) -> None:
+        haystack = model.text_column or ""
+        if not model.text_folded:
+            haystack = fold_sql(haystack)
         for index, word in enumerate(_text_words(model, text)):
-            escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where.add(
-                f"lower({model.text_column}) LIKE {{text_{index}:String}}",
-                **{f"text_{index}": f"%{escaped}%"},
+                f"{haystack} LIKE {{text_{index}:String}}",
+                **{f"text_{index}": like_pattern(word)},
             )
 
 
@@ -391,12 +404,12 @@ def _any_of(
 
 
 def _searchable(event: AuditEvent) -> str:
-    """What free text matches in ``audit_events`` (its ``search_text`` column), lowercased."""
+    """What free text matches in ``audit_events`` (its ``search_text`` column), folded."""
     parts = [event.action, event.actor.id, event.actor.name or "", event.source]
     parts += [t.type for t in event.targets] + [t.id for t in event.targets]
     parts += [t.name or "" for t in event.targets]
     parts.append(orjson.dumps(event.metadata, option=orjson.OPT_SORT_KEYS).decode())
-    return " ".join(parts).lower()
+    return fold(" ".join(parts))
 
 
 def _declared_filter(model: ReadModel, name: str) -> Filter:
@@ -416,7 +429,7 @@ def _text_words(model: ReadModel, text: str | None) -> list[str]:
         raise InvalidQueryError("text", f"{model.name} has no free-text column")
     if len(text) > 200:
         raise InvalidQueryError("text", "at most 200 characters")
-    return text.lower().split()
+    return words(text)
 
 
 def _parse_value(declared: Filter, value: str) -> Any:
@@ -433,15 +446,23 @@ def _parse_value(declared: Filter, value: str) -> Any:
 
 
 def _apply_time_range(
-    model: ReadModel, since: datetime | None, until: datetime | None, where: _Where
+    column: str | None,
+    since: datetime | None,
+    until: datetime | None,
+    where: _Where,
+    prefix: str = "",
 ) -> None:
-    since, until = _aware("since", since), _aware("until", until)
+    """``[since, until)`` on ``column``; ``prefix`` names the parameters (``recorded_``)."""
+    since = _aware(f"{prefix}since", since)
+    until = _aware(f"{prefix}until", until)
     if since and until and since >= until:
-        raise InvalidQueryError("since", "must be earlier than until")
+        raise InvalidQueryError(f"{prefix}since", f"must be earlier than {prefix}until")
     if since:
-        where.add(f"{model.time_column} >= {{since:DateTime64(6, 'UTC')}}", since=since)
+        where.add(
+            f"{column} >= {{{prefix}since:DateTime64(6, 'UTC')}}", **{f"{prefix}since": since}
+        )
     if until:
-        where.add(f"{model.time_column} < {{until:DateTime64(6, 'UTC')}}", until=until)
+        where.add(f"{column} < {{{prefix}until:DateTime64(6, 'UTC')}}", **{f"{prefix}until": until})
 
 
 def _aware(name: str, moment: datetime | None) -> datetime | None:
@@ -461,6 +482,7 @@ _INTERVALS: dict[str, timedelta] = {
     "hour": timedelta(hours=1),
     "day": timedelta(days=1),
 }
+_SECONDS = {name: int(length.total_seconds()) for name, length in _INTERVALS.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -23,7 +23,7 @@ from auditcore.tenancy.directory import Principal
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
-PAGING = ("since", "until", "text", "limit", "cursor")
+PAGING = ("since", "until", "recorded_since", "recorded_until", "text", "limit", "cursor")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://auditcore.dev/idempotency-key")
 
@@ -176,6 +176,12 @@ def list_events(
     reader: ReaderDep,
     since: Annotated[str | None, Query(description=f"From this moment on. {TIME_HELP}")] = None,
     until: Annotated[str | None, Query(description=f"Before this moment. {TIME_HELP}")] = None,
+    recorded_since: Annotated[
+        str | None, Query(description=f"Recorded from this moment on. {TIME_HELP}")
+    ] = None,
+    recorded_until: Annotated[
+        str | None, Query(description=f"Recorded before this moment. {TIME_HELP}")
+    ] = None,
     text: Annotated[str | None, Query(description="Every word must appear.")] = None,
     limit: Annotated[str | None, Query(description="1 to 1000; default 50.")] = None,
     cursor: Annotated[str | None, Query(description="`next_cursor` of the last page.")] = None,
@@ -195,6 +201,8 @@ def event_query(
         filters=params.filters_from(query, model, PAGING + reserved_extra),
         since=params.moment(query, "since"),
         until=params.moment(query, "until"),
+        recorded_since=params.moment(query, "recorded_since"),
+        recorded_until=params.moment(query, "recorded_until"),
         text=query.get("text"),
         limit=params.integer(query, "limit", 50),
         cursor=query.get("cursor"),

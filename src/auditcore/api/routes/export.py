@@ -51,6 +51,12 @@ def export_events(
     format: Annotated[str, Query(description="csv (spreadsheet-safe) or jsonl.")] = "csv",
     since: Annotated[str | None, Query(description=f"From this moment on. {TIME_HELP}")] = None,
     until: Annotated[str | None, Query(description=f"Before this moment. {TIME_HELP}")] = None,
+    recorded_since: Annotated[
+        str | None, Query(description=f"Recorded from this moment on. {TIME_HELP}")
+    ] = None,
+    recorded_until: Annotated[
+        str | None, Query(description=f"Recorded before this moment. {TIME_HELP}")
+    ] = None,
     text: Annotated[str | None, Query(description="Every word must appear.")] = None,
     proof: Annotated[
         bool,

@@ -24,7 +24,8 @@ async def healthz() -> dict[str, str]:
     responses={503: {"model": Readiness}},
 )
 def readyz(found: ServicesDep) -> JSONResponse:
-    """503 while the event store or ClickHouse cannot be reached or a processor is failing."""
+    """503 while the event store or ClickHouse cannot be reached or a processor is failing. A
+    read model that parked events it cannot hold is ``degraded``: the service stays ready."""
     audit = found.audit
     try:
         head = audit.app.recorder.max_notification_id() or 0
@@ -40,8 +41,10 @@ def readyz(found: ServicesDep) -> JSONResponse:
         processors = [
             ProcessorOut(
                 name=s.name,
+                state=s.state,
                 position=s.position,
                 lag=s.lag,
+                dead_letters=s.dead_letters,
                 error=s.last_error,
                 needs_rebuild=not s.fingerprint_matches,
             )

@@ -1,0 +1,27 @@
+"""The state a kill leaves in the middle of a multi-partition insert, made on purpose."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from auditcore.projection.deadletters import DeadLetter
+from auditcore.projection.processor import Processor, Rows
+
+
+class SimulatedKillError(RuntimeError):
+    """Stands for the SIGKILL that would have stopped the process here."""
+
+
+class DiesMidInsert(Processor):
+    """Writes its batch but for the partitions in ``unwritten``, then dies: as if ClickHouse
+    had committed those parts of the insert and the process was killed before the others."""
+
+    unwritten: frozenset[str] = frozenset()
+
+    def write(self, rows: Rows, *, key: str = "", skip: set[str] | None = None) -> list[DeadLetter]:
+        super().write(rows, key=key, skip={*(skip or ()), *self.unwritten})
+        raise SimulatedKillError
+
+    def __init__(self, *args: Any, unwritten: set[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.unwritten = frozenset(unwritten)

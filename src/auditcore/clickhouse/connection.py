@@ -80,6 +80,9 @@ def _connect_server(target: ClickHouseTarget) -> Client:
             password=url.password or "",
             secure=url.scheme == "https",
             connect_timeout=5,
+            # No HTTP session: a server refuses concurrent queries in one session, and
+            # nothing here keeps state between statements (settings travel with each query).
+            autogenerate_session_id=False,
         )
     except (ClickHouseError, OSError) as error:
         raise ConfigurationError(

@@ -34,9 +34,10 @@ def free_port() -> int:
 class ClickHouseStandIn:
     """One stand-in process on ``directory`` (its chDB data and its log)."""
 
-    def __init__(self, directory: Path, *, port: int | None = None) -> None:
+    def __init__(self, directory: Path, *, port: int | None = None, password: str = "") -> None:
         self.directory = directory
         self.port = port or free_port()
+        self.password = password
         self.log_path = directory / "statements.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -61,6 +62,7 @@ class ClickHouseStandIn:
                 "--path",
                 str(self.directory / "data"),
                 "--log",
+                *(["--password", self.password] if self.password else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=self._log,

@@ -445,7 +445,12 @@ class AuditCore:
 
     @cached_property
     def projections(self) -> ProjectionRunner:
-        return ProjectionRunner(self.app, self.settings.clickhouse_target, self.read_models)
+        return ProjectionRunner(
+            self.app,
+            self.settings.clickhouse_target,
+            self.read_models,
+            stall_after=self.settings.stall_after,
+        )
 
     @property
     def clickhouse(self) -> Client:

@@ -22,7 +22,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from auditcore.errors import ConfigurationError
+from auditcore.errors import ConfigurationError, one_line
 
 CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
 DEFAULT_CLICKHOUSE = "chdb://.auditcore/clickhouse"
@@ -223,13 +223,9 @@ def _connect_server(target: ClickHouseTarget) -> Client:
         )
     except (ClickHouseError, OSError) as error:
         raise ConfigurationError(
-            f"cannot reach {target.describe()}: {_one_line(error)}. Check {CLICKHOUSE_VARIABLE}."
+            f"cannot reach {target.describe()}: {one_line(error)}. Check {CLICKHOUSE_VARIABLE}."
         ) from error
     return client
-
-
-def _one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())
 
 
 def _connect_chdb(target: ClickHouseTarget) -> Client:

@@ -109,6 +109,16 @@ def clickhouse_url(request: pytest.FixtureRequest, clickhouse_engine: str, chdb_
     return server.url(database)
 
 
+@pytest.fixture(scope="module", params=ENGINES)
+def module_clickhouse_url(request: pytest.FixtureRequest, chdb_dir: Path) -> str:
+    """``clickhouse_url`` for a module's shared fixtures: its tests run once per engine."""
+    database = f"m_{uuid4().hex[:12]}"
+    if request.param == "chdb":
+        return f"chdb://{chdb_dir}?database={database}"
+    server: ClickHouseStandIn = request.getfixturevalue("clickhouse_server")
+    return server.url(database)
+
+
 @pytest.fixture
 def process_clickhouse_url(
     request: pytest.FixtureRequest, clickhouse_engine: str, tmp_path: Path

@@ -91,7 +91,16 @@ def own_clickhouse_server(tmp_path: Path) -> Iterator[ClickHouseStandIn]:
     server.stop()
 
 
-@pytest.fixture(params=ENGINES)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Each test that (through its fixtures) takes a ClickHouse database runs once per engine,
+    but for tests marked ``store_only`` (they never reach ClickHouse): on the first engine."""
+    if "clickhouse_engine" in metafunc.fixturenames:
+        store_only = metafunc.definition.get_closest_marker("store_only") is not None
+        engines = ENGINES[:1] if store_only else ENGINES
+        metafunc.parametrize("clickhouse_engine", engines, indirect=True)
+
+
+@pytest.fixture
 def clickhouse_engine(request: pytest.FixtureRequest) -> str:
     """``chdb`` (embedded, in this process) or ``server`` (over HTTP)."""
     engine: str = request.param

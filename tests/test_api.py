@@ -4,8 +4,10 @@ keys and scopes, request context, idempotency, and every class of bad input."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -384,6 +386,27 @@ def test_a_cursor_pages_through_without_gaps(api: Deployment) -> None:
             "/v1/events", params={"limit": 4, "action": "x.y", "cursor": page_cursor(client)}
         )
         assert foreign.status_code == 400
+
+
+def test_concurrent_reads_all_succeed(api: Deployment) -> None:
+    """24 clients at once, 96 GETs over the read routes: each query takes the client of the
+    thread running it (a server refuses two concurrent queries in one session, and a
+    dependency runs on another worker thread than its endpoint)."""
+    with api.client() as client:
+        ids = client.post("/v1/events", json=[INCIDENT] * 5).json()["ids"]
+    api.projected("acme", 5)
+    paths = ["/v1/events", f"/v1/events/{ids[0]}", "/v1/stats", "/v1/models/incidents/rows"]
+    start = threading.Barrier(24)
+
+    def read(_: int) -> list[int]:
+        with api.client() as client:
+            start.wait(timeout=30)
+            return [client.get(path).status_code for path in paths]
+
+    with ThreadPoolExecutor(24) as pool:
+        statuses = [status for replies in pool.map(read, range(24)) for status in replies]
+    assert len(statuses) == 96
+    assert statuses == [200] * 96
 
 
 def page_cursor(client: httpx.Client) -> str:

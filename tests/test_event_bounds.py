@@ -23,6 +23,8 @@ from auditcore import (
 )
 from auditcore.events.limits import DEFAULT_MAX_FUTURE, EARLIEST, LATEST, default_max_future
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 Record = Callable[..., Any]
 
 

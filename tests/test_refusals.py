@@ -28,6 +28,8 @@ from auditcore import (
 )
 from tests.conftest import fresh_postgres_store
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 ROUNDS = 60
 STREAK = 8
 

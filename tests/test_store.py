@@ -25,6 +25,8 @@ from auditcore import (
     acting_as,
 )
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 ALICE = Actor(id="user_alice", name="Alice")
 
 

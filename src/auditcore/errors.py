@@ -144,3 +144,9 @@ class CatchUpFailedError(AuditcoreError):
             f"(the others did: {', '.join(caught_up) or 'none'}):\n{lines}\n"
             "`auditcore projections status` shows each one's position and error."
         )
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line and at most 500 characters (a ClickHouse error quotes
+    the statement, newlines and all): what a log line or a status field shows."""
+    return " ".join(str(error).split())[:500]

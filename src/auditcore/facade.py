@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError, StoredEv
 from eventsourcing.utils import retry
 from pydantic import BaseModel
 
-from auditcore.clickhouse.connection import connect
+from auditcore.clickhouse.clients import ThreadClients
 from auditcore.domain.aggregate import AuditedAggregate
 from auditcore.errors import (
     ConfigurationError,
@@ -109,8 +109,8 @@ class AuditCore:
             ) from error
         self._standalone = StandaloneEncoder(self.registry, self.app.mapper)
         self._heartbeats: Heartbeats | None = None
-        self._local = threading.local()
-        self._clickhouse_clients: list[Client] = []
+        self.clickhouse_clients = ThreadClients(self.settings.clickhouse_target)
+        """The calling thread's ClickHouse client (opened in that thread on first use)."""
         self._migrated = False
 
     @classmethod
@@ -146,9 +146,7 @@ class AuditCore:
             stop_draining(self._dispatcher.close)
         if self._heartbeats is not None:
             self._heartbeats.close()
-        for client in self._clickhouse_clients:
-            client.close()
-        self._clickhouse_clients.clear()
+        self.clickhouse_clients.close()
         if "integrity" in self.__dict__:
             self.integrity.close()
         self.app.close()
@@ -447,17 +445,18 @@ class AuditCore:
 
     @cached_property
     def projections(self) -> ProjectionRunner:
-        return ProjectionRunner(self.app, self.settings.clickhouse_target, self.read_models)
+        return ProjectionRunner(
+            self.app,
+            self.settings.clickhouse_target,
+            self.read_models,
+            stall_after=self.settings.stall_after,
+        )
 
     @property
     def clickhouse(self) -> Client:
-        """This thread's ClickHouse client (clients must not be shared between threads)."""
-        client: Client | None = getattr(self._local, "clickhouse", None)
-        if client is None:
-            client = connect(self.settings.clickhouse_target)
-            self._local.clickhouse = client
-            self._clickhouse_clients.append(client)
-        return client
+        """This thread's ClickHouse client (clients must not be shared between threads: code
+        that may run on another thread later holds ``clickhouse_clients`` instead)."""
+        return self.clickhouse_clients()
 
     def migrate(self) -> list[str]:
         """Create the read models' tables (and the positions table) where missing."""
@@ -515,7 +514,7 @@ class AuditCore:
         if not self._migrated:
             self.migrate()
         return WorkspaceReader(
-            self.clickhouse, self.read_models, workspace_id, entitlements, limits=limits
+            self.clickhouse_clients, self.read_models, workspace_id, entitlements, limits=limits
         )
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:

@@ -105,10 +105,13 @@ class Check(BaseModel):
 
 class ProcessorOut(BaseModel):
     name: str
-    state: Literal["ok", "degraded", "failing"]
-    """``degraded``: moving on, but some events are parked as dead letters."""
+    state: Literal["ok", "degraded", "stalled", "failing"]
+    """``degraded``: moving on, but some events are parked as dead letters; ``stalled``:
+    events have waited, and its position has not moved, for longer than ``stall_after``."""
     position: int
     lag: int
+    behind_seconds: float
+    """How long the oldest event it has not processed yet has waited (0 when caught up)."""
     dead_letters: int
     error: str | None
     needs_rebuild: bool

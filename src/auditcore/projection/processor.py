@@ -43,7 +43,9 @@ from auditcore.store.application import AuditApplication
 
 _REFERENCES = 20
 """Events before a batch tried when all of it is refused, to tell bad events from a bad model."""
-_KEYS_PER_LOOKUP = 5_000
+_KEYS_PER_LOOKUP = 2_000
+"""Keys per current-rows lookup: a UUID travels as 36 characters and a separator, so 2,000 make
+~80 KB, under a server's 128 KiB limit on one query parameter (http_max_field_value_size)."""
 # Folded rows must match the table exactly: a misnamed column is an error, not a silent skip.
 _FOLDED_SETTINGS: dict[str, str | int] = {
     "date_time_input_format": "best_effort",

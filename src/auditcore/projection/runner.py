@@ -2,7 +2,13 @@
 
 Read models are independent: a catch-up runs each to the end (or to its failure) whatever
 the others do and then names the ones that failed; following, each processor runs on its
-own (own thread, own ClickHouse client), retries with backoff and reports its error.
+own (own thread, own ClickHouse client) and never gives up: any error (ClickHouse or the
+store away, a refused statement) is logged in one line and retried with backoff (1 s
+doubling to 30 s), from creating its tables onwards, until ``stop`` is set.
+
+A read model is ``stalled`` when events have waited more than ``stall_after`` seconds and
+its position has not moved for as long: judged from what ClickHouse and the store hold, so
+any process can see a follower in another process (or none at all) not making progress.
 """
 
 from __future__ import annotations
@@ -11,19 +17,21 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+import orjson
 from clickhouse_connect.driver.client import Client
 
-from auditcore.clickhouse.connection import ClickHouseTarget, connect
+from auditcore.clickhouse.connection import ClickHouseTarget
 from auditcore.clickhouse.ddl import (
     create_table_sql,
     dead_letters_table_sql,
     tracking_table_sql,
 )
-from auditcore.errors import CatchUpFailedError
+from auditcore.errors import CatchUpFailedError, one_line
 from auditcore.projection import deadletters
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
+from auditcore.projection.log import LogReader
 from auditcore.projection.processor import Processor
 from auditcore.projection.rebuild import retry
 from auditcore.projection.tracking import read_tracking, table_keys
@@ -47,6 +55,10 @@ class ProcessorStatus:
     last_error: str | None = None
     dead_letters: int = 0
     """Events parked because this read model cannot hold them (the others are in)."""
+    behind_seconds: float = 0.0
+    """How long the oldest event it has not yet processed has waited (0 when caught up)."""
+    stalled: bool = False
+    """Events waiting and no progress, both for longer than the runner's ``stall_after``."""
 
     @property
     def lag(self) -> int:
@@ -54,9 +66,13 @@ class ProcessorStatus:
 
     @property
     def state(self) -> str:
-        """``failing`` (not moving on), ``degraded`` (moving on, some events parked) or ``ok``."""
+        """``failing`` (an error in this process, or its definition changed), ``stalled``
+        (not moving on, cause unknown here), ``degraded`` (moving on, some events parked) or
+        ``ok``."""
         if self.last_error or not self.fingerprint_matches:
             return "failing"
+        if self.stalled:
+            return "stalled"
         return "degraded" if self.dead_letters else "ok"
 
 
@@ -70,11 +86,13 @@ class ProjectionRunner:
         models: ReadModelRegistry,
         *,
         batch_size: int = 20_000,
+        stall_after: float = 60.0,
     ) -> None:
         self.app = app
         self.target = target
         self.models = models
         self.batch_size = batch_size
+        self.stall_after = stall_after
         self._errors: dict[str, str] = {}
         # Held by a following processor during each batch, and by a rebuild for its swap.
         self._guards = {model.name: threading.Lock() for model in models}
@@ -129,9 +147,8 @@ class ProjectionRunner:
         return done
 
     def follow(self, stop: threading.Event, *, retry_delay: float = 1.0) -> list[threading.Thread]:
-        """Start one thread per read model that follows the store until ``stop`` is set."""
-        with connect(self.target) as client:
-            self.migrate(client)
+        """Start one thread per read model that follows the store until ``stop`` is set (each
+        creates what is missing first, inside its retry loop: ClickHouse may be away now)."""
         threads = []
         for model in self.models:
             thread = threading.Thread(
@@ -149,7 +166,8 @@ class ProjectionRunner:
 
         def recovered(_: int) -> None:
             nonlocal delay
-            self._errors.pop(name, None)
+            if self._errors.pop(name, None) is not None:
+                logger.warning("read model %s: recovered", name)
             delay = retry_delay
 
         while not stop.is_set():
@@ -157,11 +175,15 @@ class ProjectionRunner:
                 self.models.get(name), self.app, self.target, batch_size=self.batch_size
             )
             try:
+                self.migrate(processor.client)
                 # Healthy again as soon as a step goes through, even with nothing new to read.
                 processor.follow(stop, on_step=recovered, guard=self._guards[name])
-            except Exception as error:
-                self._errors[name] = f"{type(error).__name__}: {error}"
-                logger.exception("read model %s failed; retrying in %.1fs", name, delay)
+            except Exception as error:  # any error: logged, retried; never ends the thread
+                self._errors[name] = f"{type(error).__name__}: {one_line(error)}"
+                logger.warning(
+                    "read model %s: %s; retrying in %.0fs", name, self._errors[name], delay
+                )
+                logger.debug("read model %s failed", name, exc_info=True)
                 stop.wait(delay)
                 delay = min(delay * 2, 30.0)
             finally:
@@ -172,10 +194,18 @@ class ProjectionRunner:
         keys = table_keys(client, [model.table_name for model in self.models])
         by_key = read_tracking(client, list(keys.values()))
         parked = deadletters.parked_counts(client, list(keys.values()))
+        now = datetime.now(UTC)
+        log = LogReader(self.app)
         statuses = []
         for model in self.models:
             key = keys.get(model.table_name, "")
             position = by_key.get(key)
+            at = position.position if position else 0
+            waiting = _oldest_waiting(log, at) if at < head else None
+            behind = (now - waiting).total_seconds() if waiting else 0.0
+            # How long since it last moved (or, never having moved, since it had work).
+            moved = position.updated_at if position else None
+            idle = (now - moved).total_seconds() if moved else behind
             statuses.append(
                 ProcessorStatus(
                     name=model.name,
@@ -187,6 +217,8 @@ class ProjectionRunner:
                     updated_at=position.updated_at if position else None,
                     last_error=self._errors.get(model.name),
                     dead_letters=parked.get(key, 0),
+                    behind_seconds=max(0.0, behind),
+                    stalled=min(behind, idle) > self.stall_after,
                 )
             )
         return statuses
@@ -224,3 +256,11 @@ class ProjectionRunner:
     def skip_dead_letters(self, client: Client, letters: list[DeadLetter]) -> None:
         """Leave parked events out for good (their letters stay, marked skipped)."""
         deadletters.resolve(client, letters, LetterStatus.SKIPPED)
+
+
+def _oldest_waiting(log: LogReader, position: int) -> datetime | None:
+    """When the first event after ``position`` was recorded (None if there is none)."""
+    first = log.after(position, 1)
+    if not first:
+        return None
+    return datetime.fromisoformat(orjson.loads(first[0].state)["recorded_at"])

@@ -8,14 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from auditcore.clickhouse.cluster import check_cluster
 from auditcore.errors import ConfigurationError
+
+if TYPE_CHECKING:
+    from auditcore.clickhouse.ddl import Ddl
 
 CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
 DEFAULT_CLICKHOUSE = "chdb://.auditcore/clickhouse"
@@ -43,6 +47,15 @@ class ClickHouseTarget:
         return Path(path or ".auditcore/clickhouse").resolve()
 
     @property
+    def ddl(self) -> Ddl:
+        """The read side's DDL for this database (``ON CLUSTER`` when a cluster is set)."""
+        # Imported here: ddl needs the read-model declarations, which need the settings,
+        # which need this module.
+        from auditcore.clickhouse.ddl import Ddl  # noqa: PLC0415
+
+        return Ddl(self.database, self.cluster)
+
+    @property
     def database(self) -> str:
         """``chdb://PATH?database=NAME`` or the URL path of a server; ``auditcore`` by default."""
         url = urlsplit(self.url)
@@ -58,9 +71,18 @@ class ClickHouseTarget:
 
 
 def connect(target: ClickHouseTarget) -> Client:
-    """Open a client on the target's database (one per thread: clients are not thread-safe)."""
+    """Open a client on the target's database (one per thread: clients are not thread-safe),
+    creating the database if it is missing; a configured cluster must exist there."""
+    from auditcore.clickhouse.ddl import ensure_database  # noqa: PLC0415 - as in ``ddl``
+
     client = _connect_chdb(target) if target.embedded else _connect_server(target)
-    client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
+    try:
+        if target.cluster:
+            check_cluster(client, target.cluster, target.describe())
+        ensure_database(client, target.ddl)
+    except BaseException:
+        client.close()
+        raise
     client.database = target.database
     return client
 

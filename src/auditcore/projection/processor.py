@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.bulk import insert_select
 from auditcore.clickhouse.connection import ClickHouseTarget, connect, query_dicts
-from auditcore.clickhouse.ddl import PROBE_SUFFIX, probe_table_sql
+from auditcore.clickhouse.ddl import DEAD_LETTERS_TABLE, PROBE_SUFFIX, TRACKING_TABLE
 from auditcore.errors import (
     DefinitionChangedError,
     RefusedByReadModelError,
@@ -116,6 +116,7 @@ class Processor:
         self._client = client
         self._first_event_id: str | None = None
         self._probe_ready = False
+        self._synced = False
         self._accepted: LoggedEvent | None = None
         """The last event written: proof that the read model's SQL works."""
 
@@ -200,6 +201,13 @@ class Processor:
     # Tracking.
 
     def _tracking(self) -> TrackedPosition:
+        if self.target.cluster and not self._synced:
+            # This node may not hold yet every part another replica committed (a processor
+            # that ran against it before a restart): wait for them, or the unfinished batch
+            # would be judged against an incomplete table and written twice.
+            for table in (TRACKING_TABLE, DEAD_LETTERS_TABLE, self.table):
+                self.client.command(self.target.ddl.sync_replica(table))
+            self._synced = True
         key = table_key(self.client, self.table)
         if key is None:
             raise UntrackedRowsError(
@@ -357,7 +365,9 @@ class Processor:
 
     def _ensure_probe(self) -> None:
         if not self._probe_ready:
-            self.client.command(probe_table_sql(self.probe_table, self.model.table))
+            if table_key(self.client, self.probe_table) is None:
+                probe = self.target.ddl.create_probe(self.probe_table, self.model.table)
+                self.client.command(probe)
             self._probe_ready = True
 
     def _partitions_holding(self, after: int, last: int) -> set[str]:

@@ -16,11 +16,7 @@ from datetime import datetime
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import ClickHouseTarget, connect
-from auditcore.clickhouse.ddl import (
-    create_table_sql,
-    dead_letters_table_sql,
-    tracking_table_sql,
-)
+from auditcore.clickhouse.ddl import BOOKKEEPING, create_missing
 from auditcore.errors import CatchUpFailedError
 from auditcore.projection import deadletters
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
@@ -85,14 +81,10 @@ class ProjectionRunner:
 
     def migrate(self, client: Client) -> list[str]:
         """Create what is missing: the tracking and dead-letter tables and each read model's
-        table."""
-        client.command(tracking_table_sql(self.target.cluster))
-        client.command(dead_letters_table_sql(self.target.cluster))
-        created = []
-        for model in self.models:
-            client.command(create_table_sql(model.table_name, model.table, self.target.cluster))
-            created.append(model.table_name)
-        return created
+        table; return the read models' tables (created or already there)."""
+        tables = {model.table_name: model.table for model in self.models}
+        create_missing(client, self.target.ddl, {**BOOKKEEPING, **tables})
+        return list(tables)
 
     def processors(self, client: Client | None = None) -> list[Processor]:
         return [

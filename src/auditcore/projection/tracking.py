@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import as_utc
-from auditcore.clickhouse.ddl import TRACKING_TABLE
+from auditcore.clickhouse.ddl import TRACKING_TABLE, Ddl
 
 _NO_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -139,9 +139,9 @@ def record(client: Client, tracked: TrackedPosition) -> TrackedPosition:
     return written
 
 
-def forget(client: Client, key: str) -> None:
+def forget(client: Client, ddl: Ddl, key: str) -> None:
     """Drop a table's tracking (its table is gone, or starts over)."""
     client.command(
-        f"DELETE FROM `{TRACKING_TABLE}` WHERE table_key = {{key:String}}",
+        ddl.delete(TRACKING_TABLE, "table_key = {key:String}"),
         parameters={"key": key},
     )

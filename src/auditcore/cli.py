@@ -165,6 +165,12 @@ def project(
         except CatchUpFailedError as failure:
             done, failed = failure.done, failure.failed
         console.print(f"Caught up: {sum(done.values()):,} events projected.")
+        for name, holder in audit.projections.elsewhere.items():
+            console.print(
+                f"  {name}: another process follows it ({holder}); left to it"
+                + (", standing by." if follow else "."),
+                highlight=False,
+            )
         for name, error in failed.items():
             errors.print(f"[red]✗ {name} failed:[/red] {error}", highlight=False)
         if failed:
@@ -260,6 +266,7 @@ def projections_status(
                             "definition_current": s.fingerprint_matches,
                             "updated_at": s.updated_at.isoformat() if s.updated_at else None,
                             "error": s.last_error,
+                            "followed_by": s.followed_by,
                         }
                         for s in statuses
                     ],
@@ -335,6 +342,8 @@ def status_table(statuses: list[ProcessorStatus]) -> Group:
         note = s.last_error or ("" if s.fingerprint_matches else "definition changed: rebuild")
         if not note and s.dead_letters:
             note = "events parked: auditcore projections dead-letters"
+        if s.followed_elsewhere:
+            note = f"another process follows it ({s.followed_by})" + (f"; {note}" if note else "")
         table.add_row(
             s.name,
             s.table,

@@ -63,6 +63,17 @@ class ClickHouseTarget:
             return parse_qs(url.query).get("database", [DATABASE])[-1]
         return url.path.strip("/") or DATABASE
 
+    @property
+    def identity(self) -> str:
+        """Which tables these are, wherever they are reached from: a cluster's replicas are
+        one set of tables (followers of it may connect to different nodes)."""
+        if self.embedded:
+            return f"chdb:{self.chdb_path}/{self.database}"
+        if self.cluster:
+            return f"cluster:{self.cluster}/{self.database}"
+        url = urlsplit(self.url)
+        return f"{url.hostname}:{url.port or 8123}/{self.database}"
+
     def describe(self) -> str:
         if self.embedded:
             return f"embedded chDB at {self.chdb_path}"

@@ -3,6 +3,9 @@
 Read models are independent: a catch-up runs each to the end (or to its failure) whatever
 the others do and then names the ones that failed; following, each processor runs on its
 own (own thread, own ClickHouse client), retries with backoff and reports its error.
+One process writes a read model at a time (``auditcore.projection.coordination``): a
+follower stands by while another process follows the same read model, and a catch-up
+leaves such a read model to that process.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -17,8 +21,9 @@ from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import ClickHouseTarget, connect
 from auditcore.clickhouse.ddl import BOOKKEEPING, create_missing
-from auditcore.errors import CatchUpFailedError
+from auditcore.errors import CatchUpFailedError, FollowedElsewhereError
 from auditcore.projection import deadletters
+from auditcore.projection.coordination import THIS_PROCESS, Coordinator, Exclusive, LockLostError
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.processor import Processor
 from auditcore.projection.rebuild import retry
@@ -43,6 +48,12 @@ class ProcessorStatus:
     last_error: str | None = None
     dead_letters: int = 0
     """Events parked because this read model cannot hold them (the others are in)."""
+    followed_by: str | None = None
+    """``this process``, the process that follows it (``pid N on HOST``), or None."""
+
+    @property
+    def followed_elsewhere(self) -> bool:
+        return self.followed_by not in (None, THIS_PROCESS)
 
     @property
     def lag(self) -> int:
@@ -66,18 +77,26 @@ class ProjectionRunner:
         models: ReadModelRegistry,
         *,
         batch_size: int = 20_000,
+        standby_poll: float = 2.0,
     ) -> None:
         self.app = app
         self.target = target
         self.models = models
         self.batch_size = batch_size
+        self.standby_poll = standby_poll
+        """How often a follower standing by tries to take over."""
         self._errors: dict[str, str] = {}
-        # Held by a following processor during each batch, and by a rebuild for its swap.
-        self._guards = {model.name: threading.Lock() for model in models}
+        self.coordinator = Coordinator(app.settings, target, [model.name for model in models])
+        self.elsewhere: dict[str, str] = {}
+        """Read models the last catch-up left to the process that follows them."""
 
-    def guard(self, name: str) -> threading.Lock:
-        """The lock that keeps this process's follower of ``name`` between batches."""
-        return self._guards[self.models.get(name).name]
+    def exclusive(self, name: str) -> Exclusive:
+        """A reusable context in which this process alone writes ``name``'s table (raises
+        ``FollowedElsewhereError`` when another process follows it)."""
+        return self.coordinator.exclusive(self.models.get(name).name)
+
+    def close(self) -> None:
+        self.coordinator.close()
 
     def migrate(self, client: Client) -> list[str]:
         """Create what is missing: the tracking and dead-letter tables and each read model's
@@ -100,6 +119,7 @@ class ProjectionRunner:
         self.migrate(client)
         done: dict[str, int] = {}
         failed: dict[str, str] = {}
+        self.elsewhere = {}
         for processor in self.processors(client):
             name = processor.model.name
             counted = 0
@@ -111,8 +131,11 @@ class ProjectionRunner:
                     progress(name, count)
 
             try:
-                done[name] = processor.catch_up(report)
+                with self.exclusive(name):
+                    done[name] = processor.catch_up(report)
                 self._errors.pop(name, None)
+            except FollowedElsewhereError as error:  # that process keeps it current
+                self.elsewhere[name] = error.holder or "another process"
             except Exception as error:  # reported to the caller, with the others' results
                 done[name] = counted
                 failed[name] = self._errors[name] = f"{type(error).__name__}: {error}"
@@ -137,6 +160,37 @@ class ProjectionRunner:
         return threads
 
     def _follow_one(self, name: str, stop: threading.Event, retry_delay: float) -> None:
+        """Hold ``name``'s lock (standing by while another process holds it) and follow."""
+        lock = self.coordinator.lock(name)
+        delay = retry_delay
+        try:
+            while not stop.is_set():
+                try:
+                    acquired = lock.acquire()
+                except Exception as error:  # the store is away: as any failure, retried
+                    self._errors[name] = f"{type(error).__name__}: {error}"
+                    logger.exception("read model %s: cannot take its lock", name)
+                    stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                if not acquired:
+                    self._errors.pop(name, None)
+                    stop.wait(self.standby_poll)
+                    continue
+                with self.coordinator.following(name, lock) as hold:
+                    self._follow_holding(name, stop, retry_delay, hold)
+        finally:
+            lock.close()
+
+    def _follow_holding(
+        self,
+        name: str,
+        stop: threading.Event,
+        retry_delay: float,
+        hold: AbstractContextManager[None],
+    ) -> None:
+        """Follow ``name`` (each batch inside ``hold``) until ``stop``, or until the lock
+        is lost."""
         delay = retry_delay
 
         def recovered(_: int) -> None:
@@ -150,7 +204,10 @@ class ProjectionRunner:
             )
             try:
                 # Healthy again as soon as a step goes through, even with nothing new to read.
-                processor.follow(stop, on_step=recovered, guard=self._guards[name])
+                processor.follow(stop, on_step=recovered, guard=hold)
+            except LockLostError:
+                logger.warning("read model %s: lost its lock; standing by", name)
+                return
             except Exception as error:
                 self._errors[name] = f"{type(error).__name__}: {error}"
                 logger.exception("read model %s failed; retrying in %.1fs", name, delay)
@@ -179,6 +236,7 @@ class ProjectionRunner:
                     updated_at=position.updated_at if position else None,
                     last_error=self._errors.get(model.name),
                     dead_letters=parked.get(key, 0),
+                    followed_by=self.coordinator.followed_by(model.name),
                 )
             )
         return statuses
@@ -209,7 +267,7 @@ class ProjectionRunner:
             mine = [letter for letter in letters if letter.model == model.name]
             if mine:
                 still += retry(
-                    model, self.app, self.target, client, mine, guard=self.guard(model.name)
+                    model, self.app, self.target, client, mine, guard=self.exclusive(model.name)
                 )
         return still
 

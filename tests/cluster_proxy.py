@@ -9,6 +9,7 @@ The stand-in is one chDB node: it has no ZooKeeper and no clusters, so it refuse
 - ``ReplicatedXMergeTree('/clickhouse/tables/{uuid}/{shard}', '{replica}', args)`` becomes
   ``XMergeTree(args)``;
 - ``SYSTEM SYNC REPLICA`` becomes ``SELECT 1`` (a single node holds every part already);
+- ``clusterAllReplicas('name', system.X)`` reads this node's ``system.X``;
 - ``system.clusters`` reads the clusters the test declares.
 
 What was received is recorded before any rewrite, so tests assert the statements exactly as
@@ -36,6 +37,7 @@ _REPLICATED = re.compile(
     r"Replicated(\w*MergeTree)\('/clickhouse/tables/\{uuid\}/\{shard\}', '\{replica\}'(?:, )?"
 )
 _SYNC_REPLICA = re.compile(r"^\s*SYSTEM SYNC REPLICA\b.*", re.S)
+_ALL_REPLICAS = re.compile(r"clusterAllReplicas\('(?:[^'\\]|\\.)*', (system\.\w+)\)")
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
 
 
@@ -103,6 +105,7 @@ class ClusterProxy(ThreadingHTTPServer):
         statement = _ON_CLUSTER.sub("", statement)
         statement = _REPLICATED.sub(r"\1(", statement)
         statement = _SYNC_REPLICA.sub("SELECT 1", statement)
+        statement = _ALL_REPLICAS.sub(r"\1", statement)
         return statement.replace("system.clusters", self.clusters)
 
     @contextlib.contextmanager

@@ -157,3 +157,7 @@ class FollowedElsewhereError(AuditcoreError):
             "run this where it runs) and try again. A rebuild stopped here resumes where it "
             "stopped."
         )
+
+
+class OrphanInsertError(AuditcoreError):
+    """A stopped writer's insert still runs on the server: a redo of its batch must wait."""

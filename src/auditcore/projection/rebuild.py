@@ -6,9 +6,15 @@ reader sees the old version or the new one, never an empty, partial or mixed tab
 and dead letters belong to a table's data (its UUID), not its name, so they move with it in
 that same step. An interrupted rebuild leaves the live table untouched; running it again
 resumes the next version from its own position (or starts it over if the definition changed
-meanwhile). A follower in this process is held between batches for the swap (``guard``);
-followers in other processes must be stopped for it (a batch they write in the instant of
-the swap could land in the other table).
+meanwhile). The swap, a partial rebuild and a retry write the live table only where this
+process alone writes it (``guard``: ``ProjectionRunner.exclusive``): a follower in this
+process is held between batches; when a follower in another process holds the read model's
+lock, they are refused (a batch it wrote in the instant of the swap could land in the other
+table), and the rebuild stopped there resumes once that follower is stopped.
+
+On a cluster every statement carries ``ON CLUSTER`` (``auditcore.clickhouse.ddl``): each
+replica creates ``NAME__next`` (a ZooKeeper path of its own, by its UUID), swaps and drops
+(``SYNC``) as the others do.
 """
 
 from __future__ import annotations
@@ -59,8 +65,8 @@ def rebuild(
 ) -> RebuildResult:
     """Build ``model`` anew beside its live table and swap it in (see the module's notes).
 
-    ``guard`` is held from the final catch-up to the swap: pass the lock this process's
-    follower of the read model holds per batch (``ProjectionRunner.guard``).
+    ``guard`` is held from the final catch-up to the swap: pass
+    ``ProjectionRunner.exclusive(name)``, so that no follower writes the live table then.
     """
     live, building, ddl = model.table_name, model.table_name + NEXT_SUFFIX, target.ddl
     create_missing(client, ddl, BOOKKEEPING)

@@ -26,8 +26,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
 from auditcore import AuditCore, Settings
+from auditcore.cli import status_table
 from auditcore.errors import FollowedElsewhereError
 from auditcore.projection.coordination import THIS_PROCESS
 from auditcore.projection.deadletters import DeadLetter
@@ -189,6 +191,9 @@ def test_status_names_the_process_that_follows_a_read_model(tmp_path: Path) -> N
             by = followed_by(audit)
             assert by["audit_events"] == elsewhere
             assert by["incidents"] is None
+            shown = Console(record=True, width=300)
+            shown.print(status_table(audit.projections.status(audit.clickhouse)))
+            assert f"another process follows it ({elsewhere})" in shown.export_text()
             done = audit.project()
             assert "audit_events" not in done
             assert done["incidents"] == 1

@@ -171,6 +171,12 @@ def project(
             errors.print(f"catch-up failed: {one_line(away)}; following anyway", highlight=False)
             done = {}
         console.print(f"Caught up: {sum(done.values()):,} events projected.")
+        for name, holder in audit.projections.elsewhere.items():
+            console.print(
+                f"  {name}: another process follows it ({holder}); left to it"
+                + (", standing by." if follow else "."),
+                highlight=False,
+            )
         for name, error in failed.items():
             errors.print(f"[red]✗ {name} failed:[/red] {error}", highlight=False)
         if failed:
@@ -275,6 +281,7 @@ def projections_status(
                             "definition_current": s.fingerprint_matches,
                             "updated_at": s.updated_at.isoformat() if s.updated_at else None,
                             "error": s.last_error,
+                            "followed_by": s.followed_by,
                         }
                         for s in statuses
                     ],
@@ -352,6 +359,8 @@ def status_table(statuses: list[ProcessorStatus]) -> Group:
             note = f"no progress, events waiting {s.behind_seconds:,.0f}s: is a follower running?"
         if not note and s.dead_letters:
             note = "events parked: auditcore projections dead-letters"
+        if s.followed_elsewhere:
+            note = f"another process follows it ({s.followed_by})" + (f"; {note}" if note else "")
         table.add_row(
             s.name,
             s.table,

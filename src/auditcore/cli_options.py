@@ -12,11 +12,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from auditcore.clickhouse.cluster import CLUSTER_VARIABLE
 from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
 from auditcore.events.envelope import Actor, ActorType
 from auditcore.facade import AuditCore
 from auditcore.render import OutputFormat
-from auditcore.store.settings import CLUSTER_VARIABLE, EVENT_STORE_VARIABLE, Settings
+from auditcore.store.settings import EVENT_STORE_VARIABLE, Settings
 from auditcore.timespec import parse_moment
 
 # Piped output is read by people too (less, CI logs): do not squeeze it into 80 columns.

@@ -149,6 +149,8 @@ class AuditCore:
         self.clickhouse_clients.close()
         if "integrity" in self.__dict__:
             self.integrity.close()
+        if "projections" in self.__dict__:
+            self.projections.close()
         self.app.close()
         if not drained:
             raise DispatcherDrainError(drained)
@@ -481,7 +483,7 @@ class AuditCore:
             self.clickhouse,
             stream_id=stream_id,
             workspace_id=workspace_id,
-            guard=self.projections.guard(name),
+            guard=self.projections.exclusive(name),
         )
 
     def rebuild(
@@ -499,7 +501,7 @@ class AuditCore:
             self.clickhouse,
             keep_old=keep_old,
             progress=progress,
-            guard=self.projections.guard(name),
+            guard=self.projections.exclusive(name),
         )
 
     def reader(

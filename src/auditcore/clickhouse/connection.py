@@ -15,14 +15,18 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
+from auditcore.clickhouse.cluster import check_cluster
 from auditcore.errors import ConfigurationError, one_line
+
+if TYPE_CHECKING:
+    from auditcore.clickhouse.ddl import Ddl
 
 CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
 DEFAULT_CLICKHOUSE = "chdb://.auditcore/clickhouse"
@@ -78,11 +82,31 @@ class ClickHouseTarget:
         return Path(path or ".auditcore/clickhouse").resolve()
 
     @property
+    def ddl(self) -> Ddl:
+        """The read side's DDL for this database (``ON CLUSTER`` when a cluster is set)."""
+        # Imported here: ddl needs the read-model declarations, which need the settings,
+        # which need this module.
+        from auditcore.clickhouse.ddl import Ddl  # noqa: PLC0415
+
+        return Ddl(self.database, self.cluster)
+
+    @property
     def database(self) -> str:
         """``chdb://PATH?database=NAME`` or the URL path of a server; ``auditcore`` by default."""
         if self.embedded:
             return self._embedded_database()
         return self.server().database
+
+    @property
+    def identity(self) -> str:
+        """Which tables these are, wherever they are reached from: a cluster's replicas are
+        one set of tables (followers of it may connect to different nodes)."""
+        if self.embedded:
+            return f"chdb:{self.chdb_path}/{self.database}"
+        if self.cluster:
+            return f"cluster:{self.cluster}/{self.database}"
+        server = self.server()
+        return f"{server.host}:{server.port}/{server.database}"
 
     def describe(self) -> str:
         """Where, without credentials (a malformed URL is described as such, never echoed)."""
@@ -192,10 +216,19 @@ def _options(query: str, supported: tuple[str, ...]) -> dict[str, str]:
 
 
 def connect(target: ClickHouseTarget) -> Client:
-    """Open a client on the target's database (one per thread: clients are not thread-safe)."""
+    """Open a client on the target's database (one per thread: clients are not thread-safe),
+    creating the database if it is missing; a configured cluster must exist there."""
+    from auditcore.clickhouse.ddl import ensure_database  # noqa: PLC0415 - as in ``ddl``
+
     database = target.database  # checked before anything is opened
     client = _connect_chdb(target) if target.embedded else _connect_server(target)
-    client.command(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    try:
+        if target.cluster:
+            check_cluster(client, target.cluster, target.describe())
+        ensure_database(client, target.ddl)
+    except BaseException:
+        client.close()
+        raise
     client.database = database
     return client
 

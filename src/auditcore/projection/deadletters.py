@@ -24,7 +24,7 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import query_dicts
-from auditcore.clickhouse.ddl import DEAD_LETTERS_TABLE
+from auditcore.clickhouse.ddl import DEAD_LETTERS_TABLE, Ddl
 from auditcore.projection.log import LoggedEvent
 
 # ClickHouse errors about the data itself (by code): the same event would be refused again.
@@ -231,9 +231,9 @@ def parked_counts(client: Client, table_keys: Sequence[str]) -> dict[str, int]:
     return {row[0]: int(row[1]) for row in rows}
 
 
-def forget(client: Client, table_key: str) -> None:
+def forget(client: Client, ddl: Ddl, table_key: str) -> None:
     """Drop a table's letters (the table is gone)."""
     client.command(
-        f"DELETE FROM `{DEAD_LETTERS_TABLE}` WHERE table_key = {{key:String}}",
+        ddl.delete(DEAD_LETTERS_TABLE, "table_key = {key:String}"),
         parameters={"key": table_key},
     )

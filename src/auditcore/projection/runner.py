@@ -5,6 +5,9 @@ the others do and then names the ones that failed; following, each processor run
 own (own thread, own ClickHouse client) and never gives up: any error (ClickHouse or the
 store away, a refused statement) is logged in one line and retried with backoff (1 s
 doubling to 30 s), from creating its tables onwards, until ``stop`` is set.
+One process writes a read model at a time (``auditcore.projection.coordination``): a
+follower stands by while another process follows the same read model, and a catch-up
+leaves such a read model to that process.
 
 A read model is ``stalled`` when events have waited more than ``stall_after`` seconds and
 its position has not moved for as long: judged from what ClickHouse and the store hold, so
@@ -16,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,13 +27,10 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import ClickHouseTarget
-from auditcore.clickhouse.ddl import (
-    create_table_sql,
-    dead_letters_table_sql,
-    tracking_table_sql,
-)
-from auditcore.errors import CatchUpFailedError, one_line
+from auditcore.clickhouse.ddl import BOOKKEEPING, create_missing
+from auditcore.errors import CatchUpFailedError, FollowedElsewhereError, one_line
 from auditcore.projection import deadletters
+from auditcore.projection.coordination import THIS_PROCESS, Coordinator, Exclusive, LockLostError
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.log import LogReader
 from auditcore.projection.processor import Processor
@@ -59,6 +60,12 @@ class ProcessorStatus:
     """How long the oldest event it has not yet processed has waited (0 when caught up)."""
     stalled: bool = False
     """Events waiting and no progress, both for longer than the runner's ``stall_after``."""
+    followed_by: str | None = None
+    """``this process``, the process that follows it (``pid N on HOST``), or None."""
+
+    @property
+    def followed_elsewhere(self) -> bool:
+        return self.followed_by not in (None, THIS_PROCESS)
 
     @property
     def lag(self) -> int:
@@ -87,30 +94,34 @@ class ProjectionRunner:
         *,
         batch_size: int = 20_000,
         stall_after: float = 60.0,
+        standby_poll: float = 2.0,
     ) -> None:
         self.app = app
         self.target = target
         self.models = models
         self.batch_size = batch_size
         self.stall_after = stall_after
+        self.standby_poll = standby_poll
+        """How often a follower standing by tries to take over."""
         self._errors: dict[str, str] = {}
-        # Held by a following processor during each batch, and by a rebuild for its swap.
-        self._guards = {model.name: threading.Lock() for model in models}
+        self.coordinator = Coordinator(app.settings, target, [model.name for model in models])
+        self.elsewhere: dict[str, str] = {}
+        """Read models the last catch-up left to the process that follows them."""
 
-    def guard(self, name: str) -> threading.Lock:
-        """The lock that keeps this process's follower of ``name`` between batches."""
-        return self._guards[self.models.get(name).name]
+    def exclusive(self, name: str) -> Exclusive:
+        """A reusable context in which this process alone writes ``name``'s table (raises
+        ``FollowedElsewhereError`` when another process follows it)."""
+        return self.coordinator.exclusive(self.models.get(name).name)
+
+    def close(self) -> None:
+        self.coordinator.close()
 
     def migrate(self, client: Client) -> list[str]:
         """Create what is missing: the tracking and dead-letter tables and each read model's
-        table."""
-        client.command(tracking_table_sql(self.target.cluster))
-        client.command(dead_letters_table_sql(self.target.cluster))
-        created = []
-        for model in self.models:
-            client.command(create_table_sql(model.table_name, model.table, self.target.cluster))
-            created.append(model.table_name)
-        return created
+        table; return the read models' tables (created or already there)."""
+        tables = {model.table_name: model.table for model in self.models}
+        create_missing(client, self.target.ddl, {**BOOKKEEPING, **tables})
+        return list(tables)
 
     def processors(self, client: Client | None = None) -> list[Processor]:
         return [
@@ -126,6 +137,7 @@ class ProjectionRunner:
         self.migrate(client)
         done: dict[str, int] = {}
         failed: dict[str, str] = {}
+        self.elsewhere = {}
         for processor in self.processors(client):
             name = processor.model.name
             counted = 0
@@ -137,8 +149,11 @@ class ProjectionRunner:
                     progress(name, count)
 
             try:
-                done[name] = processor.catch_up(report)
+                with self.exclusive(name):
+                    done[name] = processor.catch_up(report)
                 self._errors.pop(name, None)
+            except FollowedElsewhereError as error:  # that process keeps it current
+                self.elsewhere[name] = error.holder or "another process"
             except Exception as error:  # reported to the caller, with the others' results
                 done[name] = counted
                 failed[name] = self._errors[name] = f"{type(error).__name__}: {error}"
@@ -162,6 +177,39 @@ class ProjectionRunner:
         return threads
 
     def _follow_one(self, name: str, stop: threading.Event, retry_delay: float) -> None:
+        """Hold ``name``'s lock (standing by while another process holds it) and follow."""
+        lock = self.coordinator.lock(name)
+        delay = retry_delay
+        try:
+            while not stop.is_set():
+                try:
+                    acquired = lock.acquire()
+                except Exception as error:  # the store is away: as any failure, retried
+                    self._errors[name] = f"{type(error).__name__}: {one_line(error)}"
+                    logger.warning(
+                        "read model %s: cannot take its lock: %s", name, self._errors[name]
+                    )
+                    stop.wait(delay)
+                    delay = min(delay * 2, 30.0)
+                    continue
+                if not acquired:
+                    self._errors.pop(name, None)
+                    stop.wait(self.standby_poll)
+                    continue
+                with self.coordinator.following(name, lock) as hold:
+                    self._follow_holding(name, stop, retry_delay, hold)
+        finally:
+            lock.close()
+
+    def _follow_holding(
+        self,
+        name: str,
+        stop: threading.Event,
+        retry_delay: float,
+        hold: AbstractContextManager[None],
+    ) -> None:
+        """Follow ``name`` (each batch inside ``hold``) until ``stop``, or until the lock
+        is lost."""
         delay = retry_delay
 
         def recovered(_: int) -> None:
@@ -177,7 +225,10 @@ class ProjectionRunner:
             try:
                 self.migrate(processor.client)
                 # Healthy again as soon as a step goes through, even with nothing new to read.
-                processor.follow(stop, on_step=recovered, guard=self._guards[name])
+                processor.follow(stop, on_step=recovered, guard=hold)
+            except LockLostError:
+                logger.warning("read model %s: lost its lock; standing by", name)
+                return
             except Exception as error:  # any error: logged, retried; never ends the thread
                 self._errors[name] = f"{type(error).__name__}: {one_line(error)}"
                 logger.warning(
@@ -219,6 +270,7 @@ class ProjectionRunner:
                     dead_letters=parked.get(key, 0),
                     behind_seconds=max(0.0, behind),
                     stalled=min(behind, idle) > self.stall_after,
+                    followed_by=self.coordinator.followed_by(model.name),
                 )
             )
         return statuses
@@ -249,7 +301,7 @@ class ProjectionRunner:
             mine = [letter for letter in letters if letter.model == model.name]
             if mine:
                 still += retry(
-                    model, self.app, self.target, client, mine, guard=self.guard(model.name)
+                    model, self.app, self.target, client, mine, guard=self.exclusive(model.name)
                 )
         return still
 

@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.utils import get_topic
 
+from auditcore.clickhouse.cluster import CLUSTER_VARIABLE
 from auditcore.clickhouse.connection import (
     CLICKHOUSE_VARIABLE,
     DEFAULT_CLICKHOUSE,
@@ -19,7 +20,6 @@ from auditcore.errors import ConfigurationError
 from auditcore.store.recorders import PostgresAuditRecorder, SQLiteAuditRecorder
 
 EVENT_STORE_VARIABLE = "AUDITCORE_EVENT_STORE"
-CLUSTER_VARIABLE = "AUDITCORE_CLICKHOUSE_CLUSTER"
 STALL_VARIABLE = "AUDITCORE_STALL_AFTER"
 DEFAULT_HOME = Path(".auditcore")
 DEFAULT_EVENT_STORE = str(DEFAULT_HOME / "events.sqlite")

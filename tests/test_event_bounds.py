@@ -92,7 +92,7 @@ def test_non_finite_numbers_are_refused_at_any_depth(core: AuditCore, way: str) 
             ways(core)[way]("sensor.read", workspace_id="acme", metadata=metadata)
         assert refused.value.problems[0][0].removeprefix("[0].") == field
     stored = ways(core)[way]("sensor.read", workspace_id="acme", metadata={"reading": -0.0})
-    assert core.event(stored.event_id) == stored
+    assert core.event(stored.event_id, workspace_id="acme") == stored
 
 
 def test_an_aggregates_command_is_refused_the_same_way(core: AuditCore) -> None:
@@ -112,7 +112,8 @@ def test_occurred_at_must_be_storable_and_not_beyond_clock_skew(core: AuditCore,
         return record("note.added", workspace_id="acme", occurred_at=moment)
 
     for moment in (EARLIEST, datetime(1901, 7, 4, 12, tzinfo=UTC), datetime.now(UTC)):
-        assert core.event(attempt(moment).event_id).occurred_at == moment  # backdating: fine
+        # Backdating: fine.
+        assert core.event(attempt(moment).event_id, workspace_id="acme").occurred_at == moment
     assert attempt(datetime.now(UTC) + DEFAULT_MAX_FUTURE - timedelta(seconds=5))
     for moment, says in [
         (EARLIEST - timedelta(microseconds=1), "outside the range events can hold"),

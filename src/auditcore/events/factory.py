@@ -12,7 +12,7 @@ from pydantic import BaseModel, JsonValue, ValidationError
 from auditcore.errors import InvalidEventError, UnknownActionError
 from auditcore.events.actions import ActionRegistry, located_problems
 from auditcore.events.envelope import AuditEvent, Target
-from auditcore.events.ids import new_event_id
+from auditcore.events.ids import new_event_id, stream_id_or_none
 from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
 
@@ -32,8 +32,9 @@ def build_event(
     """Build an event, reporting every problem at once rather than the first one.
 
     ``subject`` are the targets the domain itself knows (e.g. the incident);
-    the caller's own ``targets`` are appended after them. ``stream_id=None`` makes
-    a standalone event that is its own one-event stream. ``recorded=True`` stamps
+    the caller's own ``targets`` are appended after them. ``stream_id=None`` starts a stream
+    (a standalone event's own, or an aggregate's), whose id ``stream_id_for`` derives from
+    the workspace and the event id. ``recorded=True`` stamps
     ``recorded_at`` now (the event goes straight to the store); otherwise the store stamps it.
     """
     provenance = with_ambient(provenance)
@@ -55,7 +56,9 @@ def build_event(
     fields: dict[str, Any] = {
         "event_id": event_id,
         "workspace_id": workspace_id,
-        "stream_id": stream_id if stream_id is not None else event_id,
+        "stream_id": stream_id
+        if stream_id is not None
+        else stream_id_or_none(workspace_id, event_id),
         "version": version,
         "action": action,
         "schema_version": schema_version,
@@ -71,7 +74,8 @@ def build_event(
         event = AuditEvent.model_validate(fields)
     except ValidationError as error:
         located = located_problems("", error)
-        if stream_id is None:  # a standalone event's stream is its id: one problem, not two
+        if stream_id is None:  # a new stream's id comes from the workspace and event id: no
+            # problem of its own (theirs are reported)
             located = [(where, what) for where, what in located if where != ".stream_id"]
         problems[:0] = located
         event = None

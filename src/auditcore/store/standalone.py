@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError, create_model
 from auditcore.events.actions import ActionRegistry, ActionSpec
 from auditcore.events.envelope import AuditEvent
 from auditcore.events.factory import build_standalone_event, with_subject
-from auditcore.events.ids import new_event_id
+from auditcore.events.ids import new_event_id, stream_id_or_none
 from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
 from auditcore.store.codec import COLUMN_FIELDS
@@ -54,10 +54,13 @@ class StandaloneEncoder:
         now = datetime.now(UTC)
         given_id = provenance.get("event_id")
         event_id = new_event_id() if given_id is None else given_id
+        stream_id = stream_id_or_none(workspace_id, event_id)
+        if stream_id is None:
+            return self._build(action, workspace_id, metadata, provenance)
         fields: dict[str, Any] = {
             "event_id": event_id,
             "workspace_id": workspace_id,
-            "stream_id": event_id,
+            "stream_id": stream_id,
             "version": 1,
             "action": action,
             "schema_version": spec.version,
@@ -101,12 +104,13 @@ class StandaloneEncoder:
             return None
         head = envelope.__pydantic_serializer__.to_json(event, exclude=_ENVELOPE_WITHOUT_METADATA)
         return AuditStoredEvent(
-            originator_id=event.event_id,
+            originator_id=event.stream_id,
             originator_version=1,
             topic=spec.name,
             # The envelope's fields in declared order, metadata last.
             state=b"".join((head[:-1], b',"metadata":', sorted_metadata, b"}")),
             event_id=event.event_id,
+            workspace_id=event.workspace_id,
         )
 
     def _build(

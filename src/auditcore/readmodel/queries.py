@@ -247,6 +247,9 @@ class WorkspaceReader:
         )
         self._apply_text(model, query.text, where)
         parts = {
+            # The workspace too: another workspace's cursor never positions this one's pages
+            # (its time and id are that workspace's data).
+            "w": self.workspace_id,
             "f": {k: sorted(v) for k, v in query.filters.items()},
             "s": query.since,
             "u": query.until,

@@ -187,6 +187,22 @@ class AuditCore:
             [build_standalone_event(self.registry, action, workspace_id, metadata, provenance)]
         )[0]
 
+    def record_control_event(
+        self,
+        action: str,
+        *,
+        workspace_id: str,
+        metadata: BaseModel | Mapping[str, Any] | None = None,
+        **provenance: Unpack[Provenance],
+    ) -> AuditEvent:
+        """Record one of auditcore's own control-plane events (``auditcore.*``: workspaces,
+        keys, exports, reports, throttled authentication); ``record`` refuses those to every
+        caller, and this refuses every other action."""
+        event = build_standalone_event(
+            self.registry, action, workspace_id, metadata, provenance, control=True
+        )
+        return self._store([event])[0]
+
     def build_draft(self, draft: Mapping[str, Any]) -> AuditEvent:
         """Validate one standalone event given as ``record``'s keyword arguments in a mapping."""
         if not isinstance(draft, Mapping):

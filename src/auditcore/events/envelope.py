@@ -98,6 +98,12 @@ class RequestContext(_Frozen):
     ip: IpAddress | None = None
     user_agent: str | None = Field(default=None, max_length=1024)
     request_id: str | None = Field(default=None, max_length=256)
+    api_key_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The API key that wrote the event, whatever actor it names (set by the "
+        "HTTP API; a caller cannot set it there).",
+    )
 
 
 class AuditEvent(_Frozen):

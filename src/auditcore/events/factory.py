@@ -15,6 +15,7 @@ from auditcore.events.envelope import AuditEvent, Target
 from auditcore.events.ids import new_event_id, stream_id_or_none
 from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
+from auditcore.events.reserved import is_reserved, not_reserved_problem, reserved_problem
 
 
 def build_event(
@@ -28,6 +29,7 @@ def build_event(
     subject: Sequence[Target] = (),
     provenance: Provenance,
     recorded: bool = False,
+    control: bool = False,
 ) -> AuditEvent:
     """Build an event, reporting every problem at once rather than the first one.
 
@@ -36,7 +38,12 @@ def build_event(
     (a standalone event's own, or an aggregate's), whose id ``stream_id_for`` derives from
     the workspace and the event id. ``recorded=True`` stamps
     ``recorded_at`` now (the event goes straight to the store); otherwise the store stamps it.
+    ``control=True``: one of auditcore's own ``auditcore.*`` events, and only those (every
+    other caller is refused them: ``auditcore.events.reserved``).
     """
+    if is_reserved(action) != control:
+        problem = reserved_problem(action) if control is False else not_reserved_problem(action)
+        raise InvalidEventError(str(action), [problem])
     provenance = with_ambient(provenance)
     problems = unknown_fields(provenance)
     schema_version: int = 1
@@ -112,8 +119,11 @@ def build_standalone_event(
     workspace_id: str,
     metadata: BaseModel | Mapping[str, Any] | None,
     provenance: Provenance,
+    *,
+    control: bool = False,
 ) -> AuditEvent:
-    """A standalone event: its own one-event stream (named by its id), recorded now."""
+    """A standalone event: its own one-event stream, recorded now (``control``: see
+    ``build_event``)."""
     return build_event(
         registry,
         action=action,
@@ -123,4 +133,5 @@ def build_standalone_event(
         metadata=metadata,
         provenance=provenance,
         recorded=True,
+        control=control,
     )

@@ -28,7 +28,7 @@ MAX_LIMIT = 1000
 EVENT_COLUMNS = (
     "event_id, workspace_id, stream_id, version, action, schema_version, actor_id, actor_type, "
     "actor_name, target_types, target_ids, target_names, source, occurred_at, recorded_at, ip, "
-    "user_agent, request_id, metadata"
+    "user_agent, request_id, api_key_id, metadata"
 )
 
 _MAYBE_NOT_PROJECTED = (
@@ -539,6 +539,7 @@ def summary_from_row(row: Row) -> dict[str, Any]:
             "ip": row["ip"] or None,
             "user_agent": row["user_agent"] or None,
             "request_id": row["request_id"] or None,
+            "api_key_id": row["api_key_id"] or None,
         },
         "metadata": orjson.loads(row["metadata"]),
     }

@@ -25,6 +25,7 @@ from auditcore.events.factory import build_standalone_event, with_subject
 from auditcore.events.ids import new_event_id, stream_id_or_none
 from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
+from auditcore.events.reserved import is_reserved
 from auditcore.store.codec import COLUMN_FIELDS
 from auditcore.store.mapper import AuditStoredEvent
 
@@ -48,6 +49,8 @@ class StandaloneEncoder:
         provenance: Provenance,
     ) -> AuditStoredEvent:
         provenance = with_ambient(provenance)
+        if is_reserved(action):  # refused, as build_event refuses it
+            return self._build(action, workspace_id, metadata, provenance)
         spec = self.registry.spec(action)
         if not provenance.keys() <= PROVENANCE_FIELDS:
             return self._build(action, workspace_id, metadata, provenance)

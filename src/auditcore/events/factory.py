@@ -89,6 +89,7 @@ def build_event(
     if event is not None:
         if len({(t.type, t.id) for t in event.targets}) != len(event.targets):
             problems.append(("targets", "the same target (type, id) is listed more than once"))
+        problems += registry.event_limits.check(event.targets, len(event.stored_json()))
         problems += occurred_at_problems(event.occurred_at, now, registry.max_future)
     if problems or event is None:
         raise InvalidEventError(action, [(loc.lstrip("."), msg) for loc, msg in problems])

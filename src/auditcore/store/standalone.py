@@ -93,12 +93,12 @@ class StandaloneEncoder:
             event = envelope.model_validate(fields)
         except ValidationError:
             return None
-        if occurred_at_problems(event.occurred_at, now, self.registry.max_future):
-            return None
         metadata = cast("BaseModel", event.metadata).model_dump(mode="json", exclude_none=True)
-        if self.registry.limits.check(metadata):
-            return None
-        if len({(t.type, t.id) for t in event.targets}) != len(event.targets):
+        if (
+            occurred_at_problems(event.occurred_at, now, self.registry.max_future)
+            or self.registry.limits.check(metadata)
+            or len({(t.type, t.id) for t in event.targets}) != len(event.targets)
+        ):
             return None
         try:
             # Sorted keys, as build_event leaves metadata, for deterministic bytes.
@@ -106,12 +106,15 @@ class StandaloneEncoder:
         except TypeError:  # e.g. a lone surrogate: let the careful path say what it makes of it
             return None
         head = envelope.__pydantic_serializer__.to_json(event, exclude=_ENVELOPE_WITHOUT_METADATA)
+        # The envelope's fields in declared order, metadata last.
+        state = b"".join((head[:-1], b',"metadata":', sorted_metadata, b"}"))
+        if self.registry.event_limits.check(event.targets, len(state)):
+            return None
         return AuditStoredEvent(
             originator_id=event.stream_id,
             originator_version=1,
             topic=spec.name,
-            # The envelope's fields in declared order, metadata last.
-            state=b"".join((head[:-1], b',"metadata":', sorted_metadata, b"}")),
+            state=state,
             event_id=event.event_id,
             workspace_id=event.workspace_id,
         )

@@ -106,21 +106,18 @@ def test_records_and_reads_back_with_request_context(api: Deployment) -> None:
         assert response.headers["X-Request-ID"] == "req-abc.1"
         (event_id,) = response.json()["ids"]
         # No actor given: the API key is the actor.
-        batch = [
-            {"action": "auditcore.workspace.created", "metadata": {"name": f"w{i}"}}
-            for i in range(3)
-        ]
+        batch = [{"action": "monitor.paused", "metadata": {"reason": f"w{i}"}} for i in range(3)]
         assert client.post("/v1/events", json=batch).status_code == 201
 
     items = api.projected("acme_read", 4)
-    assert [item["action"] for item in items].count("auditcore.workspace.created") == 3
+    assert [item["action"] for item in items].count("monitor.paused") == 3
     by_id = {item["event_id"]: item for item in items}
     opened = by_id[event_id]
     assert opened["actor"] == {"id": "user_alice", "type": "user", "name": "Alice"}
     assert opened["context"]["user_agent"] == "audit-test/1.0"
     assert opened["context"]["request_id"] == "req-abc.1"
     assert opened["source"] == "api"
-    keyed = next(i for i in items if i["action"] == "auditcore.workspace.created")
+    keyed = next(i for i in items if i["action"] == "monitor.paused")
     assert keyed["actor"]["type"] == "api_key"
     assert keyed["actor"]["name"] == "rw"
     assert keyed["actor"]["id"].startswith("key_")

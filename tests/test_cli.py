@@ -313,7 +313,7 @@ def test_serve_answers_and_decides_itself_whom_to_believe(tmp_path: Path) -> Non
                 time.sleep(0.2)
             response = client.post(
                 "/v1/events",
-                json={"action": "auditcore.workspace.created", "metadata": {"name": "x"}},
+                json={"action": "monitor.paused", "metadata": {"reason": "x"}},
                 headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": "6.6.6.6"},
             )
         assert response.status_code == 201, response.text

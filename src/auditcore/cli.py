@@ -622,6 +622,10 @@ def query(
     target_id: Annotated[str | None, typer.Option(help="Any target with this id.")] = None,
     source: Annotated[list[str] | None, typer.Option(help="Source; repeatable.")] = None,
     stream: Annotated[UUID | None, typer.Option(help="Stream id.")] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", help="Written through the API by this key id; repeatable."),
+    ] = None,
     since: Annotated[datetime | None, MomentOption] = None,
     until: Annotated[datetime | None, MomentOption] = None,
     recorded_since: Annotated[datetime | None, RecordedOption] = None,
@@ -644,6 +648,7 @@ def query(
         "target_id": [target_id] if target_id else [],
         "source": source or [],
         "stream_id": [str(stream)] if stream else [],
+        "api_key_id": api_key or [],
     }
     request = EventQuery(
         {k: v for k, v in filters.items() if v},

@@ -15,7 +15,7 @@ SOURCE_STRUCTURE = (
     "actor Tuple(id String, type String, name Nullable(String)), "
     "targets Array(Tuple(type String, id String, name Nullable(String))), "
     "context Tuple(ip Nullable(String), user_agent Nullable(String), "
-    "request_id Nullable(String)), "
+    "request_id Nullable(String), api_key_id Nullable(String)), "
     "metadata String"
 )
 """The batch's columns; ``metadata`` is the metadata's JSON text exactly as stored."""

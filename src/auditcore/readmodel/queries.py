@@ -30,7 +30,7 @@ MAX_LIMIT = 1000
 EVENT_COLUMNS = (
     "event_id, workspace_id, stream_id, version, action, schema_version, actor_id, actor_type, "
     "actor_name, target_types, target_ids, target_names, source, occurred_at, recorded_at, ip, "
-    "user_agent, request_id, metadata"
+    "user_agent, request_id, api_key_id, metadata"
 )
 
 _MAYBE_NOT_PROJECTED = (
@@ -254,6 +254,9 @@ class WorkspaceReader:
         )
         self._apply_text(model, query.text, where)
         parts = {
+            # The workspace too: another workspace's cursor never positions this one's pages
+            # (its time and id are that workspace's data).
+            "w": self.workspace_id,
             "f": {k: sorted(v) for k, v in query.filters.items()},
             "s": query.since,
             "u": query.until,
@@ -545,6 +548,7 @@ def summary_from_row(row: Row) -> dict[str, Any]:
             "ip": row["ip"] or None,
             "user_agent": row["user_agent"] or None,
             "request_id": row["request_id"] or None,
+            "api_key_id": row["api_key_id"] or None,
         },
         "metadata": orjson.loads(row["metadata"]),
     }

@@ -50,6 +50,7 @@ from auditcore.store.dispatcher import (
 )
 from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
+from auditcore.store.secrets import CURSOR_SECRET, ServerSecrets
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
 from auditcore.store.standalone import StandaloneEncoder
@@ -112,6 +113,8 @@ class AuditCore:
         self._local = threading.local()
         self._clickhouse_clients: list[Client] = []
         self._migrated = False
+        self.secrets = ServerSecrets(self.settings)
+        """The installation's own secrets (the cursor-signing key), in the control database."""
 
     @classmethod
     def from_env(
@@ -151,6 +154,7 @@ class AuditCore:
         self._clickhouse_clients.clear()
         if "integrity" in self.__dict__:
             self.integrity.close()
+        self.secrets.close()
         self.app.close()
         if not drained:
             raise DispatcherDrainError(drained)
@@ -515,7 +519,12 @@ class AuditCore:
         if not self._migrated:
             self.migrate()
         return WorkspaceReader(
-            self.clickhouse, self.read_models, workspace_id, entitlements, limits=limits
+            self.clickhouse,
+            self.read_models,
+            workspace_id,
+            entitlements,
+            cursor_key=lambda: self.secrets.get(CURSOR_SECRET),
+            limits=limits,
         )
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:

@@ -132,9 +132,12 @@ class WorkspaceReader:
         workspace_id: str,
         entitlements: frozenset[str] | None = None,
         *,
+        cursor_key: Callable[[], bytes],
         limits: Mapping[str, Any] | None = None,
     ) -> None:
         self.client = client
+        self.cursor_key = cursor_key
+        """The installation's cursor secret (asked for only when a cursor is made or read)."""
         self.models = models
         self.workspace_id = workspace_id
         self.entitlements = entitlements
@@ -175,20 +178,25 @@ class WorkspaceReader:
         """Matching events, newest first, a page at a time."""
         limit = _checked_limit(query.limit)
         model, where, fingerprint = self._events_where(query)
-        after = Cursor.decode(query.cursor, fingerprint) if query.cursor else None
+        after = self._after(query.cursor, fingerprint)
         rows = self._newest_first(model, where, after, limit + 1)
         items = [event_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
-            last = items[-1]
-            next_cursor = Cursor(last.occurred_at, last.event_id, fingerprint).encode()
+            last = Cursor(items[-1].occurred_at, items[-1].event_id, fingerprint)
+            next_cursor = last.encode(self.cursor_key(), self.workspace_id)
         return Page(items, next_cursor)
+
+    def _after(self, cursor: str | None, fingerprint: str) -> Cursor | None:
+        if not cursor:
+            return None
+        return Cursor.decode(cursor, fingerprint, self.cursor_key(), self.workspace_id)
 
     def rows(self, query: EventQuery, page_size: int = 10_000) -> Iterator[list[Row]]:
         """Every matching ``audit_events`` row, newest first, ``page_size`` rows at a time
         (``query.limit`` does not apply): memory stays flat however many there are."""
         model, where, fingerprint = self._events_where(query)
-        after = Cursor.decode(query.cursor, fingerprint) if query.cursor else None
+        after = self._after(query.cursor, fingerprint)
         while True:
             rows = self._newest_first(model, where, after, page_size)
             if rows:
@@ -306,7 +314,7 @@ class WorkspaceReader:
         if group_by not in _GROUP_COLUMNS:
             raise InvalidQueryError("group_by", f"use one of {', '.join(_GROUP_COLUMNS)}")
         until = _aware("until", until) or datetime.now(UTC)
-        since = _aware("since", since) or until - timedelta(days=1)
+        since = _aware("since", since) or max(until - timedelta(days=1), QUERY_EARLIEST)
         if since >= until:
             raise InvalidQueryError("since", "must be earlier than until")
         chosen = _auto_interval(until - since) if interval == "auto" else interval
@@ -465,10 +473,25 @@ def _apply_time_range(
         where.add(f"{column} < {{{prefix}until:DateTime64(6, 'UTC')}}", **{f"{prefix}until": until})
 
 
+QUERY_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+QUERY_LATEST = datetime(2300, 1, 1, tzinfo=UTC)
+"""Every bound of a time range lies in [QUERY_EARLIEST, QUERY_LATEST]: the moments the read
+models' ``DateTime64`` columns hold, 1900-01-01 to 2299-12-31, and the end of that range
+(ClickHouse cannot take a parameter outside it, and no event lies outside it)."""
+
+
 def _aware(name: str, moment: datetime | None) -> datetime | None:
-    if moment is not None and moment.tzinfo is None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
         raise InvalidQueryError(name, "give a timezone, e.g. 2026-11-25T10:00:00Z")
-    return moment.astimezone(UTC) if moment else None
+    if not QUERY_EARLIEST <= moment <= QUERY_LATEST:  # compared as instants, whatever zone
+        raise InvalidQueryError(
+            name,
+            f"{moment.isoformat()} is outside the times events can have; use a moment from "
+            "1900-01-01 to 2300-01-01 (UTC)",
+        )
+    return moment.astimezone(UTC)
 
 
 def _checked_limit(limit: int) -> int:

@@ -128,10 +128,9 @@ def test_record_then_read_back_by_stream_and_by_id(
         (["query", "-w", "acme", "--since", "yesterday"], "is not a time: use ISO 8601"),
         (["query", "-w", "acme", "--cursor", "garbage"], "cursor: malformed cursor"),
         (["query", "-w", "acme", "--limit", "0"], "limit: must be between 1 and 1000"),
-        (["query", "-w", "acme", "--since", "100000000d"], "is further back than any date"),
-        (["query", "-w", "acme", "--until", "0001-01-01"], "until: 0001-01-01T00:00:00+00:00 is"),
-        (["query", "-w", "acme", "--since", "9999-12-31"], "outside the times events can have"),
-        (["stats", "-w", "acme", "--since", "0001-01-01"], "since: 0001-01-01T00:00:00+00:00 is"),
+        (["query", "-w", "acme", "--since", "9999999999999w"], "is not a time: use ISO 8601"),
+        (["query", "-w", "acme", "--until", "2026-02-30"], "is not a time: use ISO 8601"),
+        (["query", "-w", "acme", "--since", "2d", "--until", "3d"], "since: must be earlier"),
         (["stats", "-w", "acme", "--group-by", "colour"], "group_by: use one of action"),
     ],
 )

@@ -56,7 +56,7 @@ FORGED_CURSORS = {
     "huge": "A" * 12_000,
 }
 
-MOMENTS = [
+EXTREME_MOMENTS = [
     "0001-01-01",
     "0001-01-01T00:00:00Z",
     "9999-12-31T23:59:59.999999Z",
@@ -66,10 +66,24 @@ MOMENTS = [
     "0001-01-01T00:00:00-14:00",
     "1899-12-31T23:59:59Z",
     "2300-01-02",
-    "100000000d",
-    "99999999999999999999999w",
+    "100000000d",  # further back than any date
+    "999999999999w",
     "5000000d",
     "100000d",
+]
+MALFORMED_MOMENTS = [
+    "0000-01-01",
+    "2026-02-30",
+    "1900-02-29",  # not a leap year
+    "2026-01-01T24:00",
+    "9999999999999w",  # more digits than any age
+    "9" * 5000 + "d",
+    " 7d",
+    "7 d",
+    "1e3d",
+    "²d",
+    "yesterday",
+    "",
 ]
 
 ROUTE_TIMES = [
@@ -80,18 +94,70 @@ ROUTE_TIMES = [
 ]
 
 
-@pytest.mark.parametrize(("route", "name"), ROUTE_TIMES)
-@pytest.mark.parametrize("moment", MOMENTS)
-def test_moments_out_of_range_are_a_plain_400(
-    hostile: Deployment, route: str, name: str, moment: str
-) -> None:
+def _query(route: str, name: str, moment: str) -> dict[str, str]:
     params = {name: moment}
     if route == "/v1/reports" and name == "until":
-        params["since"] = "1d"
+        params["since"] = "0001-01-01"
+    return params
+
+
+@pytest.mark.parametrize(("route", "name"), ROUTE_TIMES)
+@pytest.mark.parametrize("moment", EXTREME_MOMENTS)
+def test_moments_beyond_the_events_range_are_answered(
+    hostile: Deployment, route: str, name: str, moment: str
+) -> None:
+    """Year 1, year 9999, an age of a million years: answered, never a 5xx. Only a range
+    whose start is not before its end is refused (400 naming ``since``)."""
     with hostile.client() as client:
-        response = client.get(route, params=params)
+        response = client.get(route, params=_query(route, name, moment))
+    if response.status_code == 400:
+        assert response.json()["error"]["problems"][0] == {
+            "location": f"query.{name.replace('until', 'since')}",
+            "message": f"{name.replace('until', 'since')}: must be earlier than "
+            f"{name.replace('since', 'until')}",
+        }, response.text
+    else:
+        assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize(("route", "name"), ROUTE_TIMES)
+@pytest.mark.parametrize("moment", MALFORMED_MOMENTS, ids=lambda m: m[:20])
+def test_malformed_moments_are_a_plain_400(
+    hostile: Deployment, route: str, name: str, moment: str
+) -> None:
+    with hostile.client() as client:
+        response = client.get(route, params=_query(route, name, moment))
     assert response.status_code == 400, response.text
     assert response.json()["error"]["problems"][0]["location"] == f"query.{name}"
+
+
+def test_a_range_beyond_the_events_range_selects_as_clamped(hostile: Deployment) -> None:
+    """Since year 1 is "from the beginning", until year 9999 "to the end": no event lies
+    outside 1900-2299, so clamping there changes no answer."""
+    with hostile.client() as client:
+        client.post(
+            "/v1/events",
+            json=[
+                {**INCIDENT, "occurred_at": at}
+                for at in ("1900-01-01T00:00:00Z", "2020-01-01T00:00:00Z")
+            ],
+        )
+        everything = {e["event_id"] for e in hostile.projected("acme", 2)}
+
+        def ids(**params: str) -> set[str]:
+            response = client.get("/v1/events", params={"limit": 1000, **params})
+            assert response.status_code == 200, response.text
+            return {e["event_id"] for e in response.json()["items"]}
+
+        assert ids(since="0001-01-01") == everything
+        assert ids(since="100000000d") == everything
+        assert (
+            ids(since="0001-01-01T00:00:00+14:00", until="9999-12-31T23:59:59-14:00") == everything
+        )
+        assert ids(until="0001-01-01") == set()
+        assert ids(since="9999-12-31") == set()
+        assert ids(until="1900-01-01T00:00:00.000001Z") == ids(until="1900-01-01T00:00:01Z")
+        assert len(ids(until="1900-01-01T00:00:01Z")) >= 1
 
 
 @pytest.mark.parametrize("route", ["/v1/events", "/v1/events/export"])

@@ -314,9 +314,11 @@ class WorkspaceReader:
         if group_by not in _GROUP_COLUMNS:
             raise InvalidQueryError("group_by", f"use one of {', '.join(_GROUP_COLUMNS)}")
         until = _aware("until", until) or datetime.now(UTC)
-        since = _aware("since", since) or max(until - timedelta(days=1), QUERY_EARLIEST)
-        if since >= until:
+        since = _aware("since", since)
+        if since is not None and since >= until:
             raise InvalidQueryError("since", "must be earlier than until")
+        until = _clamped(until)
+        since = _clamped(since or until - timedelta(days=1))
         chosen = _auto_interval(until - since) if interval == "auto" else interval
         if chosen not in _INTERVALS:
             raise InvalidQueryError("interval", "use minute, hour, day or auto")
@@ -467,31 +469,34 @@ def _apply_time_range(
         raise InvalidQueryError(f"{prefix}since", f"must be earlier than {prefix}until")
     if since:
         where.add(
-            f"{column} >= {{{prefix}since:DateTime64(6, 'UTC')}}", **{f"{prefix}since": since}
+            f"{column} >= {{{prefix}since:DateTime64(6, 'UTC')}}",
+            **{f"{prefix}since": _clamped(since)},
         )
     if until:
-        where.add(f"{column} < {{{prefix}until:DateTime64(6, 'UTC')}}", **{f"{prefix}until": until})
+        where.add(
+            f"{column} < {{{prefix}until:DateTime64(6, 'UTC')}}",
+            **{f"{prefix}until": _clamped(until)},
+        )
 
 
 QUERY_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
 QUERY_LATEST = datetime(2300, 1, 1, tzinfo=UTC)
-"""Every bound of a time range lies in [QUERY_EARLIEST, QUERY_LATEST]: the moments the read
-models' ``DateTime64`` columns hold, 1900-01-01 to 2299-12-31, and the end of that range
-(ClickHouse cannot take a parameter outside it, and no event lies outside it)."""
+"""The read models' time columns hold 1900-01-01 to 2299-12-31 (ClickHouse's ``DateTime64``),
+and ClickHouse cannot take a parameter outside that range; so a bound of a time range is
+clamped to [QUERY_EARLIEST, QUERY_LATEST], which selects exactly the same events (none lies
+outside) — ``since=0001-01-01`` means "from the beginning"."""
 
 
 def _aware(name: str, moment: datetime | None) -> datetime | None:
-    if moment is None:
-        return None
-    if moment.tzinfo is None:
+    if moment is not None and moment.tzinfo is None:
         raise InvalidQueryError(name, "give a timezone, e.g. 2026-11-25T10:00:00Z")
-    if not QUERY_EARLIEST <= moment <= QUERY_LATEST:  # compared as instants, whatever zone
-        raise InvalidQueryError(
-            name,
-            f"{moment.isoformat()} is outside the times events can have; use a moment from "
-            "1900-01-01 to 2300-01-01 (UTC)",
-        )
-    return moment.astimezone(UTC)
+    return moment
+
+
+def _clamped(moment: datetime) -> datetime:
+    """``moment`` (aware) in UTC, within [QUERY_EARLIEST, QUERY_LATEST]."""
+    # Compared as instants first: year 1 east of UTC cannot be converted to UTC.
+    return max(QUERY_EARLIEST, min(moment, QUERY_LATEST)).astimezone(UTC)
 
 
 def _checked_limit(limit: int) -> int:

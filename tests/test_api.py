@@ -354,7 +354,7 @@ def test_bad_paths_and_stats_parameters(api: Deployment) -> None:
         assert client.get("/v1/stats", params={"group_by": "colour"}).status_code == 400
         assert client.get("/v1/stats", params={"interval": "fortnight"}).status_code == 400
         assert client.get("/v1/models/nonexistent/rows").status_code == 404
-        assert client.get("/v1/models/audit_events/rows").status_code == 400
+        assert client.get("/v1/models/audit_events/rows").status_code == 404
         assert client.get("/v1/live", params={"colour": "red"}).status_code == 400
         assert client.get("/v1/live", headers={"Last-Event-ID": "abc"}).status_code == 400
         assert client.get("/v1/nowhere").status_code == 404

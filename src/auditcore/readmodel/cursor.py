@@ -30,6 +30,8 @@ _MAX_LENGTH = 512
 """Longer than any cursor issued (~190 characters): anything longer is refused unread."""
 _DOMAIN = b"auditcore cursor v1\n"
 _MAC_BYTES = 16
+CURSOR_PATTERN = "^[A-Za-z0-9_-]{1,480}[.][A-Za-z0-9_-]{22}$"
+"""What every cursor looks like (its payload and signature, base64url): for OpenAPI."""
 
 
 @dataclass(frozen=True)

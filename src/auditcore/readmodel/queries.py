@@ -188,7 +188,7 @@ class WorkspaceReader:
         return Page(items, next_cursor)
 
     def _after(self, cursor: str | None, fingerprint: str) -> Cursor | None:
-        if not cursor:
+        if cursor is None:
             return None
         return Cursor.decode(cursor, fingerprint, self.cursor_key(), self.workspace_id)
 
@@ -313,10 +313,11 @@ class WorkspaceReader:
         """
         if group_by not in _GROUP_COLUMNS:
             raise InvalidQueryError("group_by", f"use one of {', '.join(_GROUP_COLUMNS)}")
-        until = _aware("until", until) or datetime.now(UTC)
         since = _aware("since", since)
-        if since is not None and since >= until:
-            raise InvalidQueryError("since", "must be earlier than until")
+        # Until now; a range starting later is empty rather than reversed.
+        until = _aware("until", until) or max(datetime.now(UTC), since or QUERY_EARLIEST)
+        if since is not None and since > until:
+            raise InvalidQueryError("since", "must not be later than until")
         until = _clamped(until)
         since = _clamped(since or until - timedelta(days=1))
         chosen = _auto_interval(until - since) if interval == "auto" else interval
@@ -465,8 +466,9 @@ def _apply_time_range(
     """``[since, until)`` on ``column``; ``prefix`` names the parameters (``recorded_``)."""
     since = _aware(f"{prefix}since", since)
     until = _aware(f"{prefix}until", until)
-    if since and until and since >= until:
-        raise InvalidQueryError(f"{prefix}since", f"must be earlier than {prefix}until")
+    # An empty range [t, t) is allowed (it selects nothing); a reversed one is a mistake.
+    if since and until and since > until:
+        raise InvalidQueryError(f"{prefix}since", f"must not be later than {prefix}until")
     if since:
         where.add(
             f"{column} >= {{{prefix}since:DateTime64(6, 'UTC')}}",

@@ -14,7 +14,9 @@ from fastapi.staticfiles import StaticFiles
 
 from auditcore.api.config import ApiConfig
 from auditcore.api.deps import Services
+from auditcore.api.docs import install_docs
 from auditcore.api.errors import install_error_handlers
+from auditcore.api.headers import SecurityHeaders
 from auditcore.api.limits import LIMITED, RequestGuard
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
@@ -79,6 +81,8 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
                 thread.join(timeout=10)
 
     app = FastAPI(
+        docs_url=None,  # served from files shipped with the package (install_docs)
+        redoc_url=None,
         title="auditcore",
         summary="Who did what, when: record audit events and ask them back.",
         version="1",
@@ -93,7 +97,10 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         body_timeout=config.server.body_timeout,
         on_request=pacer.request,
     )
+    # Outermost: every response gets them, error pages and 404s included.
+    app.add_middleware(SecurityHeaders, frame_ancestors=config.frame_ancestors)
     install_error_handlers(app)
+    install_docs(app)
     # The export route first: /v1/events/export is not an event id.
     for module in (export, events, integrity, stats, live, models, deadletters, reports, health):
         app.include_router(module.router, responses={} if module is health else LIMITED)

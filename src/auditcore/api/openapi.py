@@ -77,6 +77,9 @@ def build_openapi(
             _parameters(operation, models)
             if path.startswith("/v1/"):
                 _errors(operation)
+            for status, response in operation.get("responses", {}).items():
+                if status >= "400" and "content" not in response:
+                    response["content"] = _ERROR_CONTENT
     _state_models(schema, models)
     _event_body(schema, max_batch)
     for unused in ("HTTPValidationError", "ValidationError"):
@@ -121,13 +124,13 @@ def _filter_parameter(declared: Filter) -> dict[str, Any]:
     }
 
 
+_ERROR_CONTENT = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+
 def _errors(operation: dict[str, Any]) -> None:
     responses = operation.setdefault("responses", {})
     for status, description in ERRORS.items():
-        responses[status] = {
-            "description": description,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
-        }
+        responses[status] = {"description": description, "content": _ERROR_CONTENT}
 
 
 def _state_models(schema: dict[str, Any], models: ReadModelRegistry) -> None:

@@ -140,8 +140,15 @@ class DeadLettersOut(BaseModel):
     items: list[DeadLetterOut]
 
 
-class Readiness(BaseModel):
+class ReadinessSummary(BaseModel):
+    """What ``/readyz`` tells anyone: ready or not."""
+
     ready: bool
+
+
+class Readiness(ReadinessSummary):
+    """What it tells a key with the ``admin`` scope."""
+
     event_store: Check
     clickhouse: Check
     processors: list[ProcessorOut]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from fastapi.responses import HTMLResponse
 
 from auditcore.api import params
 from auditcore.api.deps import Reading, ServicesDep, query_limits, request_context
+from auditcore.api.headers import content_security_policy
 from auditcore.api.routes.events import TIME_HELP
 from auditcore.api.sessions import SessionKind
 from auditcore.errors import InvalidQueryError
@@ -62,4 +64,7 @@ def report(
         )
     finally:
         session.close()
-    return HTMLResponse(html)
+    # The report is one self-contained file: its inline stylesheet is allowed by its hash.
+    styles = tuple(re.findall(r"<style>(.*?)</style>", html, flags=re.DOTALL))
+    policy = content_security_policy(found.config.frame_ancestors, styles)
+    return HTMLResponse(html, headers={"Content-Security-Policy": policy})

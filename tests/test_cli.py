@@ -169,6 +169,11 @@ def test_rotating_the_cursor_secret_retires_earlier_cursors(tmp_path: Path) -> N
     fresh = first_page()
     assert fresh != cursor
     run("query", "-w", "acme", "--cursor", fresh, store=store, clickhouse=clickhouse)
+    # An operator's key for /readyz's details.
+    run("workspaces", "create", "ops", store=store, clickhouse=clickhouse)
+    run("keys", "create", "-w", "ops", "--name", "monitoring", "--scope", "admin",
+        store=store, clickhouse=clickhouse)  # fmt: skip
+    assert "admin" in run("keys", "list", "-w", "ops", store=store, clickhouse=clickhouse).stdout
 
 
 def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ class WorkspaceCreated(_Metadata):
 class ApiKeyIssued(_Metadata):
     key_id: str = Field(max_length=32)
     name: str = Field(max_length=100)
-    scopes: list[Literal["read", "write"]]
+    scopes: list[Literal["read", "write", "admin"]]
     entitlements: list[str] | None = None
 
 

@@ -138,6 +138,9 @@ def test_record_then_read_back_by_stream_and_by_id(
         (["query", "-w", "acme", "--since", "yesterday"], "is not a time: use ISO 8601"),
         (["query", "-w", "acme", "--cursor", "garbage"], "cursor: malformed cursor"),
         (["query", "-w", "acme", "--limit", "0"], "limit: must be between 1 and 1000"),
+        (["query", "-w", "acme", "--since", "9999999999999w"], "is not a time: use ISO 8601"),
+        (["query", "-w", "acme", "--until", "2026-02-30"], "is not a time: use ISO 8601"),
+        (["query", "-w", "acme", "--since", "2d", "--until", "3d"], "since: must not be later"),
         (["stats", "-w", "acme", "--group-by", "colour"], "group_by: use one of action"),
     ],
 )
@@ -149,6 +152,38 @@ def test_bad_input_is_a_clear_error_without_a_traceback(
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
+
+
+def test_rotating_the_cursor_secret_retires_earlier_cursors(tmp_path: Path) -> None:
+    store, clickhouse = str(tmp_path / "e.sqlite"), tmp_path / "ch"
+    for n in range(3):
+        run("record", "incident.comment_added", "-w", "acme", "-m", f'{{"body": "c{n}"}}',
+            store=store, clickhouse=clickhouse)  # fmt: skip
+    run("project", store=store, clickhouse=clickhouse)
+
+    def first_page() -> str:
+        done = run("query", "-w", "acme", "--limit", "1", "-f", "json",
+                   store=store, clickhouse=clickhouse)  # fmt: skip
+        cursor: str = json.loads(done.stdout)["next_cursor"]
+        return cursor
+
+    cursor = first_page()
+    assert cursor == first_page()  # the secret is kept between processes
+    run("query", "-w", "acme", "--cursor", cursor, store=store, clickhouse=clickhouse)
+    rotated = run("keys", "rotate-secret", store=store, clickhouse=clickhouse)
+    assert "Cursor secret rotated" in rotated.stdout
+    old = run("query", "-w", "acme", "--cursor", cursor, store=store, clickhouse=clickhouse,
+              check=False)  # fmt: skip
+    assert old.returncode == 2
+    assert "not issued by this server" in " ".join(old.stderr.split())
+    fresh = first_page()
+    assert fresh != cursor
+    run("query", "-w", "acme", "--cursor", fresh, store=store, clickhouse=clickhouse)
+    # An operator's key for /readyz's details.
+    run("workspaces", "create", "ops", store=store, clickhouse=clickhouse)
+    run("keys", "create", "-w", "ops", "--name", "monitoring", "--scope", "admin",
+        store=store, clickhouse=clickhouse)  # fmt: skip
+    assert "admin" in run("keys", "list", "-w", "ops", store=store, clickhouse=clickhouse).stdout
 
 
 def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:

@@ -239,4 +239,4 @@ def test_the_next_page_cursor_is_one_line_and_recorded_time_filters(
         clickhouse=ch,
     )
     assert bad.returncode == 2
-    assert "recorded_since: must be earlier than recorded_until" in bad.stderr
+    assert "recorded_since: must not be later than recorded_until" in bad.stderr

@@ -51,6 +51,7 @@ from auditcore.store.dispatcher import (
 )
 from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
+from auditcore.store.secrets import CURSOR_SECRET, ServerSecrets
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
 from auditcore.store.standalone import StandaloneEncoder
@@ -113,6 +114,8 @@ class AuditCore:
         self.clickhouse_clients = ThreadClients(self.settings.clickhouse_target)
         """The calling thread's ClickHouse client (opened in that thread on first use)."""
         self._migrated = False
+        self.secrets = ServerSecrets(self.settings)
+        """The installation's own secrets (the cursor-signing key), in the control database."""
 
     @classmethod
     def from_env(
@@ -152,6 +155,7 @@ class AuditCore:
             self.integrity.close()
         if "projections" in self.__dict__:
             self.projections.close()
+        self.secrets.close()
         self.app.close()
         if not drained:
             raise DispatcherDrainError(drained)
@@ -535,7 +539,12 @@ class AuditCore:
         if not self._migrated:
             self.migrate()
         return WorkspaceReader(
-            self.clickhouse_clients, self.read_models, workspace_id, entitlements, limits=limits
+            self.clickhouse_clients,
+            self.read_models,
+            workspace_id,
+            entitlements,
+            cursor_key=lambda: self.secrets.get(CURSOR_SECRET),
+            limits=limits,
         )
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:

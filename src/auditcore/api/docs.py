@@ -1,7 +1,11 @@
 """``/docs``: Swagger UI from files installed with auditcore (the ``fastapi-offline`` package
 ships Swagger UI's own bundle, MIT-licensed), so the docs work offline, fetch nothing from
 another origin, and run under the same Content-Security-Policy as the viewer (the page's
-start-up script is a file too, not an inline script)."""
+start-up script is a file too, not an inline script).
+
+Failure semantics: none beyond serving files; a file missing from the installed package is a
+404 for that file (tests/test_security_headers.py fetches every one the page names).
+"""
 
 from __future__ import annotations
 

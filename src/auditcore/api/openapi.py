@@ -6,6 +6,9 @@ range's start must come before its end, a cursor must be one the server issued f
 query, ``occurred_at`` must lie between 1900 and a few minutes from now.
 
 schemathesis checks the server against this document (tests/test_openapi_conformance.py).
+
+Failure semantics: built once, at the first request for it, from the registries as they are
+then; an action registered later is not in it until the process restarts.
 """
 
 from __future__ import annotations

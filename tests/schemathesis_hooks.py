@@ -8,7 +8,9 @@ that break it out of the positive cases (they are refused, as documented, with a
   ``from``/``to`` of a consistency proof);
 - a ``cursor`` the server did not issue for the same query (it is signed);
 - a proof export (``proof=true``) with filters or CSV;
-- an event whose ``occurred_at`` lies before 1900 or ahead of the server's clock.
+- an event whose ``occurred_at`` lies before 1900 or ahead of the server's clock;
+- an event listing one target (type, id) twice, or targets over their bytes (``maxItems``
+  states their count; their size and the whole event's are stated in words).
 
 Nothing else is filtered: every other schema-valid request must be answered 2xx (or 401, 403,
 404, 409, 429, as schemathesis allows).
@@ -16,11 +18,13 @@ Nothing else is filtered: every other schema-valid request must be answered 2xx 
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
 import schemathesis
 
+from auditcore.events.limits import EventLimits
 from auditcore.timespec import parse_moment
 
 _RANGES = (("since", "until"), ("recorded_since", "recorded_until"))
@@ -38,6 +42,7 @@ def filter_case(context: Any, case: Any) -> bool:
         or _reversed_sizes(case.operation.path, query)
         or _proof_with_filters(case.operation.path, query)
         or _out_of_range_event(case.body)
+        or _unfit_targets(case.body)
     )
 
 
@@ -81,4 +86,19 @@ def _out_of_range_event(body: Any) -> bool:
             continue
         if not datetime(1900, 1, 1, tzinfo=UTC) <= moment <= datetime.now(UTC):
             return True
+    return False
+
+
+def _unfit_targets(body: Any) -> bool:
+    limits = EventLimits()
+    events = body if isinstance(body, list) else [body]
+    for event in events:
+        targets = event.get("targets") if isinstance(event, dict) else None
+        if not isinstance(targets, list) or not all(isinstance(t, dict) for t in targets):
+            continue
+        keys = [(t.get("type"), t.get("id")) for t in targets]
+        if len(set(keys)) < len(keys):
+            return True
+        if len(json.dumps(targets, separators=(",", ":"))) > limits.max_targets_bytes // 2:
+            return True  # near the bound: how the server counts bytes is not the schema's
     return False

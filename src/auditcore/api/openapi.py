@@ -154,6 +154,8 @@ def _event_in(components: dict[str, Any], registry: ActionRegistry) -> dict[str,
     envelope = TypeAdapter(EventIn).json_schema(ref_template="#/components/schemas/{model}")
     components.update(envelope.pop("$defs", {}))
     _context_ip(components)
+    # How many targets an event may list; their bytes and the event's size are stated in words.
+    envelope["properties"]["targets"]["maxItems"] = registry.event_limits.max_targets
     variants = []
     for spec in registry:
         if spec.name.startswith("auditcore."):
@@ -190,7 +192,7 @@ def _accepts_empty(model: type[BaseModel]) -> bool:
 
 
 def _context_ip(components: dict[str, Any]) -> None:
-    ip = components["RequestContext"]["properties"]["ip"]
+    ip = components["ClientContext"]["properties"]["ip"]
     ip["anyOf"] = [
         {"type": "string", "format": "ipv4"},
         {"type": "string", "format": "ipv6"},

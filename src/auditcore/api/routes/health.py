@@ -33,6 +33,9 @@ async def healthz() -> dict[str, str]:
         403: {"description": "`missing_scope`: the key sent lacks the `admin` scope."},
         429: {"description": "Over a limit (as on every route that takes a key)."},
     },
+    # The key is optional here (FastAPI appends this to the bearer requirement it declares):
+    # without one, the answer is only ready or not.
+    openapi_extra={"security": [{}]},
 )
 def readyz(
     request: Request,

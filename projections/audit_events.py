@@ -67,6 +67,8 @@ AUDIT_EVENTS = register(
                     "user_agent", "String", "CODEC(ZSTD(3))", expr=f.optional("context.user_agent")
                 ),
                 Column("request_id", "String", expr=f.optional("context.request_id")),
+                # The API key that wrote the event (HTTP API), whatever actor it names.
+                Column("api_key_id", "String", expr=f.optional("context.api_key_id")),
                 Column("metadata", "String", "CODEC(ZSTD(3))"),
                 Column("search_text", "String", "CODEC(ZSTD(3))", expr=SEARCHABLE),
             ),
@@ -143,6 +145,12 @@ AUDIT_EVENTS = register(
                 "source = {value:String}",
                 "where it came from: api, dashboard, cli, system…",
                 live=lambda event, value: event.source == value,
+            ),
+            Filter(
+                "api_key_id",
+                "api_key_id = {value:String}",
+                "the API key that wrote it, e.g. key_3f2a…",
+                live=lambda event, value: event.context.api_key_id == value,
             ),
             Filter(
                 "stream_id",

@@ -6,29 +6,39 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
 
 from auditcore import AuditCore, Settings
+from tests.conftest import fresh_postgres_store
 
 # The console script installed beside this interpreter, whatever PATH says.
 AUDITCORE = str(Path(sys.executable).with_name("auditcore"))
 
 
 def run(
-    *args: str, store: str, clickhouse: Path, check: bool = True
+    *args: str,
+    store: str,
+    clickhouse: Path | str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the command as a user would, on the given stores.
 
-    The ClickHouse path is the subprocess's own: the test process may hold the shared one.
+    ``clickhouse``: a URL, or a path for an embedded engine of the subprocess's own (the test
+    process may hold the shared one).
     """
     env = {
         **os.environ,
         "AUDITCORE_EVENT_STORE": store,
-        "AUDITCORE_CLICKHOUSE": f"chdb://{clickhouse}",
+        "AUDITCORE_CLICKHOUSE": clickhouse
+        if isinstance(clickhouse, str)
+        else f"chdb://{clickhouse}",
         "COLUMNS": "200",
+        **(env or {}),
     }
     done = subprocess.run(
         [AUDITCORE, *args], capture_output=True, text=True, env=env, timeout=120, check=False
@@ -57,9 +67,9 @@ def test_demo_records_and_reads_back_a_realistic_story(tmp_path: Path) -> None:
 
 
 def test_record_then_read_back_by_stream_and_by_id(
-    store_settings: Settings, tmp_path: Path
+    store_settings: Settings, process_clickhouse_url: str
 ) -> None:
-    store = store_settings.event_store
+    store, clickhouse = store_settings.event_store, process_clickhouse_url
     recorded = run(
         "record",
         "incident.comment_added",
@@ -76,10 +86,10 @@ def test_record_then_read_back_by_stream_and_by_id(
         "--format",
         "json",
         store=store,
-        clickhouse=tmp_path / "ch",
+        clickhouse=clickhouse,
     )
     (event,) = json.loads(recorded.stdout)
-    run("project", store=store, clickhouse=tmp_path / "ch")
+    run("project", store=store, clickhouse=clickhouse)
 
     (history,) = json.loads(
         run(
@@ -90,11 +100,11 @@ def test_record_then_read_back_by_stream_and_by_id(
             "-f",
             "json",
             store=store,
-            clickhouse=tmp_path / "ch",
+            clickhouse=clickhouse,
         ).stdout
     )
     (by_id,) = json.loads(
-        run("get", event["event_id"], "-w", "acme", store=store, clickhouse=tmp_path / "ch").stdout
+        run("get", event["event_id"], "-w", "acme", store=store, clickhouse=clickhouse).stdout
     )
 
     assert history == by_id == event
@@ -182,9 +192,9 @@ def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:
 
 
 def test_workspaces_keys_export_and_report_from_the_shell(
-    pg_settings: Settings, tmp_path: Path
+    pg_settings: Settings, process_clickhouse_url: str, tmp_path: Path
 ) -> None:
-    store, clickhouse = pg_settings.event_store, tmp_path / "ch"
+    store, clickhouse = pg_settings.event_store, process_clickhouse_url
     run("workspaces", "create", "acme", "--name", "Acme Inc", store=store, clickhouse=clickhouse)
     again = run("workspaces", "create", "acme", store=store, clickhouse=clickhouse, check=False)
     assert again.returncode == 2
@@ -230,6 +240,36 @@ def test_workspaces_keys_export_and_report_from_the_shell(
     assert "auditcore.export.created" in actions
 
 
+def test_stats_buckets_are_utc_whatever_the_machine_time_zone(
+    postgres_database: str, process_clickhouse_url: str
+) -> None:
+    """In New York (UTC-5 in March), the day of an event at 23:30 UTC starts at 00:00 UTC."""
+    store = fresh_postgres_store(postgres_database)
+    with AuditCore(Settings(store, process_clickhouse_url)) as audit:
+        audit.record(
+            "incident.comment_added",
+            workspace_id="acme",
+            metadata={"body": "late"},
+            occurred_at=datetime(2024, 3, 5, 23, 30, 15, tzinfo=UTC),
+        )  # recorded only: the read side is the subprocesses'
+    new_york = {"TZ": "America/New_York"}
+    run("project", store=store, clickhouse=process_clickhouse_url, env=new_york)
+    starts = {"minute": "23:30:00", "hour": "23:00:00", "day": "00:00:00"}
+    for interval, start in starts.items():
+        done = run(
+            "stats", "-w", "acme", "--interval", interval, "-f", "json",
+            "--since", "2024-03-05T00:00:00Z", "--until", "2024-03-07T00:00:00Z",
+            store=store, clickhouse=process_clickhouse_url, env=new_york,
+        )  # fmt: skip
+        assert json.loads(done.stdout)["buckets"] == [
+            {
+                "bucket": f"2024-03-05T{start}+00:00",
+                "key": "incident.comment_added",
+                "events": 1,
+            }
+        ], interval
+
+
 def test_serve_answers_and_decides_itself_whom_to_believe(tmp_path: Path) -> None:
     """`auditcore serve` as started from a shell: health, an authenticated write, and the
     client address never taken from X-Forwarded-For sent by an untrusted peer (uvicorn's
@@ -273,7 +313,7 @@ def test_serve_answers_and_decides_itself_whom_to_believe(tmp_path: Path) -> Non
                 time.sleep(0.2)
             response = client.post(
                 "/v1/events",
-                json={"action": "auditcore.workspace.created", "metadata": {"name": "x"}},
+                json={"action": "monitor.paused", "metadata": {"reason": "x"}},
                 headers={"Authorization": f"Bearer {token}", "X-Forwarded-For": "6.6.6.6"},
             )
         assert response.status_code == 201, response.text

@@ -50,9 +50,10 @@ EVENTS_TABLE = "stored_events"
 
 @dataclass(frozen=True, eq=False)
 class IdentifiedStoredEvent(AuditStoredEvent):
-    """A stored event as auditcore's mapper makes it: with its own event id."""
+    """A stored event as auditcore's mapper makes it: with its own event id (and a workspace)."""
 
     event_id: UUID = field(default_factory=uuid4)
+    workspace_id: str = "acme"
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, StoredEvent):

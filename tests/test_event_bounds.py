@@ -21,7 +21,16 @@ from auditcore import (
     InvalidEventError,
     Settings,
 )
-from auditcore.events.limits import DEFAULT_MAX_FUTURE, EARLIEST, LATEST, default_max_future
+from auditcore.api import ApiConfig
+from auditcore.events.limits import (
+    DEFAULT_MAX_FUTURE,
+    EARLIEST,
+    LATEST,
+    EventLimits,
+    default_max_future,
+)
+
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
 
 Record = Callable[..., Any]
 
@@ -92,7 +101,7 @@ def test_non_finite_numbers_are_refused_at_any_depth(core: AuditCore, way: str) 
             ways(core)[way]("sensor.read", workspace_id="acme", metadata=metadata)
         assert refused.value.problems[0][0].removeprefix("[0].") == field
     stored = ways(core)[way]("sensor.read", workspace_id="acme", metadata={"reading": -0.0})
-    assert core.event(stored.event_id) == stored
+    assert core.event(stored.event_id, workspace_id="acme") == stored
 
 
 def test_an_aggregates_command_is_refused_the_same_way(core: AuditCore) -> None:
@@ -112,7 +121,8 @@ def test_occurred_at_must_be_storable_and_not_beyond_clock_skew(core: AuditCore,
         return record("note.added", workspace_id="acme", occurred_at=moment)
 
     for moment in (EARLIEST, datetime(1901, 7, 4, 12, tzinfo=UTC), datetime.now(UTC)):
-        assert core.event(attempt(moment).event_id).occurred_at == moment  # backdating: fine
+        # Backdating: fine.
+        assert core.event(attempt(moment).event_id, workspace_id="acme").occurred_at == moment
     assert attempt(datetime.now(UTC) + DEFAULT_MAX_FUTURE - timedelta(seconds=5))
     for moment, says in [
         (EARLIEST - timedelta(microseconds=1), "outside the range events can hold"),
@@ -169,3 +179,66 @@ def test_an_idempotent_repeat_is_still_recognised(core: AuditCore) -> None:
     first = core.record("sensor.read", workspace_id="acme", metadata={"reading": 0.1}, event_id=key)
     again = core.record("sensor.read", workspace_id="acme", metadata={"reading": 0.1}, event_id=key)
     assert again == first
+
+
+def _targets(count: int, name: str = "") -> list[dict[str, str]]:
+    return [
+        {"type": "user", "id": f"u{n}", **({"name": name} if name else {})} for n in range(count)
+    ]
+
+
+@pytest.mark.parametrize("way", WAYS)
+def test_targets_and_the_whole_event_are_capped(core: AuditCore, way: str) -> None:
+    record = ways(core)[way]
+    limits = EventLimits()
+    prefix = "[0]." if way == "record_many" else ""
+    head = core.app.recorder.max_notification_id()
+    cases = [
+        # 1,900 targets (1 MB) were once stored as one event.
+        ({"targets": _targets(1900)}, [("targets", "has 1900 targets; the limit is 50")]),
+        # 50 targets with 256-character names (512 bytes each): within the count, over the bytes.
+        ({"targets": _targets(50, "é" * 256)}, [("targets", "bytes; the limit is 16384")]),
+        # Metadata and targets each within their own bounds, but too much together.
+        (
+            {
+                "targets": _targets(40, "n" * 256),
+                "metadata": {f"k{n}": "é" * 495 for n in range(30)},
+            },
+            [("event", "the whole event serializes to")],
+        ),
+    ]
+    for extra, expected in cases:
+        with pytest.raises(InvalidEventError) as refused:
+            record("note.added", workspace_id="acme", **extra)
+        problems = refused.value.problems
+        for where, says in expected:  # each bound breached is named, with its field
+            assert any(w == prefix + where and says in what for w, what in problems), problems
+    assert core.app.recorder.max_notification_id() == head
+    # Right at the bounds, an event is stored.
+    stored = record("note.added", workspace_id="acme", targets=_targets(limits.max_targets))
+    assert len(stored.targets) == limits.max_targets
+
+
+def test_the_caps_are_configurable(store_settings: Settings) -> None:
+    registry = ActionRegistry(event_limits=EventLimits(max_targets=2))
+    registry.register("note.added")
+    with AuditCore(store_settings, registry=registry) as audit:
+        audit.record("note.added", workspace_id="acme", targets=_targets(2))
+        with pytest.raises(InvalidEventError, match="has 3 targets; the limit is 2"):
+            audit.record("note.added", workspace_id="acme", targets=_targets(3))
+
+
+def test_the_api_refuses_an_event_of_1900_targets(pg_settings: Settings) -> None:
+    # Imported here: the API's test helpers start servers, which only this test needs.
+    from tests.test_api import deploy  # noqa: PLC0415
+
+    for api in deploy(pg_settings, ApiConfig(run_processors=False)):
+        with api.client("acme") as client:
+            body = {"action": "monitor.paused", "metadata": {}, "targets": _targets(1900)}
+            response = client.post("/v1/events", json=body)
+        assert response.status_code == 422, response.text
+        problems = response.json()["error"]["problems"]
+        assert {"location": "body.targets", "message": "has 1900 targets; the limit is 50"} in (
+            problems
+        )
+        assert api.stored() == 0

@@ -99,7 +99,7 @@ def test_live_tail_is_presence_gated_filtered_and_sealed(live_api: Deployment) -
         api,
         "acme",
         _titled("cache slow"),
-        {"action": "auditcore.workspace.created", "metadata": {"name": "n"}},
+        {"action": "monitor.paused", "metadata": {"reason": "n"}},
     )
     foreign = _post(api, "globex", _titled("database down"))
 

@@ -7,9 +7,7 @@ import json
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from uuid import uuid4
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -23,10 +21,10 @@ from tests.dataset import ACTORS, SERVICES, SOURCES, START, Dataset, build, regi
 
 
 @pytest.fixture(scope="module")
-def projected(postgres_database: str, chdb_dir: Path) -> Iterator[tuple[AuditCore, Dataset]]:
-    settings_ = Settings(
-        fresh_postgres_store(postgres_database), f"chdb://{chdb_dir}?database=m_{uuid4().hex[:8]}"
-    )
+def projected(
+    postgres_database: str, module_clickhouse_url: str
+) -> Iterator[tuple[AuditCore, Dataset]]:
+    settings_ = Settings(fresh_postgres_store(postgres_database), module_clickhouse_url)
     with AuditCore(settings_, registry=registry_with_notes()) as audit:
         data = build(audit)
         audit.project()

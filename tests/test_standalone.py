@@ -24,6 +24,7 @@ from auditcore import (
     acting_as,
 )
 from auditcore.events.factory import build_standalone_event
+from auditcore.events.ids import stream_id_for
 from auditcore.events.provenance import Provenance
 from auditcore.store.mapper import AuditMapper, AuditStoredEvent
 from auditcore.store.standalone import StandaloneEncoder
@@ -163,7 +164,7 @@ def both_ways(draft: dict[str, Any]) -> tuple[bytes | Exception, bytes | Excepti
         except Exception as error:  # compared below
             outcomes.append(error)
             continue
-        assert stored.originator_id == UUID(fields["event_id"])
+        assert stored.originator_id == stream_id_for(workspace_id, UUID(fields["event_id"]))
         assert stored.originator_version == 1
         assert stored.topic == action
         state = RECORDED_AT.sub(b'"recorded_at":""', stored.state)
@@ -215,7 +216,7 @@ def test_each_event_gets_a_fresh_id_that_names_its_stream_and_is_stamped_now() -
     before = datetime.now(UTC)
     first, second = (ENCODER.encode("user.updated", "acme", None, {}) for _ in range(2))
     assert first.event_id != second.event_id
-    assert first.originator_id == first.event_id
+    assert first.originator_id == stream_id_for("acme", first.event_id)
     event = MAPPER.to_domain_event(first)
     assert event.occurred_at == event.recorded_at  # type: ignore[attr-defined]
     assert before <= event.occurred_at <= datetime.now(UTC)  # type: ignore[attr-defined]

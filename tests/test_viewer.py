@@ -98,6 +98,19 @@ def test_sign_in_filter_open_and_go_live(browser: Browser, viewer_api: Deploymen
     if os.environ.get("AUDITCORE_SCREENSHOTS"):
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=False)
+
+    # The key that wrote an event through the API: beside the actor, in the detail, as a filter.
+    writer = api.directory.authenticate(api.keys["acme"])
+    assert writer is not None
+    expect(newest.first).to_contain_text(f"Carol Diaz (user_carol) via {writer.key_id}")
+    newest.first.click()
+    expect(page.locator("#detail-writer")).to_contain_text(writer.key_id)
+    page.get_by_label("Live").uncheck()
+    page.get_by_label("Action prefix").fill("")
+    page.get_by_label("Written by key").fill(writer.key_id)
+    page.get_by_role("button", name="Apply").click()
+    expect(rows).to_have_count(1)
+    expect(rows.first).to_contain_text("Checkout errors")
     page.close()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import socket
 import sys
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
@@ -71,7 +72,14 @@ RecordedOption = typer.Option(
 def open_core(
     event_store: str, clickhouse: str = DEFAULT_CLICKHOUSE, cluster: str | None = None
 ) -> AuditCore:
-    return AuditCore(Settings(event_store, clickhouse, cluster))
+    # The options given; the rest (AUDITCORE_STALL_AFTER) from the environment.
+    settings = replace(
+        Settings.from_env(),
+        event_store=event_store,
+        clickhouse=clickhouse,
+        clickhouse_cluster=cluster,
+    )
+    return AuditCore(settings)
 
 
 def cli_actor() -> Actor:

@@ -146,6 +146,12 @@ class CatchUpFailedError(AuditcoreError):
         )
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line and at most 500 characters (a ClickHouse error quotes
+    the statement, newlines and all): what a log line or a status field shows."""
+    return " ".join(str(error).split())[:500]
+
+
 class FollowedElsewhereError(AuditcoreError):
     """Another process follows the read model: only the holder of its lock writes its table."""
 

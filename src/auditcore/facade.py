@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError, StoredEv
 from eventsourcing.utils import retry
 from pydantic import BaseModel
 
-from auditcore.clickhouse.connection import connect
+from auditcore.clickhouse.clients import ThreadClients
 from auditcore.domain.aggregate import AuditedAggregate
 from auditcore.errors import (
     ConfigurationError,
@@ -33,6 +33,7 @@ from auditcore.events.actions import ActionRegistry, default_registry
 from auditcore.events.builtin import register_builtin_actions
 from auditcore.events.envelope import AuditEvent, to_utc
 from auditcore.events.factory import build_standalone_event
+from auditcore.events.ids import stream_id_for
 from auditcore.events.provenance import Provenance
 from auditcore.projection.rebuild import RebuildResult, rebuild, rebuild_part
 from auditcore.projection.runner import Progress, ProjectionRunner
@@ -62,10 +63,10 @@ if TYPE_CHECKING:
 A = TypeVar("A", bound=AuditedAggregate)
 
 # What makes two events "the same" for an idempotent retry: not when it was sent or by
-# which request, but what it says happened.
+# which request, but what it says happened (the stream is compared on its own: see
+# ``_same_content``).
 _IDEMPOTENCY_FIELDS = (
     "workspace_id",
-    "stream_id",
     "action",
     "actor",
     "targets",
@@ -109,8 +110,8 @@ class AuditCore:
             ) from error
         self._standalone = StandaloneEncoder(self.registry, self.app.mapper)
         self._heartbeats: Heartbeats | None = None
-        self._local = threading.local()
-        self._clickhouse_clients: list[Client] = []
+        self.clickhouse_clients = ThreadClients(self.settings.clickhouse_target)
+        """The calling thread's ClickHouse client (opened in that thread on first use)."""
         self._migrated = False
 
     @classmethod
@@ -146,9 +147,7 @@ class AuditCore:
             stop_draining(self._dispatcher.close)
         if self._heartbeats is not None:
             self._heartbeats.close()
-        for client in self._clickhouse_clients:
-            client.close()
-        self._clickhouse_clients.clear()
+        self.clickhouse_clients.close()
         if "integrity" in self.__dict__:
             self.integrity.close()
         if "projections" in self.__dict__:
@@ -187,6 +186,22 @@ class AuditCore:
         return self._store(
             [build_standalone_event(self.registry, action, workspace_id, metadata, provenance)]
         )[0]
+
+    def record_control_event(
+        self,
+        action: str,
+        *,
+        workspace_id: str,
+        metadata: BaseModel | Mapping[str, Any] | None = None,
+        **provenance: Unpack[Provenance],
+    ) -> AuditEvent:
+        """Record one of auditcore's own control-plane events (``auditcore.*``: workspaces,
+        keys, exports, reports, throttled authentication); ``record`` refuses those to every
+        caller, and this refuses every other action."""
+        event = build_standalone_event(
+            self.registry, action, workspace_id, metadata, provenance, control=True
+        )
+        return self._store([event])[0]
 
     def build_draft(self, draft: Mapping[str, Any]) -> AuditEvent:
         """Validate one standalone event given as ``record``'s keyword arguments in a mapping."""
@@ -295,14 +310,14 @@ class AuditCore:
     def _store(self, events: list[AuditEvent]) -> list[AuditEvent]:
         if not events:
             return []
-        unique: dict[UUID, AuditEvent] = {}
+        unique: dict[tuple[str, UUID], AuditEvent] = {}
         for event in events:
-            first = unique.setdefault(event.event_id, event)
+            first = unique.setdefault(_key(event), event)
             if first is not event and not _same_content(first, event):
                 raise EventIdReusedError(event.event_id, "twice in one batch, with other content")
         if len(unique) < len(events):
-            stored = {e.event_id: e for e in self._store(list(unique.values()))}
-            return [stored[event.event_id] for event in events]
+            stored = {_key(e): e for e in self._store(list(unique.values()))}
+            return [stored[_key(event)] for event in events]
         now = datetime.now(UTC)
         # Standalone events were stamped when built; aggregates' events are stamped here.
         stamped = [event if event.recorded_at else event.with_recorded_at(now) for event in events]
@@ -315,7 +330,7 @@ class AuditCore:
     def _store_encoded(self, batch: list[AuditStoredEvent]) -> list[AuditStoredEvent]:
         """Store standalone events already encoded (the dispatcher's batches) in one
         transaction; returns each as stored (an idempotent repeat: as first stored)."""
-        if len({stored.event_id for stored in batch}) == len(batch):
+        if len({(stored.workspace_id, stored.event_id) for stored in batch}) == len(batch):
             try:
                 # One attempt: the dispatcher retries with smaller batches, and stops when closed.
                 self._append(batch, attempts=1)
@@ -339,18 +354,21 @@ class AuditCore:
         return cast("AuditEvent", self.app.mapper.to_domain_event(stored))
 
     def _store_after_collision(self, events: list[AuditEvent]) -> list[AuditEvent]:
-        """Tell a retried (idempotent) event from a reused id and from a version conflict."""
-        located = self.app.event_ids.locate_events([event.event_id for event in events])
+        """Tell a retried (idempotent) event from a reused id and from a version conflict.
+
+        Only the writing events' own workspaces are looked in: what is said here (the stored
+        action, stream and version) is always the caller's own data."""
+        located = self.app.event_ids.locate_events([_key(event) for event in events])
         if not located:
             raise ConflictError(self._contended_streams(events))
         events_per_stream: dict[UUID, int] = {}
         for event in events:
             events_per_stream[event.stream_id] = events_per_stream.get(event.stream_id, 0) + 1
-        already: dict[UUID, AuditEvent] = {}
+        already: dict[tuple[str, UUID], AuditEvent] = {}
         for event in events:
-            if event.event_id not in located:
+            if _key(event) not in located:
                 continue
-            stored = self._event_at(*located[event.event_id])
+            stored = self._event_at(*located[_key(event)])
             if not _same_content(stored, event):
                 raise EventIdReusedError(
                     event.event_id,
@@ -360,10 +378,10 @@ class AuditCore:
             if events_per_stream[event.stream_id] > 1:
                 # Part of a longer change computed from a stale aggregate: reload and rerun.
                 raise ConflictError([(event.stream_id, event.version)])
-            already[event.event_id] = stored
-        fresh = self._store([event for event in events if event.event_id not in already])
-        fresh_by_id = {event.event_id: event for event in fresh}
-        return [already.get(event.event_id) or fresh_by_id[event.event_id] for event in events]
+            already[_key(event)] = stored
+        fresh = self._store([event for event in events if _key(event) not in already])
+        fresh_by_id = {_key(event): event for event in fresh}
+        return [already.get(_key(event)) or fresh_by_id[_key(event)] for event in events]
 
     def _contended_streams(self, events: Iterable[AuditEvent]) -> list[tuple[UUID, int]]:
         first_versions: dict[UUID, int] = {}
@@ -419,15 +437,14 @@ class AuditCore:
                 raise NotFoundError(f"stream {stream_id} had no events yet at {moment.isoformat()}")
         return events
 
-    def event(self, event_id: UUID, *, workspace_id: str | None = None) -> AuditEvent:
-        """One event by its id, read from the store."""
-        location = self.app.event_ids.locate_events([event_id]).get(event_id)
+    def event(self, event_id: UUID, *, workspace_id: str) -> AuditEvent:
+        """One event by its id in its workspace (ids are unique per workspace), from the store."""
+        location = self.app.event_ids.locate_events([(workspace_id, event_id)]).get(
+            (workspace_id, event_id)
+        )
         if location is None:
             raise StreamNotFoundError(event_id, "event")
-        event = self._event_at(*location)
-        if workspace_id is not None and event.workspace_id != workspace_id:
-            raise StreamNotFoundError(event_id, "event")
-        return event
+        return self._event_at(*location)
 
     # Tamper evidence.
 
@@ -449,17 +466,18 @@ class AuditCore:
 
     @cached_property
     def projections(self) -> ProjectionRunner:
-        return ProjectionRunner(self.app, self.settings.clickhouse_target, self.read_models)
+        return ProjectionRunner(
+            self.app,
+            self.settings.clickhouse_target,
+            self.read_models,
+            stall_after=self.settings.stall_after,
+        )
 
     @property
     def clickhouse(self) -> Client:
-        """This thread's ClickHouse client (clients must not be shared between threads)."""
-        client: Client | None = getattr(self._local, "clickhouse", None)
-        if client is None:
-            client = connect(self.settings.clickhouse_target)
-            self._local.clickhouse = client
-            self._clickhouse_clients.append(client)
-        return client
+        """This thread's ClickHouse client (clients must not be shared between threads: code
+        that may run on another thread later holds ``clickhouse_clients`` instead)."""
+        return self.clickhouse_clients()
 
     def migrate(self) -> list[str]:
         """Create the read models' tables (and the positions table) where missing."""
@@ -517,7 +535,7 @@ class AuditCore:
         if not self._migrated:
             self.migrate()
         return WorkspaceReader(
-            self.clickhouse, self.read_models, workspace_id, entitlements, limits=limits
+            self.clickhouse_clients, self.read_models, workspace_id, entitlements, limits=limits
         )
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:
@@ -525,5 +543,24 @@ class AuditCore:
         return cast("AuditEvent", event)
 
 
+def _key(event: AuditEvent) -> tuple[str, UUID]:
+    """What names an event: its id within its workspace."""
+    return event.workspace_id, event.event_id
+
+
 def _same_content(stored: AuditEvent, candidate: AuditEvent) -> bool:
-    return all(getattr(stored, name) == getattr(candidate, name) for name in _IDEMPOTENCY_FIELDS)
+    return _same_stream(stored, candidate) and all(
+        getattr(stored, name) == getattr(candidate, name) for name in _IDEMPOTENCY_FIELDS
+    )
+
+
+def _same_stream(stored: AuditEvent, candidate: AuditEvent) -> bool:
+    """Also true for a stream started before stream ids were derived from the workspace (its
+    id is its first event's id): retrying that event now derives the new id."""
+    if stored.stream_id == candidate.stream_id:
+        return True
+    return (
+        stored.stream_id == stored.event_id
+        and stored.version == candidate.version == 1
+        and candidate.stream_id == stream_id_for(candidate.workspace_id, candidate.event_id)
+    )

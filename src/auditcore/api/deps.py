@@ -146,9 +146,16 @@ def query_limits(config: ApiConfig) -> dict[str, int | float]:
     }
 
 
-def request_context(request: Request, found: ServicesDep) -> RequestContext:
+def request_context(
+    request: Request,
+    found: ServicesDep,
+    principal: Annotated[Principal, Depends(authenticated)],
+) -> RequestContext:
+    """This request's context for the events it writes, with the id of the key writing them
+    (the same authentication as the route's: FastAPI runs it once per request)."""
     return RequestContext(
         ip=_client_address(request, found),
         user_agent=(request.headers.get("user-agent") or "")[:1024] or None,
         request_id=request.state.request_id,
+        api_key_id=principal.key_id,
     )

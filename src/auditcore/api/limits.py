@@ -229,7 +229,7 @@ def record_throttled(
         if workspace_id != security_workspace:
             trails[workspace_id].append(key_id)
     for workspace_id, key_ids in trails.items():
-        audit.record(
+        audit.record_control_event(
             "auditcore.auth.failures_throttled",
             workspace_id=workspace_id,
             metadata={

@@ -6,9 +6,29 @@ from datetime import datetime
 from typing import Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
 
-from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
+from auditcore.events.envelope import Actor, AuditEvent, IpAddress, Target
+
+
+class ClientContext(BaseModel):
+    """What a caller may say about its own end user's request. The key that writes the event
+    (``context.api_key_id``) is the server's to say."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ip: IpAddress | None = None
+    user_agent: str | None = Field(default=None, max_length=1024)
+    request_id: str | None = Field(default=None, max_length=256)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_key_id(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "api_key_id" in data:
+            raise ValueError(
+                "api_key_id is set by auditcore to the API key that writes the event; leave it out"
+            )
+        return data
 
 
 class EventIn(BaseModel):
@@ -36,7 +56,7 @@ class EventIn(BaseModel):
     actor: Actor | None = None
     targets: list[Target] = Field(default_factory=list)
     source: str = "api"
-    context: RequestContext | None = Field(
+    context: ClientContext | None = Field(
         default=None,
         description="Where the request came from; fields you leave out are taken from this "
         "HTTP request (client IP, user agent, request id).",
@@ -105,10 +125,13 @@ class Check(BaseModel):
 
 class ProcessorOut(BaseModel):
     name: str
-    state: Literal["ok", "degraded", "failing"]
-    """``degraded``: moving on, but some events are parked as dead letters."""
+    state: Literal["ok", "degraded", "stalled", "failing"]
+    """``degraded``: moving on, but some events are parked as dead letters; ``stalled``:
+    events have waited, and its position has not moved, for longer than ``stall_after``."""
     position: int
     lag: int
+    behind_seconds: float
+    """How long the oldest event it has not processed yet has waited (0 when caught up)."""
     dead_letters: int
     error: str | None
     needs_rebuild: bool

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from auditcore.errors import InvalidEventError, UnknownActionError
 from auditcore.events.envelope import ACTION_MAX_LENGTH, ACTION_PATTERN, PATTERN_RULES
-from auditcore.events.limits import MetadataLimits, default_max_future
+from auditcore.events.limits import EventLimits, MetadataLimits, default_max_future
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns metadata of schema version ``n`` into metadata of version ``n + 1``."""
@@ -66,9 +66,12 @@ class ActionRegistry:
         limits: MetadataLimits | None = None,
         *,
         max_future: timedelta | None = None,
+        event_limits: EventLimits | None = None,
     ) -> None:
         self._specs: dict[str, ActionSpec] = dict(specs or {})
         self.limits = limits or MetadataLimits()
+        self.event_limits = event_limits or EventLimits()
+        """Targets (count, bytes) and the whole event's size."""
         self._max_future = max_future
 
     @property
@@ -120,12 +123,17 @@ class ActionRegistry:
         return frozenset(name for name, spec in self._specs.items() if spec.version > 1)
 
     def copy(
-        self, limits: MetadataLimits | None = None, *, max_future: timedelta | None = None
+        self,
+        limits: MetadataLimits | None = None,
+        *,
+        max_future: timedelta | None = None,
+        event_limits: EventLimits | None = None,
     ) -> ActionRegistry:
         return ActionRegistry(
             self._specs,
             limits or self.limits,
             max_future=self._max_future if max_future is None else max_future,
+            event_limits=event_limits or self.event_limits,
         )
 
     def validate_metadata(

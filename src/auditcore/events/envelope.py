@@ -27,6 +27,9 @@ PATTERN_RULES = {
 """What to tell a caller whose value does not match a pattern (patterns are checked by
 pydantic-core, fast; the messages are rewritten where problems are reported)."""
 
+COLUMN_FIELDS = frozenset({"stream_id", "version", "action"})
+"""Envelope fields the store keeps in columns of their own, not in the stored state."""
+
 ACTION_MAX_LENGTH = 100
 Action = Annotated[str, Field(max_length=ACTION_MAX_LENGTH, pattern=ACTION_PATTERN)]
 WorkspaceId = Annotated[str, Field(pattern=WORKSPACE_PATTERN)]
@@ -98,6 +101,12 @@ class RequestContext(_Frozen):
     ip: IpAddress | None = None
     user_agent: str | None = Field(default=None, max_length=1024)
     request_id: str | None = Field(default=None, max_length=256)
+    api_key_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="The API key that wrote the event, whatever actor it names (set by the "
+        "HTTP API; a caller cannot set it there).",
+    )
 
 
 class AuditEvent(_Frozen):
@@ -142,6 +151,14 @@ class AuditEvent(_Frozen):
             self.model_fields_set | {"recorded_at"}, **{**self.__dict__, "recorded_at": moment}
         )
 
+    def stored_json(self) -> bytes:
+        """The envelope as the store holds it (every field but ``COLUMN_FIELDS``), compact
+        JSON in declared field order; metadata keys are sorted when it is validated."""
+        return self.__pydantic_serializer__.to_json(self, exclude=_STORED_EXCLUDES)
+
     def summary(self) -> dict[str, Any]:
         """The envelope as JSON-compatible data, with the envelope's field names."""
         return self.model_dump(mode="json")
+
+
+_STORED_EXCLUDES = dict.fromkeys(COLUMN_FIELDS, True)

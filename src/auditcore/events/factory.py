@@ -12,9 +12,10 @@ from pydantic import BaseModel, JsonValue, ValidationError
 from auditcore.errors import InvalidEventError, UnknownActionError
 from auditcore.events.actions import ActionRegistry, located_problems
 from auditcore.events.envelope import AuditEvent, Target
-from auditcore.events.ids import new_event_id
+from auditcore.events.ids import new_event_id, stream_id_or_none
 from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
+from auditcore.events.reserved import is_reserved, not_reserved_problem, reserved_problem
 
 
 def build_event(
@@ -28,14 +29,21 @@ def build_event(
     subject: Sequence[Target] = (),
     provenance: Provenance,
     recorded: bool = False,
+    control: bool = False,
 ) -> AuditEvent:
     """Build an event, reporting every problem at once rather than the first one.
 
     ``subject`` are the targets the domain itself knows (e.g. the incident);
-    the caller's own ``targets`` are appended after them. ``stream_id=None`` makes
-    a standalone event that is its own one-event stream. ``recorded=True`` stamps
+    the caller's own ``targets`` are appended after them. ``stream_id=None`` starts a stream
+    (a standalone event's own, or an aggregate's), whose id ``stream_id_for`` derives from
+    the workspace and the event id. ``recorded=True`` stamps
     ``recorded_at`` now (the event goes straight to the store); otherwise the store stamps it.
+    ``control=True``: one of auditcore's own ``auditcore.*`` events, and only those (every
+    other caller is refused them: ``auditcore.events.reserved``).
     """
+    if is_reserved(action) != control:
+        problem = reserved_problem(action) if control is False else not_reserved_problem(action)
+        raise InvalidEventError(str(action), [problem])
     provenance = with_ambient(provenance)
     problems = unknown_fields(provenance)
     schema_version: int = 1
@@ -55,7 +63,9 @@ def build_event(
     fields: dict[str, Any] = {
         "event_id": event_id,
         "workspace_id": workspace_id,
-        "stream_id": stream_id if stream_id is not None else event_id,
+        "stream_id": stream_id
+        if stream_id is not None
+        else stream_id_or_none(workspace_id, event_id),
         "version": version,
         "action": action,
         "schema_version": schema_version,
@@ -71,13 +81,15 @@ def build_event(
         event = AuditEvent.model_validate(fields)
     except ValidationError as error:
         located = located_problems("", error)
-        if stream_id is None:  # a standalone event's stream is its id: one problem, not two
+        if stream_id is None:  # a new stream's id comes from the workspace and event id: no
+            # problem of its own (theirs are reported)
             located = [(where, what) for where, what in located if where != ".stream_id"]
         problems[:0] = located
         event = None
     if event is not None:
         if len({(t.type, t.id) for t in event.targets}) != len(event.targets):
             problems.append(("targets", "the same target (type, id) is listed more than once"))
+        problems += registry.event_limits.check(event.targets, len(event.stored_json()))
         problems += occurred_at_problems(event.occurred_at, now, registry.max_future)
     if problems or event is None:
         raise InvalidEventError(action, [(loc.lstrip("."), msg) for loc, msg in problems])
@@ -108,8 +120,11 @@ def build_standalone_event(
     workspace_id: str,
     metadata: BaseModel | Mapping[str, Any] | None,
     provenance: Provenance,
+    *,
+    control: bool = False,
 ) -> AuditEvent:
-    """A standalone event: its own one-event stream (named by its id), recorded now."""
+    """A standalone event: its own one-event stream, recorded now (``control``: see
+    ``build_event``)."""
     return build_event(
         registry,
         action=action,
@@ -119,4 +134,5 @@ def build_standalone_event(
         metadata=metadata,
         provenance=provenance,
         recorded=True,
+        control=control,
     )

@@ -1,7 +1,12 @@
 """Bounds on what a new event may hold: its metadata (so one careless caller cannot bloat the
-audit trail, and every value survives JSON), and when it may say it occurred (what the read
-side can store, and no further ahead than clock skew explains). Stored events are never
-checked again: history stays readable whatever the bounds become."""
+audit trail, and every value survives JSON), its targets and its whole size (likewise), and
+when it may say it occurred (what the read side can store, and no further ahead than clock skew
+explains). Stored events are never checked again: history stays readable whatever the bounds
+become.
+
+Failure semantics: each check returns one ``(location, message)`` problem per bound breached;
+the event builders raise them together as one ``InvalidEventError`` (the API answers 422) and
+store nothing."""
 
 from __future__ import annotations
 
@@ -12,9 +17,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from pydantic import JsonValue
+from pydantic import JsonValue, TypeAdapter
 
 from auditcore.errors import ConfigurationError
+from auditcore.events.envelope import Target
 
 Problem = tuple[str, str]
 
@@ -140,3 +146,42 @@ class MetadataLimits:
                 )
             )
         return 0
+
+
+_TARGETS = TypeAdapter(tuple[Target, ...])
+
+
+@dataclass(frozen=True)
+class EventLimits:
+    """Bounds on an event's targets and on its whole size, beside ``MetadataLimits``.
+
+    A target's own fields are bounded by the envelope (type 64 characters, id and name 256);
+    these bound how many an event lists and what they add up to, and the whole stored event
+    (metadata, targets, actor, context and the rest, as the store holds it: compact JSON).
+    """
+
+    max_targets: int = 50
+    max_targets_bytes: int = 16_384
+    max_event_bytes: int = 40_960
+
+    def check(self, targets: tuple[Target, ...], event_bytes: int) -> list[Problem]:
+        """One problem per breached bound; ``event_bytes``: the event's stored size."""
+        problems: list[Problem] = []
+        if len(targets) > self.max_targets:
+            problems.append(
+                ("targets", f"has {len(targets)} targets; the limit is {self.max_targets}")
+            )
+        size = len(_TARGETS.dump_json(targets))
+        if size > self.max_targets_bytes:
+            problems.append(
+                ("targets", f"serialize to {size} bytes; the limit is {self.max_targets_bytes}")
+            )
+        if event_bytes > self.max_event_bytes:
+            problems.append(
+                (
+                    "event",
+                    f"the whole event serializes to {event_bytes} bytes; the limit is "
+                    f"{self.max_event_bytes} (metadata, targets, actor and context together)",
+                )
+            )
+        return problems

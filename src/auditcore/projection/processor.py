@@ -46,7 +46,9 @@ from auditcore.store.application import AuditApplication
 
 _REFERENCES = 20
 """Events before a batch tried when all of it is refused, to tell bad events from a bad model."""
-_KEYS_PER_LOOKUP = 5_000
+_KEYS_PER_LOOKUP = 2_000
+"""Keys per current-rows lookup: a UUID travels as 36 characters and a separator, so 2,000 make
+~80 KB, under a server's 128 KiB limit on one query parameter (http_max_field_value_size)."""
 _ORPHAN_WAIT = 600.0
 """How long a redo waits for a dead writer's insert to end before it fails (and retries)."""
 # Folded rows must match the table exactly: a misnamed column is an error, not a silent skip.

@@ -2,10 +2,16 @@
 
 Read models are independent: a catch-up runs each to the end (or to its failure) whatever
 the others do and then names the ones that failed; following, each processor runs on its
-own (own thread, own ClickHouse client), retries with backoff and reports its error.
+own (own thread, own ClickHouse client) and never gives up: any error (ClickHouse or the
+store away, a refused statement) is logged in one line and retried with backoff (1 s
+doubling to 30 s), from creating its tables onwards, until ``stop`` is set.
 One process writes a read model at a time (``auditcore.projection.coordination``): a
 follower stands by while another process follows the same read model, and a catch-up
 leaves such a read model to that process.
+
+A read model is ``stalled`` when events have waited more than ``stall_after`` seconds and
+its position has not moved for as long: judged from what ClickHouse and the store hold, so
+any process can see a follower in another process (or none at all) not making progress.
 """
 
 from __future__ import annotations
@@ -15,16 +21,18 @@ import threading
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 
+import orjson
 from clickhouse_connect.driver.client import Client
 
-from auditcore.clickhouse.connection import ClickHouseTarget, connect
+from auditcore.clickhouse.connection import ClickHouseTarget
 from auditcore.clickhouse.ddl import BOOKKEEPING, create_missing
-from auditcore.errors import CatchUpFailedError, FollowedElsewhereError
+from auditcore.errors import CatchUpFailedError, FollowedElsewhereError, one_line
 from auditcore.projection import deadletters
 from auditcore.projection.coordination import THIS_PROCESS, Coordinator, Exclusive, LockLostError
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
+from auditcore.projection.log import LogReader
 from auditcore.projection.processor import Processor
 from auditcore.projection.rebuild import retry
 from auditcore.projection.tracking import read_tracking, table_keys
@@ -48,6 +56,10 @@ class ProcessorStatus:
     last_error: str | None = None
     dead_letters: int = 0
     """Events parked because this read model cannot hold them (the others are in)."""
+    behind_seconds: float = 0.0
+    """How long the oldest event it has not yet processed has waited (0 when caught up)."""
+    stalled: bool = False
+    """Events waiting and no progress, both for longer than the runner's ``stall_after``."""
     followed_by: str | None = None
     """``this process``, the process that follows it (``pid N on HOST``), or None."""
 
@@ -61,9 +73,13 @@ class ProcessorStatus:
 
     @property
     def state(self) -> str:
-        """``failing`` (not moving on), ``degraded`` (moving on, some events parked) or ``ok``."""
+        """``failing`` (an error in this process, or its definition changed), ``stalled``
+        (not moving on, cause unknown here), ``degraded`` (moving on, some events parked) or
+        ``ok``."""
         if self.last_error or not self.fingerprint_matches:
             return "failing"
+        if self.stalled:
+            return "stalled"
         return "degraded" if self.dead_letters else "ok"
 
 
@@ -77,12 +93,14 @@ class ProjectionRunner:
         models: ReadModelRegistry,
         *,
         batch_size: int = 20_000,
+        stall_after: float = 60.0,
         standby_poll: float = 2.0,
     ) -> None:
         self.app = app
         self.target = target
         self.models = models
         self.batch_size = batch_size
+        self.stall_after = stall_after
         self.standby_poll = standby_poll
         """How often a follower standing by tries to take over."""
         self._errors: dict[str, str] = {}
@@ -144,9 +162,8 @@ class ProjectionRunner:
         return done
 
     def follow(self, stop: threading.Event, *, retry_delay: float = 1.0) -> list[threading.Thread]:
-        """Start one thread per read model that follows the store until ``stop`` is set."""
-        with connect(self.target) as client:
-            self.migrate(client)
+        """Start one thread per read model that follows the store until ``stop`` is set (each
+        creates what is missing first, inside its retry loop: ClickHouse may be away now)."""
         threads = []
         for model in self.models:
             thread = threading.Thread(
@@ -168,8 +185,10 @@ class ProjectionRunner:
                 try:
                     acquired = lock.acquire()
                 except Exception as error:  # the store is away: as any failure, retried
-                    self._errors[name] = f"{type(error).__name__}: {error}"
-                    logger.exception("read model %s: cannot take its lock", name)
+                    self._errors[name] = f"{type(error).__name__}: {one_line(error)}"
+                    logger.warning(
+                        "read model %s: cannot take its lock: %s", name, self._errors[name]
+                    )
                     stop.wait(delay)
                     delay = min(delay * 2, 30.0)
                     continue
@@ -195,7 +214,8 @@ class ProjectionRunner:
 
         def recovered(_: int) -> None:
             nonlocal delay
-            self._errors.pop(name, None)
+            if self._errors.pop(name, None) is not None:
+                logger.warning("read model %s: recovered", name)
             delay = retry_delay
 
         while not stop.is_set():
@@ -203,14 +223,18 @@ class ProjectionRunner:
                 self.models.get(name), self.app, self.target, batch_size=self.batch_size
             )
             try:
+                self.migrate(processor.client)
                 # Healthy again as soon as a step goes through, even with nothing new to read.
                 processor.follow(stop, on_step=recovered, guard=hold)
             except LockLostError:
                 logger.warning("read model %s: lost its lock; standing by", name)
                 return
-            except Exception as error:
-                self._errors[name] = f"{type(error).__name__}: {error}"
-                logger.exception("read model %s failed; retrying in %.1fs", name, delay)
+            except Exception as error:  # any error: logged, retried; never ends the thread
+                self._errors[name] = f"{type(error).__name__}: {one_line(error)}"
+                logger.warning(
+                    "read model %s: %s; retrying in %.0fs", name, self._errors[name], delay
+                )
+                logger.debug("read model %s failed", name, exc_info=True)
                 stop.wait(delay)
                 delay = min(delay * 2, 30.0)
             finally:
@@ -221,10 +245,18 @@ class ProjectionRunner:
         keys = table_keys(client, [model.table_name for model in self.models])
         by_key = read_tracking(client, list(keys.values()))
         parked = deadletters.parked_counts(client, list(keys.values()))
+        now = datetime.now(UTC)
+        log = LogReader(self.app)
         statuses = []
         for model in self.models:
             key = keys.get(model.table_name, "")
             position = by_key.get(key)
+            at = position.position if position else 0
+            waiting = _oldest_waiting(log, at) if at < head else None
+            behind = (now - waiting).total_seconds() if waiting else 0.0
+            # How long since it last moved (or, never having moved, since it had work).
+            moved = position.updated_at if position else None
+            idle = (now - moved).total_seconds() if moved else behind
             statuses.append(
                 ProcessorStatus(
                     name=model.name,
@@ -236,6 +268,8 @@ class ProjectionRunner:
                     updated_at=position.updated_at if position else None,
                     last_error=self._errors.get(model.name),
                     dead_letters=parked.get(key, 0),
+                    behind_seconds=max(0.0, behind),
+                    stalled=min(behind, idle) > self.stall_after,
                     followed_by=self.coordinator.followed_by(model.name),
                 )
             )
@@ -274,3 +308,11 @@ class ProjectionRunner:
     def skip_dead_letters(self, client: Client, letters: list[DeadLetter]) -> None:
         """Leave parked events out for good (their letters stay, marked skipped)."""
         deadletters.resolve(client, letters, LetterStatus.SKIPPED)
+
+
+def _oldest_waiting(log: LogReader, position: int) -> datetime | None:
+    """When the first event after ``position`` was recorded (None if there is none)."""
+    first = log.after(position, 1)
+    if not first:
+        return None
+    return datetime.fromisoformat(orjson.loads(first[0].state)["recorded_at"])

@@ -23,7 +23,7 @@ from auditcore.readmodel.queries import EventQuery, WorkspaceReader, summary_fro
 CSV_COLUMNS = (
     "occurred_at", "event_id", "workspace_id", "stream_id", "version", "action",
     "schema_version", "actor_id", "actor_type", "actor_name", "targets", "source", "ip",
-    "user_agent", "request_id", "metadata", "recorded_at",
+    "user_agent", "request_id", "metadata", "recorded_at", "api_key_id",
 )  # fmt: skip
 
 # A spreadsheet runs a cell starting with one of these as a formula (tab and CR included:
@@ -112,7 +112,7 @@ def record_export(
         if proof_range
         else {}
     )
-    return audit.record(
+    return audit.record_control_event(
         "auditcore.export.created",
         workspace_id=workspace_id,
         metadata={

@@ -1,7 +1,9 @@
 """The read API: questions about one workspace's audit trail, answered from ClickHouse.
 
 A ``WorkspaceReader`` is bound to one workspace: every statement it runs starts with that
-workspace's condition, and every value travels as a query parameter.
+workspace's condition, and every value travels as a query parameter. It takes its client from
+a provider at each query, on the thread running it (``auditcore.clickhouse.clients``), so one
+reader may be used from any thread. ClickHouse's errors propagate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from auditcore.clickhouse.connection import query_dicts
 from auditcore.errors import InvalidQueryError, NotEntitledError, NotFoundError
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.cursor import Cursor, query_fingerprint
-from auditcore.readmodel.fields import floor_to
+from auditcore.readmodel.fields import floor_micros
 from auditcore.readmodel.model import Filter, ReadModel, Row, StateTable
 from auditcore.readmodel.registry import ReadModelRegistry
 from auditcore.readmodel.text import fold, fold_sql, like_pattern, words
@@ -28,7 +30,7 @@ MAX_LIMIT = 1000
 EVENT_COLUMNS = (
     "event_id, workspace_id, stream_id, version, action, schema_version, actor_id, actor_type, "
     "actor_name, target_types, target_ids, target_names, source, occurred_at, recorded_at, ip, "
-    "user_agent, request_id, metadata"
+    "user_agent, request_id, api_key_id, metadata"
 )
 
 _MAYBE_NOT_PROJECTED = (
@@ -127,19 +129,24 @@ class WorkspaceReader:
 
     def __init__(
         self,
-        client: Client,
+        clients: Callable[[], Client],
         models: ReadModelRegistry,
         workspace_id: str,
         entitlements: frozenset[str] | None = None,
         *,
         limits: Mapping[str, Any] | None = None,
     ) -> None:
-        self.client = client
+        self.clients = clients
         self.models = models
         self.workspace_id = workspace_id
         self.entitlements = entitlements
         self.limits = dict(limits or {})
         """ClickHouse settings applied to every query (a server's per-request limits)."""
+
+    @property
+    def client(self) -> Client:
+        """The client of the thread asking (taken at each query, never kept)."""
+        return self.clients()
 
     def model(self, name: str) -> ReadModel:
         model = self.models.get(name)
@@ -247,6 +254,9 @@ class WorkspaceReader:
         )
         self._apply_text(model, query.text, where)
         parts = {
+            # The workspace too: another workspace's cursor never positions this one's pages
+            # (its time and id are that workspace's data).
+            "w": self.workspace_id,
             "f": {k: sorted(v) for k, v in query.filters.items()},
             "s": query.since,
             "u": query.until,
@@ -328,14 +338,16 @@ class WorkspaceReader:
         )
         key = _GROUP_COLUMNS[group_by]
         rows = self.client.query(
-            f"SELECT {floor_to(time_column, _SECONDS[chosen])} AS bucket, "
+            f"SELECT {floor_micros(time_column, _SECONDS[chosen])} AS bucket, "
             f"{key} AS key, {count} AS events FROM `{model.table_name}` WHERE {where.sql()} "
             "GROUP BY bucket, key ORDER BY bucket, key",
             parameters=where.parameters,
             settings=self.limits | where.settings,
         ).result_rows
+        # Microseconds since 1970, not a datetime: a client may return a datetime in the
+        # machine's local time (TZ), which would shift every bucket.
         buckets = [
-            StatsBucket(bucket.replace(tzinfo=UTC), str(key), int(events))
+            StatsBucket(_EPOCH + timedelta(microseconds=int(bucket)), str(key), int(events))
             for bucket, key, events in rows
         ]
         return Stats(chosen, group_by, since, until, buckets)
@@ -536,6 +548,7 @@ def summary_from_row(row: Row) -> dict[str, Any]:
             "ip": row["ip"] or None,
             "user_agent": row["user_agent"] or None,
             "request_id": row["request_id"] or None,
+            "api_key_id": row["api_key_id"] or None,
         },
         "metadata": orjson.loads(row["metadata"]),
     }

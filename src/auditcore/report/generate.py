@@ -28,7 +28,7 @@ def generate_report(
     reader = audit.reader(workspace_id, entitlements=entitlements, limits=limits)
     data = build_report(reader, since, until, now=datetime.now(UTC))
     html = render_report(data)
-    audit.record(
+    audit.record_control_event(
         "auditcore.report.generated",
         workspace_id=workspace_id,
         metadata={

@@ -12,9 +12,9 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import Transcoder
 
-from auditcore.events.envelope import AuditEvent
+from auditcore.events.envelope import COLUMN_FIELDS, AuditEvent
 
-COLUMN_FIELDS = frozenset({"stream_id", "version", "action"})
+__all__ = ["COLUMN_FIELDS", "CanonicalJSONTranscoder", "encode_envelope"]
 
 
 class CanonicalJSONTranscoder(Transcoder):
@@ -29,7 +29,4 @@ class CanonicalJSONTranscoder(Transcoder):
 
 def encode_envelope(event: AuditEvent) -> bytes:
     """The part of the envelope that is not already one of the store's columns, as JSON."""
-    return event.__pydantic_serializer__.to_json(event, exclude=_EXCLUDED)
-
-
-_EXCLUDED = dict.fromkeys(COLUMN_FIELDS, True)
+    return event.stored_json()

@@ -20,17 +20,20 @@ from auditcore.store.codec import CanonicalJSONTranscoder, encode_envelope
 
 @dataclass(frozen=True)
 class AuditStoredEvent(StoredEvent):
-    """A stored event that also carries its ``event_id``, for the idempotency index."""
+    """A stored event that also carries its workspace and ``event_id``, for the idempotency
+    index (event ids are unique per workspace)."""
 
     event_id: UUID
+    workspace_id: str
 
 
-def event_id_of(stored_event: StoredEvent) -> UUID:
+def event_key_of(stored_event: StoredEvent) -> tuple[str, UUID]:
+    """(workspace_id, event_id): the event-id index's key."""
     if not isinstance(stored_event, AuditStoredEvent):
         raise TypeError(
             f"expected an AuditStoredEvent from AuditMapper, got {type(stored_event).__name__}"
         )
-    return stored_event.event_id
+    return stored_event.workspace_id, stored_event.event_id
 
 
 class AuditMapper(Mapper[UUID]):
@@ -48,6 +51,7 @@ class AuditMapper(Mapper[UUID]):
             topic=event.action,
             state=encode_envelope(event),
             event_id=event.event_id,
+            workspace_id=event.workspace_id,
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:

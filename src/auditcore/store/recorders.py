@@ -1,6 +1,13 @@
 """The library's application recorders, plus an index of event ids written in the same
-transaction as the events: it makes ``event_id`` globally unique (the idempotency key) and
-lets an event be found by id in the store itself."""
+transaction as the events: it makes ``event_id`` unique within its workspace (the idempotency
+key) and lets an event be found by (workspace, id) in the store itself.
+
+The index is keyed by (workspace_id, event_id): one workspace's ids never collide with, and so
+never reveal, another's. Stores made before that (an index keyed by ``event_id`` alone) are
+migrated when the tables are created: each row gets its event's workspace (read from the stored
+event) in one transaction, under the lock that serialises table creation; a failure leaves the
+old index as it was. Stop writers of the older version first: they know only the old index.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ from psycopg.errors import DuplicateObject
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Identifier
 
-from auditcore.store.mapper import event_id_of
+from auditcore.store.mapper import event_key_of
 
 # An arbitrary, fixed key for the advisory lock taken while creating tables.
 _CREATE_TABLES_LOCK = 0x41554449545F4342
@@ -31,13 +38,16 @@ BULK_APPEND_MIN = 32
 EventLocation = tuple[UUID, int]
 """(stream_id, version) of a stored event."""
 
+EventKey = tuple[str, UUID]
+"""(workspace_id, event_id): what names an event (ids are unique per workspace)."""
+
 
 class EventIdIndex(ABC):
     """Finds where events with given ids are stored."""
 
     @abstractmethod
-    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, EventLocation]:
-        """Map each given event id that is stored to its (stream_id, version)."""
+    def locate_events(self, keys: Sequence[EventKey]) -> dict[EventKey, EventLocation]:
+        """Map each given (workspace_id, event_id) that is stored to its (stream_id, version)."""
 
 
 class BulkAppender(ABC):
@@ -62,14 +72,17 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
         self.sql_create_statements.append(
             SQL(
                 "CREATE TABLE IF NOT EXISTS {0} ("
-                "event_id uuid PRIMARY KEY, "
+                "workspace_id text NOT NULL, "
+                "event_id uuid NOT NULL, "
                 "originator_id uuid NOT NULL, "
-                "originator_version bigint NOT NULL)"
+                "originator_version bigint NOT NULL, "
+                "PRIMARY KEY (workspace_id, event_id))"
             ).format(table)
         )
+        self._event_ids_table = table
         self._insert_event_ids = SQL(
-            "INSERT INTO {0} (event_id, originator_id, originator_version) "
-            "SELECT * FROM unnest(%s::uuid[], %s::uuid[], %s::bigint[])"
+            "INSERT INTO {0} (workspace_id, event_id, originator_id, originator_version) "
+            "SELECT * FROM unnest(%s::text[], %s::uuid[], %s::uuid[], %s::bigint[])"
         ).format(table)
         events = SQL("{0}.{1}").format(
             Identifier(self.datastore.schema), Identifier(self.events_table_name)
@@ -78,13 +91,14 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
             "COPY {0} (originator_id, originator_version, topic, state) FROM STDIN (FORMAT BINARY)"
         ).format(events)
         self._copy_event_ids = SQL(
-            "COPY {0} (event_id, originator_id, originator_version) FROM STDIN (FORMAT BINARY)"
+            "COPY {0} (workspace_id, event_id, originator_id, originator_version) "
+            "FROM STDIN (FORMAT BINARY)"
         ).format(table)
         self._connections_suspect = False
         self._notify = SQL("NOTIFY {0}").format(Identifier(self.channel_name))
         self._locate_event_ids = SQL(
-            "SELECT event_id, originator_id, originator_version FROM {0} "
-            "WHERE event_id = ANY(%s::uuid[])"
+            "SELECT workspace_id, event_id, originator_id, originator_version FROM {0} "
+            "WHERE (workspace_id, event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))"
         ).format(table)
 
     def create_table(self) -> None:
@@ -104,9 +118,42 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
                             curs.execute(statement, prepare=False)
                 with conn.transaction():
                     self._create_table(curs)
+                    self._migrate_event_ids(curs)
             finally:
                 curs.execute("SELECT pg_advisory_unlock(%s)", (_CREATE_TABLES_LOCK,))
         self.datastore.register_type_adapters()
+
+    def _migrate_event_ids(self, curs: Cursor[DictRow]) -> None:
+        """An index keyed by event id alone (stores made before ids were scoped per workspace)
+        gets its events' workspaces and the (workspace_id, event_id) key."""
+        curs.execute(
+            "SELECT 1 FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s AND column_name = 'workspace_id'",
+            (self.datastore.schema, self.event_ids_table_name),
+            prepare=False,
+        )
+        if curs.fetchone() is not None:
+            return
+        events = SQL("{0}.{1}").format(
+            Identifier(self.datastore.schema), Identifier(self.events_table_name)
+        )
+        table = self._event_ids_table
+        for statement in (
+            SQL("ALTER TABLE {0} ADD COLUMN workspace_id text").format(table),
+            SQL(
+                "UPDATE {0} AS ids SET workspace_id = "
+                "convert_from(e.state, 'UTF8')::jsonb ->> 'workspace_id' FROM {1} AS e "
+                "WHERE e.originator_id = ids.originator_id "
+                "AND e.originator_version = ids.originator_version"
+            ).format(table, events),
+            # Fails (and rolls all of this back) if an index row had no event: never written so.
+            SQL("ALTER TABLE {0} ALTER COLUMN workspace_id SET NOT NULL").format(table),
+            SQL("ALTER TABLE {0} DROP CONSTRAINT {1}").format(
+                table, Identifier(f"{self.event_ids_table_name}_pkey")
+            ),
+            SQL("ALTER TABLE {0} ADD PRIMARY KEY (workspace_id, event_id)").format(table),
+        ):
+            curs.execute(statement, prepare=False)
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)
     def insert_events(
@@ -190,11 +237,17 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
                 copy.write(ids)
             self._notify_channel(curs)
 
-    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, EventLocation]:
+    def locate_events(self, keys: Sequence[EventKey]) -> dict[EventKey, EventLocation]:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
-            curs.execute(self._locate_event_ids, (list(event_ids),))
+            curs.execute(
+                self._locate_event_ids,
+                ([workspace for workspace, _ in keys], [event_id for _, event_id in keys]),
+            )
             return {
-                row["event_id"]: (row["originator_id"], row["originator_version"])
+                (row["workspace_id"], row["event_id"]): (
+                    row["originator_id"],
+                    row["originator_version"],
+                )
                 for row in curs.fetchall()
             }
 
@@ -204,7 +257,7 @@ _COPY_TRAILER = b"\xff\xff"
 _UUID = b"\x00\x00\x00\x10"  # a field's length: 16 bytes
 _BIGINT = b"\x00\x00\x00\x08"
 _EVENT_ROW = b"\x00\x04" + _UUID  # four fields, the first a uuid
-_EVENT_ID_ROW = b"\x00\x03" + _UUID  # three fields, the first a uuid
+_EVENT_ID_ROW = b"\x00\x04"  # four fields: workspace (text), event id, stream id, version
 
 
 def _uuid(value: UUID | str) -> UUID:
@@ -213,10 +266,12 @@ def _uuid(value: UUID | str) -> UUID:
 
 def _event_id_columns(
     stored_events: Sequence[StoredEvent],
-) -> tuple[list[UUID], list[UUID], list[int]]:
+) -> tuple[list[str], list[UUID], list[UUID], list[int]]:
     """The event-id index's rows, column by column."""
+    keys = [event_key_of(s) for s in stored_events]
     return (
-        [event_id_of(s) for s in stored_events],
+        [workspace for workspace, _ in keys],
+        [event_id for _, event_id in keys],
         [_uuid(s.originator_id) for s in stored_events],
         [s.originator_version for s in stored_events],
     )
@@ -247,8 +302,22 @@ def copy_payloads(stored_events: Sequence[StoredEvent]) -> tuple[bytes, bytes]:
                 )
             )
         )
+        workspace, event_id = event_key_of(stored)
+        workspace_bytes = workspace.encode()
         ids.append(
-            b"".join((_EVENT_ID_ROW, event_id_of(stored).bytes, _UUID, stream, _BIGINT, version))
+            b"".join(
+                (
+                    _EVENT_ID_ROW,
+                    len(workspace_bytes).to_bytes(4, "big"),
+                    workspace_bytes,
+                    _UUID,
+                    event_id.bytes,
+                    _UUID,
+                    stream,
+                    _BIGINT,
+                    version,
+                )
+            )
         )
     events.append(_COPY_TRAILER)
     ids.append(_COPY_TRAILER)
@@ -263,33 +332,73 @@ class SQLiteAuditRecorder(SQLiteApplicationRecorder, EventIdIndex):
     def construct_create_table_statements(self) -> list[str]:
         return [
             *super().construct_create_table_statements(),
-            f"CREATE TABLE IF NOT EXISTS {self.event_ids_table_name} ("
-            "event_id TEXT PRIMARY KEY, originator_id TEXT NOT NULL, "
-            "originator_version INTEGER NOT NULL) WITHOUT ROWID",
+            self._event_ids_table_statement(self.event_ids_table_name),
         ]
+
+    @staticmethod
+    def _event_ids_table_statement(name: str) -> str:
+        return (
+            f"CREATE TABLE IF NOT EXISTS {name} ("
+            "workspace_id TEXT NOT NULL, event_id TEXT NOT NULL, originator_id TEXT NOT NULL, "
+            "originator_version INTEGER NOT NULL, PRIMARY KEY (workspace_id, event_id)) "
+            "WITHOUT ROWID"
+        )
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as c:
+            self._migrate_event_ids(c)
+
+    def _migrate_event_ids(self, c: SQLiteCursor) -> None:
+        """An index keyed by event id alone (stores made before ids were scoped per workspace)
+        is copied into one keyed by (workspace_id, event_id), each row with its event's
+        workspace, and replaces it (one transaction)."""
+        table = self.event_ids_table_name
+        c.execute(f"PRAGMA table_info({table})")
+        if any(row["name"] == "workspace_id" for row in c.fetchall()):
+            return
+        c.execute(self._event_ids_table_statement(f"{table}_scoped"))
+        c.execute(
+            f"INSERT INTO {table}_scoped "
+            "SELECT json_extract(CAST(e.state AS TEXT), '$.workspace_id'), ids.event_id, "
+            f"ids.originator_id, ids.originator_version FROM {table} AS ids "
+            f"JOIN {self.events_table_name} AS e ON e.originator_id = ids.originator_id "
+            "AND e.originator_version = ids.originator_version"
+        )
+        c.execute(f"DROP TABLE {table}")
+        c.execute(f"ALTER TABLE {table}_scoped RENAME TO {table}")
 
     def _insert_events(
         self, c: SQLiteCursor, stored_events: Sequence[Any], **kwargs: Any
     ) -> Sequence[int] | None:
         # Computed first: nothing in Python can fail once the events are inserted.
         ids = [
-            (event_id.hex, stream_id.hex, version)
-            for event_id, stream_id, version in zip(*_event_id_columns(stored_events), strict=True)
+            (workspace, event_id.hex, stream_id.hex, version)
+            for workspace, event_id, stream_id, version in zip(
+                *_event_id_columns(stored_events), strict=True
+            )
         ]
         notification_ids = super()._insert_events(c, stored_events, **kwargs)
-        c.executemany(f"INSERT INTO {self.event_ids_table_name} VALUES (?, ?, ?)", ids)
+        c.executemany(
+            f"INSERT INTO {self.event_ids_table_name} "
+            "(workspace_id, event_id, originator_id, originator_version) VALUES (?, ?, ?, ?)",
+            ids,
+        )
         return notification_ids
 
-    def locate_events(self, event_ids: Sequence[UUID]) -> dict[UUID, EventLocation]:
-        found: dict[UUID, EventLocation] = {}
+    def locate_events(self, keys: Sequence[EventKey]) -> dict[EventKey, EventLocation]:
+        found: dict[EventKey, EventLocation] = {}
         with self.datastore.transaction(commit=False) as c:
-            for event_id in event_ids:
+            for workspace, event_id in keys:
                 c.execute(
                     f"SELECT originator_id, originator_version FROM {self.event_ids_table_name} "
-                    "WHERE event_id = ?",
-                    (event_id.hex,),
+                    "WHERE workspace_id = ? AND event_id = ?",
+                    (workspace, event_id.hex),
                 )
                 row = c.fetchone()
                 if row is not None:
-                    found[event_id] = (UUID(row["originator_id"]), row["originator_version"])
+                    found[workspace, event_id] = (
+                        UUID(row["originator_id"]),
+                        row["originator_version"],
+                    )
         return found

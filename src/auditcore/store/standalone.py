@@ -22,9 +22,10 @@ from pydantic import BaseModel, ValidationError, create_model
 from auditcore.events.actions import ActionRegistry, ActionSpec
 from auditcore.events.envelope import AuditEvent
 from auditcore.events.factory import build_standalone_event, with_subject
-from auditcore.events.ids import new_event_id
+from auditcore.events.ids import new_event_id, stream_id_or_none
 from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
+from auditcore.events.reserved import is_reserved
 from auditcore.store.codec import COLUMN_FIELDS
 from auditcore.store.mapper import AuditStoredEvent
 
@@ -48,16 +49,21 @@ class StandaloneEncoder:
         provenance: Provenance,
     ) -> AuditStoredEvent:
         provenance = with_ambient(provenance)
+        if is_reserved(action):  # refused, as build_event refuses it
+            return self._build(action, workspace_id, metadata, provenance)
         spec = self.registry.spec(action)
         if not provenance.keys() <= PROVENANCE_FIELDS:
             return self._build(action, workspace_id, metadata, provenance)
         now = datetime.now(UTC)
         given_id = provenance.get("event_id")
         event_id = new_event_id() if given_id is None else given_id
+        stream_id = stream_id_or_none(workspace_id, event_id)
+        if stream_id is None:
+            return self._build(action, workspace_id, metadata, provenance)
         fields: dict[str, Any] = {
             "event_id": event_id,
             "workspace_id": workspace_id,
-            "stream_id": event_id,
+            "stream_id": stream_id,
             "version": 1,
             "action": action,
             "schema_version": spec.version,
@@ -87,12 +93,12 @@ class StandaloneEncoder:
             event = envelope.model_validate(fields)
         except ValidationError:
             return None
-        if occurred_at_problems(event.occurred_at, now, self.registry.max_future):
-            return None
         metadata = cast("BaseModel", event.metadata).model_dump(mode="json", exclude_none=True)
-        if self.registry.limits.check(metadata):
-            return None
-        if len({(t.type, t.id) for t in event.targets}) != len(event.targets):
+        if (
+            occurred_at_problems(event.occurred_at, now, self.registry.max_future)
+            or self.registry.limits.check(metadata)
+            or len({(t.type, t.id) for t in event.targets}) != len(event.targets)
+        ):
             return None
         try:
             # Sorted keys, as build_event leaves metadata, for deterministic bytes.
@@ -100,13 +106,17 @@ class StandaloneEncoder:
         except TypeError:  # e.g. a lone surrogate: let the careful path say what it makes of it
             return None
         head = envelope.__pydantic_serializer__.to_json(event, exclude=_ENVELOPE_WITHOUT_METADATA)
+        # The envelope's fields in declared order, metadata last.
+        state = b"".join((head[:-1], b',"metadata":', sorted_metadata, b"}"))
+        if self.registry.event_limits.check(event.targets, len(state)):
+            return None
         return AuditStoredEvent(
-            originator_id=event.event_id,
+            originator_id=event.stream_id,
             originator_version=1,
             topic=spec.name,
-            # The envelope's fields in declared order, metadata last.
-            state=b"".join((head[:-1], b',"metadata":', sorted_metadata, b"}")),
+            state=state,
             event_id=event.event_id,
+            workspace_id=event.workspace_id,
         )
 
     def _build(

@@ -49,7 +49,7 @@ def _opened(
 def _record(
     audit: AuditCore, action: str, workspace_id: str, target: Target, **metadata: object
 ) -> None:
-    audit.record(
+    audit.record_control_event(
         action,
         workspace_id=workspace_id,
         metadata=metadata,

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from auditcore.api import params
 from auditcore.api.deps import ReaderDep, ServicesDep, Writing, request_context
 from auditcore.api.errors import ApiError
-from auditcore.api.schemas import EventIn, EventPage, Recorded
+from auditcore.api.schemas import ClientContext, EventIn, EventPage, Recorded
 from auditcore.errors import InvalidEventError, NotFoundError
 from auditcore.events.actions import located_problems
 from auditcore.events.envelope import Actor, ActorType, AuditEvent, RequestContext
@@ -143,8 +143,9 @@ def _drafts(
     return drafts
 
 
-def _merged(request: RequestContext, given: RequestContext | None) -> RequestContext:
-    """What the caller says about its own end user wins; gaps are filled from this request."""
+def _merged(request: RequestContext, given: ClientContext | None) -> RequestContext:
+    """What the caller says about its own end user wins; gaps are filled from this request.
+    The writing key's id is always this request's (the caller cannot name one)."""
     if given is None:
         return request
     return RequestContext.model_validate(

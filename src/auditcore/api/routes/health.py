@@ -24,8 +24,10 @@ async def healthz() -> dict[str, str]:
     responses={503: {"model": Readiness}},
 )
 def readyz(found: ServicesDep) -> JSONResponse:
-    """503 while the event store or ClickHouse cannot be reached or a processor is failing. A
-    read model that parked events it cannot hold is ``degraded``: the service stays ready."""
+    """503 while the event store or ClickHouse cannot be reached or a processor is failing or
+    stalled (events waiting and no progress for ``stall_after`` seconds, wherever its follower
+    runs). A read model that parked events it cannot hold is ``degraded``: the service stays
+    ready."""
     audit = found.audit
     try:
         head = audit.app.recorder.max_notification_id() or 0
@@ -44,6 +46,7 @@ def readyz(found: ServicesDep) -> JSONResponse:
                 state=s.state,
                 position=s.position,
                 lag=s.lag,
+                behind_seconds=round(s.behind_seconds, 3),
                 dead_letters=s.dead_letters,
                 error=s.last_error,
                 needs_rebuild=not s.fingerprint_matches,
@@ -52,7 +55,9 @@ def readyz(found: ServicesDep) -> JSONResponse:
         ]
     except Exception as error:
         clickhouse = Check(ok=False, detail=f"{type(error).__name__}: {error}")
-    ready = store.ok and clickhouse.ok and not any(p.error for p in processors)
+    ready = (
+        store.ok and clickhouse.ok and not any(p.error or p.state == "stalled" for p in processors)
+    )
     body = Readiness(
         ready=ready,
         event_store=store,

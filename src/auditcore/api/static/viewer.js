@@ -140,6 +140,14 @@ function summary(event) {
     `${key}=${typeof value === "object" ? JSON.stringify(value) : value}`).join(", ");
 }
 
+// Who acted, and — for events written through the API — the key that wrote them, which the
+// body's actor cannot change.
+function actorText(event) {
+  const actor = event.actor.name ? `${event.actor.name} (${event.actor.id})` : event.actor.id;
+  const key = event.context.api_key_id;
+  return key && key !== event.actor.id ? `${actor} via ${key}` : actor;
+}
+
 function addRow(event, fresh) {
   if (state.seen.has(event.event_id)) return;
   state.seen.add(event.event_id);
@@ -150,7 +158,7 @@ function addRow(event, fresh) {
   tr.append(
     element("td", event.occurred_at.replace("T", " ").replace("Z", ""), "time"),
     element("td", event.action),
-    element("td", event.actor.name ? `${event.actor.name} (${event.actor.id})` : event.actor.id),
+    element("td", actorText(event)),
     element("td", event.targets.map((t) => `${t.type}:${t.name || t.id}`).join(", ")),
     element("td", event.source),
     element("td", summary(event)),
@@ -169,6 +177,9 @@ async function showDetail(event, row) {
     other.setAttribute("aria-selected", String(other === row));
   }
   $("#detail").hidden = false;
+  $("#detail-writer").textContent = event.context.api_key_id
+    ? `Written through the API by key ${event.context.api_key_id}.`
+    : "Not written through the API (no API key).";
   $("#detail-json").textContent = JSON.stringify(event, null, 2);
   showProof(event.event_id);
   const history = $("#detail-history");

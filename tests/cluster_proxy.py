@@ -1,5 +1,5 @@
-"""A ClickHouse server stand-in (../shared/tools/chdb_http_server.py) behind a small HTTP
-proxy that records every statement auditcore sends and lets one node play a cluster.
+"""The ClickHouse server stand-in (``tests.clickhouse_server``) behind a small HTTP proxy
+that records every statement auditcore sends and lets one node play a cluster.
 
 The stand-in is one chDB node: it has no ZooKeeper and no clusters, so it refuses
 ``ON CLUSTER`` and ``Replicated*`` engines. Before forwarding, the proxy therefore rewrites
@@ -21,17 +21,11 @@ from __future__ import annotations
 import contextlib
 import http.client
 import re
-import socket
-import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
-STAND_IN = Path(__file__).parent.parent.parent / "shared" / "tools" / "chdb_http_server.py"
 _ON_CLUSTER = re.compile(r"\s+ON CLUSTER\s+(`(?:[^`\\]|\\.)*`|\w+)")
 _REPLICATED = re.compile(
     r"Replicated(\w*MergeTree)\('/clickhouse/tables/\{uuid\}/\{shard\}', '\{replica\}'(?:, )?"
@@ -39,36 +33,6 @@ _REPLICATED = re.compile(
 _SYNC_REPLICA = re.compile(r"^\s*SYSTEM SYNC REPLICA\b.*", re.S)
 _ALL_REPLICAS = re.compile(r"clusterAllReplicas\('(?:[^'\\]|\\.)*', (system\.\w+)\)")
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-@contextlib.contextmanager
-def stand_in(path: Path) -> Iterator[int]:
-    """Run the stand-in on a free port with its data in ``path``; yield the port."""
-    port = free_port()
-    server = subprocess.Popen(
-        [sys.executable, str(STAND_IN), "--port", str(port), "--path", str(path)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline, "the stand-in did not start"
-            time.sleep(0.1)
-        yield port
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
 
 
 class ClusterProxy(ThreadingHTTPServer):

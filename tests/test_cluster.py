@@ -23,7 +23,8 @@ from auditcore import AuditCore, Incident, Settings
 from auditcore.errors import ConfigurationError
 from auditcore.readmodel.queries import EventQuery
 from tests.cli_run import AUDITCORE
-from tests.cluster_proxy import STAND_IN, ClusterProxy, stand_in
+from tests.clickhouse_server import ClickHouseStandIn
+from tests.cluster_proxy import ClusterProxy
 from tests.conftest import fresh_postgres_store
 from tests.poison import store_unprojectable
 
@@ -33,11 +34,8 @@ _DDL = re.compile(r"^\s*(CREATE|DROP|EXCHANGE|RENAME|DELETE|ALTER|TRUNCATE|OPTIM
 
 
 @pytest.fixture
-def stand_in_port(tmp_path: Path) -> Iterator[int]:
-    if not STAND_IN.exists():
-        pytest.skip(f"the ClickHouse server stand-in is not at {STAND_IN}")
-    with stand_in(tmp_path / "ch") as port:
-        yield port
+def stand_in_port(own_clickhouse_server: ClickHouseStandIn) -> int:
+    return own_clickhouse_server.port
 
 
 @pytest.fixture

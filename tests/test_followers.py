@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -38,7 +38,7 @@ from auditcore.projection.processor import Processor, Rows
 from auditcore.projection.runner import ProcessorStatus
 from auditcore.store.locks import FileLock, follower_lock
 from tests.cli_run import AUDITCORE
-from tests.cluster_proxy import STAND_IN, stand_in
+from tests.clickhouse_server import ClickHouseStandIn
 from tests.conftest import fresh_postgres_store
 from tests.interrupted import SimulatedKillError
 from tests.poison import store_unprojectable
@@ -49,11 +49,8 @@ ROOT = Path(__file__).parent.parent
 
 
 @pytest.fixture
-def server_url(tmp_path: Path) -> Iterator[str]:
-    if not STAND_IN.exists():
-        pytest.skip(f"the ClickHouse server stand-in is not at {STAND_IN}")
-    with stand_in(tmp_path / "ch") as port:
-        yield f"http://default:@127.0.0.1:{port}/auditcore"
+def server_url(own_clickhouse_server: ClickHouseStandIn) -> str:
+    return own_clickhouse_server.url("auditcore")
 
 
 def follower(settings: Settings, log: Path) -> subprocess.Popen[bytes]:

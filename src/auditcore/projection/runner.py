@@ -192,8 +192,9 @@ class ProjectionRunner:
                     stop.wait(delay)
                     delay = min(delay * 2, 30.0)
                     continue
+                self._errors.pop(name, None)
+                delay = retry_delay  # the store answered
                 if not acquired:
-                    self._errors.pop(name, None)
                     stop.wait(self.standby_poll)
                     continue
                 with self.coordinator.following(name, lock) as hold:

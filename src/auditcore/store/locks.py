@@ -24,8 +24,9 @@ Failure semantics:
   lock, so that one batch may be written by both. The exactly-once redo
   (``auditcore.projection.tracking``) does not cover two writers at once; a lock
   connection lost in mid-batch is the case this leaves open.
-- ``acquire()`` never blocks, and raises only when the store cannot be reached (the caller
-  retries as it would any store error).
+- ``acquire()`` never waits for the lock (it answers at once whether this process holds
+  it), and raises only when the store cannot be reached (within its 5 s connect timeout; the
+  caller retries as it would any store error).
 """
 
 from __future__ import annotations

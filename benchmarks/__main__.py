@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup, export, integrity, live, neighbours, queries
+from benchmarks import append, catchup, export, integrity, live, neighbours, queries, server
 from benchmarks.common import console, machine
 
 WORKLOADS = {
@@ -31,6 +31,10 @@ WORKLOADS = {
     "integrity": {
         "quick": lambda: integrity.run(events=20_000),
         "full": lambda: integrity.run(events=1_000_000),
+    },
+    "server": {
+        "quick": lambda: server.run(catch_up_events=20_000, query_events=20_000),
+        "full": lambda: server.run(catch_up_events=1_000_000, query_events=1_000_000),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

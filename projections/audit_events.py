@@ -126,6 +126,7 @@ AUDIT_EVENTS = register(
                 "AND has(arrayZip(target_types, target_ids), {value:Tuple(String, String)})",
                 "one target as TYPE:ID, e.g. incident:3f2a…",
                 parse=parse_target,
+                value_schema={"pattern": "^[^:]+:[\\s\\S]+$"},
                 live=lambda event, value: any((t.type, t.id) == value for t in event.targets),
             ),
             Filter(
@@ -156,6 +157,7 @@ AUDIT_EVENTS = register(
                 "stream_id",
                 "stream_id = {value:UUID}",
                 "one stream (aggregate) id",
+                value_schema={"format": "uuid"},
                 live=lambda event, value: event.stream_id == value,
             ),
         ),

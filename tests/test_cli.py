@@ -6,29 +6,39 @@ import json
 import os
 import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
 
 import pytest
 
 from auditcore import AuditCore, Settings
+from tests.conftest import fresh_postgres_store
 
 # The console script installed beside this interpreter, whatever PATH says.
 AUDITCORE = str(Path(sys.executable).with_name("auditcore"))
 
 
 def run(
-    *args: str, store: str, clickhouse: Path, check: bool = True
+    *args: str,
+    store: str,
+    clickhouse: Path | str,
+    check: bool = True,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the command as a user would, on the given stores.
 
-    The ClickHouse path is the subprocess's own: the test process may hold the shared one.
+    ``clickhouse``: a URL, or a path for an embedded engine of the subprocess's own (the test
+    process may hold the shared one).
     """
     env = {
         **os.environ,
         "AUDITCORE_EVENT_STORE": store,
-        "AUDITCORE_CLICKHOUSE": f"chdb://{clickhouse}",
+        "AUDITCORE_CLICKHOUSE": clickhouse
+        if isinstance(clickhouse, str)
+        else f"chdb://{clickhouse}",
         "COLUMNS": "200",
+        **(env or {}),
     }
     done = subprocess.run(
         [AUDITCORE, *args], capture_output=True, text=True, env=env, timeout=120, check=False
@@ -57,9 +67,9 @@ def test_demo_records_and_reads_back_a_realistic_story(tmp_path: Path) -> None:
 
 
 def test_record_then_read_back_by_stream_and_by_id(
-    store_settings: Settings, tmp_path: Path
+    store_settings: Settings, process_clickhouse_url: str
 ) -> None:
-    store = store_settings.event_store
+    store, clickhouse = store_settings.event_store, process_clickhouse_url
     recorded = run(
         "record",
         "incident.comment_added",
@@ -76,10 +86,10 @@ def test_record_then_read_back_by_stream_and_by_id(
         "--format",
         "json",
         store=store,
-        clickhouse=tmp_path / "ch",
+        clickhouse=clickhouse,
     )
     (event,) = json.loads(recorded.stdout)
-    run("project", store=store, clickhouse=tmp_path / "ch")
+    run("project", store=store, clickhouse=clickhouse)
 
     (history,) = json.loads(
         run(
@@ -90,11 +100,11 @@ def test_record_then_read_back_by_stream_and_by_id(
             "-f",
             "json",
             store=store,
-            clickhouse=tmp_path / "ch",
+            clickhouse=clickhouse,
         ).stdout
     )
     (by_id,) = json.loads(
-        run("get", event["event_id"], "-w", "acme", store=store, clickhouse=tmp_path / "ch").stdout
+        run("get", event["event_id"], "-w", "acme", store=store, clickhouse=clickhouse).stdout
     )
 
     assert history == by_id == event
@@ -128,6 +138,9 @@ def test_record_then_read_back_by_stream_and_by_id(
         (["query", "-w", "acme", "--since", "yesterday"], "is not a time: use ISO 8601"),
         (["query", "-w", "acme", "--cursor", "garbage"], "cursor: malformed cursor"),
         (["query", "-w", "acme", "--limit", "0"], "limit: must be between 1 and 1000"),
+        (["query", "-w", "acme", "--since", "9999999999999w"], "is not a time: use ISO 8601"),
+        (["query", "-w", "acme", "--until", "2026-02-30"], "is not a time: use ISO 8601"),
+        (["query", "-w", "acme", "--since", "2d", "--until", "3d"], "since: must not be later"),
         (["stats", "-w", "acme", "--group-by", "colour"], "group_by: use one of action"),
     ],
 )
@@ -139,6 +152,38 @@ def test_bad_input_is_a_clear_error_without_a_traceback(
     assert done.returncode == 2
     assert message in " ".join(done.stderr.split())
     assert "Traceback" not in done.stderr
+
+
+def test_rotating_the_cursor_secret_retires_earlier_cursors(tmp_path: Path) -> None:
+    store, clickhouse = str(tmp_path / "e.sqlite"), tmp_path / "ch"
+    for n in range(3):
+        run("record", "incident.comment_added", "-w", "acme", "-m", f'{{"body": "c{n}"}}',
+            store=store, clickhouse=clickhouse)  # fmt: skip
+    run("project", store=store, clickhouse=clickhouse)
+
+    def first_page() -> str:
+        done = run("query", "-w", "acme", "--limit", "1", "-f", "json",
+                   store=store, clickhouse=clickhouse)  # fmt: skip
+        cursor: str = json.loads(done.stdout)["next_cursor"]
+        return cursor
+
+    cursor = first_page()
+    assert cursor == first_page()  # the secret is kept between processes
+    run("query", "-w", "acme", "--cursor", cursor, store=store, clickhouse=clickhouse)
+    rotated = run("keys", "rotate-secret", store=store, clickhouse=clickhouse)
+    assert "Cursor secret rotated" in rotated.stdout
+    old = run("query", "-w", "acme", "--cursor", cursor, store=store, clickhouse=clickhouse,
+              check=False)  # fmt: skip
+    assert old.returncode == 2
+    assert "not issued by this server" in " ".join(old.stderr.split())
+    fresh = first_page()
+    assert fresh != cursor
+    run("query", "-w", "acme", "--cursor", fresh, store=store, clickhouse=clickhouse)
+    # An operator's key for /readyz's details.
+    run("workspaces", "create", "ops", store=store, clickhouse=clickhouse)
+    run("keys", "create", "-w", "ops", "--name", "monitoring", "--scope", "admin",
+        store=store, clickhouse=clickhouse)  # fmt: skip
+    assert "admin" in run("keys", "list", "-w", "ops", store=store, clickhouse=clickhouse).stdout
 
 
 def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:
@@ -182,9 +227,9 @@ def test_import_dispatches_a_file_and_reports_bad_lines(tmp_path: Path) -> None:
 
 
 def test_workspaces_keys_export_and_report_from_the_shell(
-    pg_settings: Settings, tmp_path: Path
+    pg_settings: Settings, process_clickhouse_url: str, tmp_path: Path
 ) -> None:
-    store, clickhouse = pg_settings.event_store, tmp_path / "ch"
+    store, clickhouse = pg_settings.event_store, process_clickhouse_url
     run("workspaces", "create", "acme", "--name", "Acme Inc", store=store, clickhouse=clickhouse)
     again = run("workspaces", "create", "acme", store=store, clickhouse=clickhouse, check=False)
     assert again.returncode == 2
@@ -228,6 +273,36 @@ def test_workspaces_keys_export_and_report_from_the_shell(
                    store=store, clickhouse=clickhouse).stdout  # fmt: skip
     actions = [json.loads(line)["action"] for line in recorded.splitlines()]
     assert "auditcore.export.created" in actions
+
+
+def test_stats_buckets_are_utc_whatever_the_machine_time_zone(
+    postgres_database: str, process_clickhouse_url: str
+) -> None:
+    """In New York (UTC-5 in March), the day of an event at 23:30 UTC starts at 00:00 UTC."""
+    store = fresh_postgres_store(postgres_database)
+    with AuditCore(Settings(store, process_clickhouse_url)) as audit:
+        audit.record(
+            "incident.comment_added",
+            workspace_id="acme",
+            metadata={"body": "late"},
+            occurred_at=datetime(2024, 3, 5, 23, 30, 15, tzinfo=UTC),
+        )  # recorded only: the read side is the subprocesses'
+    new_york = {"TZ": "America/New_York"}
+    run("project", store=store, clickhouse=process_clickhouse_url, env=new_york)
+    starts = {"minute": "23:30:00", "hour": "23:00:00", "day": "00:00:00"}
+    for interval, start in starts.items():
+        done = run(
+            "stats", "-w", "acme", "--interval", interval, "-f", "json",
+            "--since", "2024-03-05T00:00:00Z", "--until", "2024-03-07T00:00:00Z",
+            store=store, clickhouse=process_clickhouse_url, env=new_york,
+        )  # fmt: skip
+        assert json.loads(done.stdout)["buckets"] == [
+            {
+                "bucket": f"2024-03-05T{start}+00:00",
+                "key": "incident.comment_added",
+                "events": 1,
+            }
+        ], interval
 
 
 def test_serve_answers_and_decides_itself_whom_to_believe(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from auditcore import AuditCore, Settings
@@ -17,13 +16,13 @@ from tests.poison import mend, store_unprojectable
 
 
 def run(
-    *args: str, settings: Settings, clickhouse: Path, columns: str | None = "200"
+    *args: str, settings: Settings, clickhouse: str, columns: str | None = "200"
 ) -> subprocess.CompletedProcess[str]:
     """The command as a user runs it (stdout and stderr piped, not terminals)."""
     env = {
         **os.environ,
         "AUDITCORE_EVENT_STORE": settings.event_store,
-        "AUDITCORE_CLICKHOUSE": f"chdb://{clickhouse}",
+        "AUDITCORE_CLICKHOUSE": clickhouse,
     }
     env.pop("COLUMNS", None)
     if columns:
@@ -38,13 +37,13 @@ def ok(done: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[st
     return done
 
 
-def status(settings: Settings, clickhouse: Path) -> dict[str, dict[str, Any]]:
+def status(settings: Settings, clickhouse: str) -> dict[str, dict[str, Any]]:
     out = ok(run("projections", "status", "-f", "json", settings=settings, clickhouse=clickhouse))
     return {s["name"]: s for s in json.loads(out.stdout)}
 
 
-def test_dead_letters_from_the_shell(pg_settings: Settings, tmp_path: Path) -> None:
-    ch = tmp_path / "ch"
+def test_dead_letters_from_the_shell(pg_settings: Settings, process_clickhouse_url: str) -> None:
+    ch = process_clickhouse_url
     with AuditCore(pg_settings) as audit:
         audit.record_many(
             {"action": "incident.comment_added", "workspace_id": "acme", "metadata": {"body": "b"}}
@@ -136,17 +135,17 @@ def test_dead_letters_from_the_shell(pg_settings: Settings, tmp_path: Path) -> N
 
 
 def test_a_failing_read_model_is_named_and_the_others_catch_up(
-    pg_settings: Settings, tmp_path: Path
+    pg_settings: Settings, process_clickhouse_url: str
 ) -> None:
-    ch = tmp_path / "ch"
+    ch = process_clickhouse_url
     ok(run("migrate", settings=pg_settings, clickhouse=ch))
-    # Break one read model's table behind its back (the CLI's own engine path, so a subprocess).
+    # Break one read model's table behind its back (an embedded engine: in a subprocess, as
+    # this process may hold another engine path).
     sabotage = (
-        "import clickhouse_connect, sys; "
-        "c = clickhouse_connect.get_client(dsn='chdb://' + sys.argv[1]); "
-        "c.command('ALTER TABLE auditcore.monitors DROP COLUMN kind')"
+        "import sys; from auditcore.clickhouse.connection import ClickHouseTarget, connect; "
+        "connect(ClickHouseTarget(sys.argv[1])).command('ALTER TABLE monitors DROP COLUMN kind')"
     )
-    subprocess.run([sys.executable, "-c", sabotage, str(ch)], check=True, timeout=120)
+    subprocess.run([sys.executable, "-c", sabotage, ch], check=True, timeout=120)
     from auditcore import Monitor  # noqa: PLC0415
 
     with AuditCore(pg_settings) as audit:
@@ -168,9 +167,9 @@ def test_a_failing_read_model_is_named_and_the_others_catch_up(
 
 
 def test_the_next_page_cursor_is_one_line_and_recorded_time_filters(
-    pg_settings: Settings, tmp_path: Path
+    pg_settings: Settings, process_clickhouse_url: str
 ) -> None:
-    ch = tmp_path / "ch"
+    ch = process_clickhouse_url
     with AuditCore(pg_settings) as audit:
         audit.record_many(
             {
@@ -240,4 +239,4 @@ def test_the_next_page_cursor_is_one_line_and_recorded_time_filters(
         clickhouse=ch,
     )
     assert bad.returncode == 2
-    assert "recorded_since: must be earlier than recorded_until" in bad.stderr
+    assert "recorded_since: must not be later than recorded_until" in bad.stderr

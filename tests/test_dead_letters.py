@@ -179,7 +179,11 @@ def test_over_http_one_tenants_backfill_and_poison_never_hold_up_another(
     from tests.test_api import deploy  # noqa: PLC0415
 
     for deployment in deploy(pg_settings, ApiConfig()):
-        with deployment.client("acme") as acme, deployment.client("globex") as globex:
+        with (
+            deployment.client("acme") as acme,
+            deployment.client("globex") as globex,
+            deployment.client("admin") as admin,
+        ):
             backfill = [
                 {key: value for key, value in draft.items() if key != "workspace_id"}
                 | {"occurred_at": draft["occurred_at"].isoformat()}
@@ -199,7 +203,7 @@ def test_over_http_one_tenants_backfill_and_poison_never_hold_up_another(
             assert len(deployment.projected("acme", 600)) == 600
 
             def readiness() -> dict[str, Any] | None:
-                ready = acme.get("/readyz")
+                ready = admin.get("/readyz")
                 assert ready.status_code == 200  # degraded is still ready
                 states = {
                     p["name"]: (p["state"], p["dead_letters"], p["lag"])

@@ -29,6 +29,8 @@ from auditcore.store.dispatcher import (
 )
 from auditcore.store.mapper import AuditStoredEvent
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 ROOT = Path(__file__).parent.parent
 
 

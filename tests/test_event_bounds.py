@@ -30,6 +30,8 @@ from auditcore.events.limits import (
     default_max_future,
 )
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 Record = Callable[..., Any]
 
 

@@ -157,12 +157,15 @@ def test_the_api_refuses_reserved_actions_and_names_the_writing_key(api: Deploym
         assert [(r["event_id"], r["api_key_id"]) for r in rows] == [
             (written["acme_write"][0], other_key_id)
         ]
-        lines = client.get("/v1/events/export", params={"format": "jsonl"}).text.splitlines()
+        # (The CSV export above is an event too, recorded by auditcore: left out here.)
+        lines = client.get(
+            "/v1/events/export", params={"format": "jsonl", "action": "monitor.paused"}
+        ).text.splitlines()
         assert {json.loads(line)["context"]["api_key_id"] for line in lines} == {
             key_id,
             other_key_id,
         }
-    # The two exports were recorded by auditcore itself, with the exporting key named.
+    # Both exports were recorded by auditcore itself, with the exporting key named.
     exports = api.projected("acme_read", 2, action="auditcore.export.created")
     assert [e["context"]["api_key_id"] for e in exports] == [_key_id(api, "acme_read")] * 2
 

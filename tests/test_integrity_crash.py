@@ -15,10 +15,13 @@ from collections import defaultdict
 from pathlib import Path
 
 import orjson
+import pytest
 
 from auditcore import Settings
 from auditcore.integrity.leaf import leaf_data
 from tests.integrity_support import Store, make_store
+
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
 
 WORKER = [sys.executable, "-m", "tests.integrity_worker"]
 KILLS = int(os.environ.get("AUDITCORE_CRASH_KILLS", "12"))

@@ -22,6 +22,8 @@ from auditcore.integrity.settings import IntegritySettings
 from tests.apiserver import eventually as _eventually
 from tests.integrity_support import Store, make_store
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 AUDITCORE = str(Path(sys.executable).with_name("auditcore"))
 T = TypeVar("T")
 

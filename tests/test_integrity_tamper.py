@@ -18,6 +18,8 @@ from auditcore.integrity.note import Checkpoint, SignerKey
 from auditcore.integrity.verify import OutsideCheckpoint, VerifyReport
 from tests.integrity_support import Store, make_store, record_history
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 AUDITCORE = str(Path(sys.executable).with_name("auditcore"))
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from auditcore import AuditCore, Settings
-from auditcore.clickhouse.ddl import create_table_sql
+from auditcore.clickhouse.ddl import Ddl
 from auditcore.projection.runner import ProjectionRunner
 from auditcore.readmodel.model import Column, EventTable, Table
 from auditcore.readmodel.queries import EventQuery
@@ -132,14 +132,15 @@ def test_cluster_ddl_uses_on_cluster_and_replicated_engines() -> None:
         partition_by="tuple()",
         ttl="toDateTime(updated_at) + INTERVAL 400 DAY DELETE",
     )
-    sql = create_table_sql("things_v1", table, cluster="prod")
+    sql = Ddl("db", "prod").create_table("things_v1", table)
     assert "\nTTL toDateTime(updated_at) + INTERVAL 400 DAY DELETE" in sql
-    assert "CREATE TABLE IF NOT EXISTS `things_v1` ON CLUSTER `prod`" in sql
+    assert "CREATE TABLE IF NOT EXISTS `db`.`things_v1` ON CLUSTER `prod`" in sql
+    # The table's own UUID in the path: each table version (a rebuild's __next too) has its own.
     assert (
-        "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{shard}/{database}/"
-        "{table}', '{replica}', version)"
+        "ENGINE = ReplicatedReplacingMergeTree('/clickhouse/tables/{uuid}/{shard}', "
+        "'{replica}', version)"
     ) in sql
-    assert "ENGINE = MergeTree\n" in create_table_sql(
+    assert "ENGINE = MergeTree\n" in Ddl("db").create_table(
         "t", Table((Column("a", "UInt8"),), "MergeTree", ("a",))
     )
 

@@ -29,6 +29,8 @@ from auditcore import (
 from auditcore.events.ids import stream_id_for
 from tests.conftest import fresh_postgres_store
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 ROUNDS = 60
 STREAK = 8
 

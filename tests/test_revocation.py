@@ -6,7 +6,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -26,14 +25,10 @@ WITHIN = 5.0
 
 
 @pytest.fixture(scope="module")
-def served(postgres_database: str, chdb_dir: Path) -> Iterator[Deployment]:
-    from uuid import uuid4  # noqa: PLC0415
-
+def served(postgres_database: str, module_clickhouse_url: str) -> Iterator[Deployment]:
     from tests.conftest import fresh_postgres_store  # noqa: PLC0415
 
-    settings = Settings(
-        fresh_postgres_store(postgres_database), f"chdb://{chdb_dir}?database=t_{uuid4().hex[:12]}"
-    )
+    settings = Settings(fresh_postgres_store(postgres_database), module_clickhouse_url)
     config = ApiConfig(
         live_keepalive=0.2, limits=ResourceLimits(revocation_check=0.5, rate_per_second=0)
     )

@@ -17,6 +17,8 @@ from hypothesis import strategies as st
 from auditcore import AuditCore, AuditEvent, InvalidEventError, Settings, StreamNotFoundError
 from tests.test_standalone import REGISTRY, actors, drafts
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 # Mostly storable drafts (the shared ``drafts`` are mostly refused somewhere), whose numbers
 # are often NaN, an infinity or -0.0, at any depth.
 numbers = (

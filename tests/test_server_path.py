@@ -4,50 +4,22 @@ finished on resume, and a refused event parked."""
 
 from __future__ import annotations
 
-import contextlib
-import socket
-import subprocess
-import sys
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from auditcore import AuditCore, Settings
 from auditcore.readmodel.queries import EventQuery
+from tests.clickhouse_server import ClickHouseStandIn
 from tests.conftest import fresh_postgres_store
 from tests.interrupted import DiesMidInsert, SimulatedKillError
 from tests.poison import store_unprojectable
 
-STAND_IN = Path(__file__).parent.parent.parent / "shared" / "tools" / "chdb_http_server.py"
-
 
 @pytest.fixture
-def server_url(tmp_path: Path) -> Iterator[str]:
-    if not STAND_IN.exists():
-        pytest.skip(f"the ClickHouse server stand-in is not at {STAND_IN}")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = subprocess.Popen(
-        [sys.executable, str(STAND_IN), "--port", str(port), "--path", str(tmp_path / "ch")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 1):
-                break
-            assert server.poll() is None, server.stderr.read() if server.stderr else ""
-            assert time.monotonic() < deadline, "the stand-in did not start"
-            time.sleep(0.1)
-        yield f"http://default:@127.0.0.1:{port}/auditcore"
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
+def server_url(clickhouse_server: ClickHouseStandIn) -> str:
+    return clickhouse_server.url(f"t_{uuid4().hex[:12]}")
 
 
 def test_the_server_path_is_exactly_once_and_parks_refused_events(

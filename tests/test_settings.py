@@ -8,6 +8,8 @@ import pytest
 
 from auditcore import AuditCore, ConfigurationError, Settings
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 
 def test_a_postgres_url_configures_the_library_without_db_functions() -> None:
     env = Settings(

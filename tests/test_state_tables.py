@@ -160,3 +160,26 @@ def test_every_column_of_current_rows_equals_the_aggregate(
             row = rows[aggregate.id]
             assert set(row) == set(expected), "a column the test does not compare"
             assert row == expected
+
+
+def test_a_batch_touching_4000_incidents_folds_on_every_engine(
+    postgres_database: str, clickhouse_url: str
+) -> None:
+    """One batch looks up the current rows of 4,000 incidents: on a server, no query parameter
+    may exceed 128 KiB (4,000 UUIDs in one would be ~156 KB), so the lookup is chunked."""
+    with AuditCore(Settings(fresh_postgres_store(postgres_database), clickhouse_url)) as audit:
+        incidents = [
+            Incident.open("acme", title=f"t{i}", severity="sev3", service="api")
+            for i in range(4000)
+        ]
+        audit.save(*incidents)
+        assert audit.project()["incidents"] == 4000
+        for incident in incidents:
+            incident.acknowledge()
+        audit.save(*incidents)
+        assert audit.project()["incidents"] == 4000  # folds from the 4,000 rows read back
+        rows = audit.clickhouse.query(
+            "SELECT status, uniqExact(incident_id), min(version) FROM incidents FINAL "
+            "GROUP BY status"
+        ).result_rows
+        assert rows == [("acknowledged", 4000, 2)]

@@ -23,6 +23,8 @@ from auditcore.store.dispatcher import DispatchSettings
 from auditcore.store.heartbeats import DispatcherReport, Heartbeats
 from tests.test_cli import run
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 T = TypeVar("T")
 
 

@@ -26,6 +26,8 @@ from auditcore import (
 )
 from auditcore.events.ids import stream_id_for
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 ALICE = Actor(id="user_alice", name="Alice")
 
 

@@ -29,6 +29,8 @@ from auditcore.store.dispatcher import DispatchHandle
 from tests.conftest import fresh_postgres_store
 from tests.tcpproxy import Proxy
 
+pytestmark = pytest.mark.store_only  # the event store alone: one ClickHouse engine is enough
+
 ROOT = Path(__file__).parent.parent
 QUICK_CLOSE = DispatchSettings(close_timeout=2.0, in_flight_wait=2.0, report_every=0)
 

@@ -41,6 +41,19 @@ def browser() -> Iterator[Browser]:
         browser.close()
 
 
+def watched(page: Page) -> list[str]:
+    """Console errors and uncaught exceptions of ``page``: a script or stylesheet that the
+    Content-Security-Policy blocks shows up here ("Refused to …")."""
+    problems: list[str] = []
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    return problems
+
+
+def csp_violations(problems: list[str]) -> list[str]:
+    return [p for p in problems if "Content Security Policy" in p or "Refused to" in p]
+
+
 @pytest.fixture
 def viewer_api(pg_settings: Settings) -> Iterator[Deployment]:
     yield from deploy(pg_settings, ApiConfig(live_keepalive=0.5))
@@ -52,6 +65,7 @@ def test_sign_in_filter_open_and_go_live(browser: Browser, viewer_api: Deploymen
     expected = len(run.events)
     api.projected("acme", expected)
     page: Page = browser.new_page(viewport={"width": 1440, "height": 900})
+    problems = watched(page)
 
     page.goto(api.url)
     page.get_by_role("textbox", name="API key").fill("ack_000000000000_" + "x" * 43)
@@ -112,6 +126,8 @@ def test_sign_in_filter_open_and_go_live(browser: Browser, viewer_api: Deploymen
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("Checkout errors")
     page.close()
+    # Everything ran under the server's CSP (no inline code): nothing was refused.
+    assert csp_violations(problems) == []
 
 
 def test_report_renders_in_the_browser(browser: Browser, viewer_api: Deployment) -> None:
@@ -119,6 +135,7 @@ def test_report_renders_in_the_browser(browser: Browser, viewer_api: Deployment)
     run = run_demo(api.audit, "acme")
     api.projected("acme", len(run.events))
     page = browser.new_page(viewport={"width": 1100, "height": 1500})
+    problems = watched(page)
     page.set_extra_http_headers({"Authorization": f"Bearer {api.keys['acme_read']}"})
     page.goto(f"{api.url}/v1/reports?since=6h")
     expect(page.get_by_role("heading", level=1)).to_have_text("Audit report: acme")
@@ -127,4 +144,22 @@ def test_report_renders_in_the_browser(browser: Browser, viewer_api: Deployment)
     expect(page.get_by_role("table").nth(3)).to_contain_text("Public API returning 503")
     if os.environ.get("AUDITCORE_SCREENSHOTS"):
         page.screenshot(path=str(SCREENSHOT.with_name("report.png")), full_page=False)
+    # Its inline stylesheet applied (allowed by its hash), nothing refused.
+    assert page.locator(".figures").evaluate("e => getComputedStyle(e).display") == "grid"
     page.close()
+    assert csp_violations(problems) == []
+
+
+def test_docs_render_offline_under_the_csp(browser: Browser, viewer_api: Deployment) -> None:
+    """Swagger UI from the package's files: the operations list appears, every request the
+    page makes stays on this server, and the CSP refuses nothing."""
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = watched(page)
+    origins: set[str] = set()
+    page.on("request", lambda request: origins.add(request.url.split("/")[2]))
+    page.goto(f"{viewer_api.url}/docs")
+    expect(page.locator(".opblock-summary-path").first).to_be_visible()
+    expect(page.get_by_text("/v1/events/export")).to_be_visible()
+    page.close()
+    assert origins == {viewer_api.url.split("/")[2]}
+    assert csp_violations(problems) == []

@@ -36,7 +36,7 @@ from auditcore.cli_options import (
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.domain import AuditedAggregate, Incident, Monitor
-from auditcore.errors import AuditcoreError, CatchUpFailedError
+from auditcore.errors import AuditcoreError, CatchUpFailedError, one_line
 from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
@@ -157,14 +157,26 @@ def project(
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     cluster: ClusterOption = None,
 ) -> None:
-    """Bring every read model up to date with the event store, then exit (or --follow)."""
+    """Bring every read model up to date with the event store, then exit (or --follow: keep
+    following, whatever fails meanwhile; each read model retries on its own)."""
     with open_core(event_store, clickhouse, cluster) as audit:
         failed: dict[str, str] = {}
         try:
             done = _project_with_progress(audit)
         except CatchUpFailedError as failure:
             done, failed = failure.done, failure.failed
+        except Exception as away:  # e.g. ClickHouse away: a follower waits for it to return
+            if not follow:
+                raise
+            errors.print(f"catch-up failed: {one_line(away)}; following anyway", highlight=False)
+            done = {}
         console.print(f"Caught up: {sum(done.values()):,} events projected.")
+        for name, holder in audit.projections.elsewhere.items():
+            console.print(
+                f"  {name}: another process follows it ({holder}); left to it"
+                + (", standing by." if follow else "."),
+                highlight=False,
+            )
         for name, error in failed.items():
             errors.print(f"[red]✗ {name} failed:[/red] {error}", highlight=False)
         if failed:
@@ -184,11 +196,19 @@ def project(
         try:
             with Live(console=console, refresh_per_second=1) as live:
                 while not stop.wait(1.0):
-                    live.update(status_table(audit.projections.status(audit.clickhouse)))
+                    live.update(_follow_status(audit))
         except KeyboardInterrupt:
             stop.set()
         for thread in threads:
             thread.join(timeout=10)
+
+
+def _follow_status(audit: AuditCore) -> Group | str:
+    """The read models' status, or why it cannot be read now (the followers keep retrying)."""
+    try:
+        return status_table(audit.projections.status(audit.clickhouse))
+    except Exception as error:
+        return f"status unavailable ({one_line(error)}); the read models keep retrying"
 
 
 @app.command()
@@ -256,10 +276,12 @@ def projections_status(
                             "position": s.position,
                             "head": s.head,
                             "lag": s.lag,
+                            "behind_seconds": round(s.behind_seconds, 3),
                             "dead_letters": s.dead_letters,
                             "definition_current": s.fingerprint_matches,
                             "updated_at": s.updated_at.isoformat() if s.updated_at else None,
                             "error": s.last_error,
+                            "followed_by": s.followed_by,
                         }
                         for s in statuses
                     ],
@@ -310,7 +332,7 @@ def projections_rebuild(
 
 
 _NUMBERS = ("position", "store head", "lag", "dead letters")
-_STATE_COLOURS = {"ok": "green", "degraded": "yellow", "failing": "red"}
+_STATE_COLOURS = {"ok": "green", "degraded": "yellow", "stalled": "red", "failing": "red"}
 
 
 class LetterChoice(StrEnum):
@@ -333,8 +355,12 @@ def status_table(statuses: list[ProcessorStatus]) -> Group:
         table.add_column(column, justify="right" if column in _NUMBERS else "left")
     for s in statuses:
         note = s.last_error or ("" if s.fingerprint_matches else "definition changed: rebuild")
+        if not note and s.stalled:
+            note = f"no progress, events waiting {s.behind_seconds:,.0f}s: is a follower running?"
         if not note and s.dead_letters:
             note = "events parked: auditcore projections dead-letters"
+        if s.followed_elsewhere:
+            note = f"another process follows it ({s.followed_by})" + (f"; {note}" if note else "")
         table.add_row(
             s.name,
             s.table,
@@ -344,7 +370,7 @@ def status_table(statuses: list[ProcessorStatus]) -> Group:
             f"[green]{s.lag:,}[/green]" if s.lag == 0 else f"[yellow]{s.lag:,}[/yellow]",
             f"{s.dead_letters:,}",
             s.updated_at.strftime("%Y-%m-%d %H:%M:%S") if s.updated_at else "never",
-            f"[red]{note}[/red]" if s.state == "failing" else note,
+            f"[red]{note}[/red]" if s.state in ("failing", "stalled") else note,
         )
     return Group(table)
 

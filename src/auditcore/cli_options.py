@@ -5,17 +5,19 @@ from __future__ import annotations
 import getpass
 import socket
 import sys
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
+from auditcore.clickhouse.cluster import CLUSTER_VARIABLE
 from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
 from auditcore.events.envelope import Actor, ActorType
 from auditcore.facade import AuditCore
 from auditcore.render import OutputFormat
-from auditcore.store.settings import CLUSTER_VARIABLE, EVENT_STORE_VARIABLE, Settings
+from auditcore.store.settings import EVENT_STORE_VARIABLE, Settings
 from auditcore.timespec import parse_moment
 
 # Piped output is read by people too (less, CI logs): do not squeeze it into 80 columns.
@@ -70,7 +72,14 @@ RecordedOption = typer.Option(
 def open_core(
     event_store: str, clickhouse: str = DEFAULT_CLICKHOUSE, cluster: str | None = None
 ) -> AuditCore:
-    return AuditCore(Settings(event_store, clickhouse, cluster))
+    # The options given; the rest (AUDITCORE_STALL_AFTER) from the environment.
+    settings = replace(
+        Settings.from_env(),
+        event_store=event_store,
+        clickhouse=clickhouse,
+        clickhouse_cluster=cluster,
+    )
+    return AuditCore(settings)
 
 
 def cli_actor() -> Actor:

@@ -144,3 +144,26 @@ class CatchUpFailedError(AuditcoreError):
             f"(the others did: {', '.join(caught_up) or 'none'}):\n{lines}\n"
             "`auditcore projections status` shows each one's position and error."
         )
+
+
+def one_line(error: BaseException) -> str:
+    """An error's message on one line and at most 500 characters (a ClickHouse error quotes
+    the statement, newlines and all): what a log line or a status field shows."""
+    return " ".join(str(error).split())[:500]
+
+
+class FollowedElsewhereError(AuditcoreError):
+    """Another process follows the read model: only the holder of its lock writes its table."""
+
+    def __init__(self, name: str, holder: str | None) -> None:
+        self.name, self.holder = name, holder
+        super().__init__(
+            f"another process follows the read model {name} ({holder or 'its lock is held'}), "
+            "and only the process holding its lock writes its table: stop that process (or "
+            "run this where it runs) and try again. A rebuild stopped here resumes where it "
+            "stopped."
+        )
+
+
+class OrphanInsertError(AuditcoreError):
+    """A stopped writer's insert still runs on the server: a redo of its batch must wait."""

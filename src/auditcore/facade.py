@@ -19,7 +19,7 @@ from eventsourcing.persistence import IntegrityError, OperationalError, StoredEv
 from eventsourcing.utils import retry
 from pydantic import BaseModel
 
-from auditcore.clickhouse.connection import connect
+from auditcore.clickhouse.clients import ThreadClients
 from auditcore.domain.aggregate import AuditedAggregate
 from auditcore.errors import (
     ConfigurationError,
@@ -51,6 +51,7 @@ from auditcore.store.dispatcher import (
 )
 from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
+from auditcore.store.secrets import CURSOR_SECRET, ServerSecrets
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
 from auditcore.store.standalone import StandaloneEncoder
@@ -110,9 +111,11 @@ class AuditCore:
             ) from error
         self._standalone = StandaloneEncoder(self.registry, self.app.mapper)
         self._heartbeats: Heartbeats | None = None
-        self._local = threading.local()
-        self._clickhouse_clients: list[Client] = []
+        self.clickhouse_clients = ThreadClients(self.settings.clickhouse_target)
+        """The calling thread's ClickHouse client (opened in that thread on first use)."""
         self._migrated = False
+        self.secrets = ServerSecrets(self.settings)
+        """The installation's own secrets (the cursor-signing key), in the control database."""
 
     @classmethod
     def from_env(
@@ -147,11 +150,12 @@ class AuditCore:
             stop_draining(self._dispatcher.close)
         if self._heartbeats is not None:
             self._heartbeats.close()
-        for client in self._clickhouse_clients:
-            client.close()
-        self._clickhouse_clients.clear()
+        self.clickhouse_clients.close()
         if "integrity" in self.__dict__:
             self.integrity.close()
+        if "projections" in self.__dict__:
+            self.projections.close()
+        self.secrets.close()
         self.app.close()
         if not drained:
             raise DispatcherDrainError(drained)
@@ -466,17 +470,18 @@ class AuditCore:
 
     @cached_property
     def projections(self) -> ProjectionRunner:
-        return ProjectionRunner(self.app, self.settings.clickhouse_target, self.read_models)
+        return ProjectionRunner(
+            self.app,
+            self.settings.clickhouse_target,
+            self.read_models,
+            stall_after=self.settings.stall_after,
+        )
 
     @property
     def clickhouse(self) -> Client:
-        """This thread's ClickHouse client (clients must not be shared between threads)."""
-        client: Client | None = getattr(self._local, "clickhouse", None)
-        if client is None:
-            client = connect(self.settings.clickhouse_target)
-            self._local.clickhouse = client
-            self._clickhouse_clients.append(client)
-        return client
+        """This thread's ClickHouse client (clients must not be shared between threads: code
+        that may run on another thread later holds ``clickhouse_clients`` instead)."""
+        return self.clickhouse_clients()
 
     def migrate(self) -> list[str]:
         """Create the read models' tables (and the positions table) where missing."""
@@ -501,7 +506,7 @@ class AuditCore:
             self.clickhouse,
             stream_id=stream_id,
             workspace_id=workspace_id,
-            guard=self.projections.guard(name),
+            guard=self.projections.exclusive(name),
         )
 
     def rebuild(
@@ -519,7 +524,7 @@ class AuditCore:
             self.clickhouse,
             keep_old=keep_old,
             progress=progress,
-            guard=self.projections.guard(name),
+            guard=self.projections.exclusive(name),
         )
 
     def reader(
@@ -534,7 +539,12 @@ class AuditCore:
         if not self._migrated:
             self.migrate()
         return WorkspaceReader(
-            self.clickhouse, self.read_models, workspace_id, entitlements, limits=limits
+            self.clickhouse_clients,
+            self.read_models,
+            workspace_id,
+            entitlements,
+            cursor_key=lambda: self.secrets.get(CURSOR_SECRET),
+            limits=limits,
         )
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:

@@ -9,17 +9,18 @@ from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import TypeAdapter
 
 from auditcore.api.config import ApiConfig
 from auditcore.api.deps import Services
+from auditcore.api.docs import install_docs
 from auditcore.api.errors import install_error_handlers
+from auditcore.api.headers import SecurityHeaders
 from auditcore.api.limits import LIMITED, RequestGuard
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
+from auditcore.api.openapi import build_openapi
 from auditcore.api.pacing import CpuPacer
 from auditcore.api.routes import (
     deadletters,
@@ -32,7 +33,6 @@ from auditcore.api.routes import (
     reports,
     stats,
 )
-from auditcore.api.schemas import EventIn
 from auditcore.api.sessions import SessionKind, Sessions
 from auditcore.facade import AuditCore
 from auditcore.tenancy.directory import Directory
@@ -81,6 +81,8 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
                 thread.join(timeout=10)
 
     app = FastAPI(
+        docs_url=None,  # served from files shipped with the package (install_docs)
+        redoc_url=None,
         title="auditcore",
         summary="Who did what, when: record audit events and ask them back.",
         version="1",
@@ -95,7 +97,10 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         body_timeout=config.server.body_timeout,
         on_request=pacer.request,
     )
+    # Outermost: every response gets them, error pages and 404s included.
+    app.add_middleware(SecurityHeaders, frame_ancestors=config.frame_ancestors)
     install_error_handlers(app)
+    install_docs(app)
     # The export route first: /v1/events/export is not an event id.
     for module in (export, events, integrity, stats, live, models, deadletters, reports, health):
         app.include_router(module.router, responses={} if module is health else LIMITED)
@@ -105,40 +110,12 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     def viewer() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
 
-    app.openapi = lambda: _openapi(app, audit)  # type: ignore[method-assign]
-    return app
-
-
-def _openapi(app: FastAPI, audit: AuditCore) -> dict[str, Any]:
-    """FastAPI's schema, plus the read models' filters as query parameters (they are read
-    from the registry at run time, so FastAPI cannot see them) and the event body schema."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    schema = get_openapi(
-        title=app.title, version=app.version, summary=app.summary, routes=app.routes
-    )
-    components = schema.setdefault("components", {}).setdefault("schemas", {})
-    body = TypeAdapter(EventIn).json_schema(ref_template="#/components/schemas/{model}")
-    components.update(body.pop("$defs", {}))
-    components["EventIn"] = body
-    for path in schema["paths"].values():
-        for operation in path.values():
-            model_name = operation.pop("x-filters-from", None)
-            if model_name is None:
-                continue
-            model = audit.read_models.get(model_name)
-            operation.setdefault("parameters", []).extend(
-                {
-                    "name": declared.name,
-                    "in": "query",
-                    "required": False,
-                    "description": (declared.help or declared.name)
-                    + " (repeat for any of several values)",
-                    "schema": {"type": "array", "items": {"type": "string"}},
-                    "style": "form",
-                    "explode": True,
-                }
-                for declared in model.filters
+    def openapi() -> dict[str, Any]:
+        if not app.openapi_schema:
+            app.openapi_schema = build_openapi(
+                app, audit.registry, audit.read_models, config.max_batch
             )
-    app.openapi_schema = schema
-    return schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
+from auditcore.api.headers import checked_frame_ancestors
 from auditcore.errors import ConfigurationError
 
 Network = IPv4Network | IPv6Network
@@ -80,6 +81,17 @@ class ApiConfig:
     """Follow the store into ClickHouse inside the server (always so for embedded chDB)."""
     limits: ResourceLimits = field(default_factory=ResourceLimits)
     server: ServerTimeouts = field(default_factory=ServerTimeouts)
+    frame_ancestors: str = "'none'"
+    """Who may show the viewer, docs and reports in a frame (CSP ``frame-ancestors``):
+    ``'none'``, ``'self'`` or origins such as ``https://intranet.example.com``."""
+
+    def __post_init__(self) -> None:
+        try:
+            object.__setattr__(
+                self, "frame_ancestors", checked_frame_ancestors(self.frame_ancestors)
+            )
+        except ValueError as error:
+            raise ConfigurationError(str(error)) from None
 
     @staticmethod
     def networks(values: Iterable[str]) -> tuple[Network, ...]:

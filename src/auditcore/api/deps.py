@@ -42,7 +42,7 @@ def services(request: Request) -> Services:
 
 ServicesDep = Annotated[Services, Depends(services)]
 
-_bearer = HTTPBearer(
+bearer = HTTPBearer(
     auto_error=False,
     description="An API key of one workspace: `Authorization: Bearer ack_…` "
     "(`auditcore keys create` issues one).",
@@ -52,7 +52,7 @@ _bearer = HTTPBearer(
 def authenticated(
     request: Request,
     found: ServicesDep,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
 ) -> Principal:
     """The key's principal; 401 without a valid key, 429 for an address that failed too
     often (before its key is even looked at) or a key over its request rate."""

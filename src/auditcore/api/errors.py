@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +27,35 @@ from auditcore.errors import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+ERROR_BODY: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "error": {
+            "type": "object",
+            "properties": {
+                "type": {"type": "string"},
+                "message": {"type": "string"},
+                "request_id": {"type": ["string", "null"]},
+                "problems": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "location": {"type": "string"},
+                            "message": {"type": "string"},
+                        },
+                        "required": ["location", "message"],
+                    },
+                },
+            },
+            "required": ["type", "message", "request_id"],
+        }
+    },
+    "required": ["error"],
+}
+"""The JSON Schema of every error body (``Error`` in the OpenAPI document)."""
 
 
 class ApiError(Exception):
@@ -109,9 +139,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
-        return error_response(
-            request, error.status_code, kind, str(error.detail), headers=error.headers
-        )
+        headers = error.headers
+        if error.status_code == 405:
+            given = (headers or {}).get("Allow", "")
+            headers = {**(headers or {}), "Allow": _allowed(app, request, given)}
+        return error_response(request, error.status_code, kind, str(error.detail), headers=headers)
 
     @app.exception_handler(DatabaseError)
     async def clickhouse_error(request: Request, error: DatabaseError) -> JSONResponse:
@@ -164,6 +196,20 @@ def _limit_refusal(error: DatabaseError) -> tuple[int, str, str] | None:
             "or retry later",
         )
     return None
+
+
+def _allowed(app: FastAPI, request: Request, fallback: str) -> str:
+    """Every documented method of this path (Starlette names only the first matching route's,
+    and ``GET`` and ``POST /v1/events`` are two routes), plus ``HEAD`` beside ``GET``."""
+    path = request.url.path
+    for template, operations in app.openapi()["paths"].items():
+        pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
+        if re.fullmatch(pattern, path):
+            methods = {method.upper() for method in operations}
+            if "GET" in methods:
+                methods.add("HEAD")
+            return ", ".join(sorted(methods))
+    return fallback
 
 
 def _location(parts: Sequence[int | str]) -> str:

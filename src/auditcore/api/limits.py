@@ -26,23 +26,7 @@ if TYPE_CHECKING:
     from auditcore.tenancy.directory import Directory
 
 _ERROR_BODY: dict[str, Any] = {
-    "application/json": {
-        "schema": {
-            "type": "object",
-            "properties": {
-                "error": {
-                    "type": "object",
-                    "properties": {
-                        "type": {"type": "string"},
-                        "message": {"type": "string"},
-                        "request_id": {"type": ["string", "null"]},
-                    },
-                    "required": ["type", "message"],
-                }
-            },
-            "required": ["error"],
-        }
-    }
+    "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
 }
 _RETRY_AFTER = {
     "Retry-After": {

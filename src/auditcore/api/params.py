@@ -3,6 +3,7 @@ times as ISO 8601 or ages, and strictness (an unknown parameter is an error, not
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from datetime import datetime
 
@@ -41,10 +42,14 @@ def moment(params: QueryParams, name: str) -> datetime | None:
 
 
 def integer(params: QueryParams, name: str, default: int) -> int:
+    """Digits only, as the OpenAPI document's ``integer`` says (no sign, spaces or ``_``)."""
     text = params.get(name)
     if text is None:
         return default
-    try:
-        return int(text)
-    except ValueError:
-        raise InvalidQueryError(name, f"{text!r} is not a whole number") from None
+    if not _DIGITS.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:40] + "…"
+        raise InvalidQueryError(name, f"{shown!r} is not a whole number")
+    return int(text)
+
+
+_DIGITS = re.compile(r"[0-9]{1,18}")

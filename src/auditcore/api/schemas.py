@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    model_validator,
+)
 
-from auditcore.events.envelope import Actor, AuditEvent, IpAddress, Target
+from auditcore.events.envelope import Actor, AuditEvent, IpAddress, Source, Target
 
 
 class ClientContext(BaseModel):
@@ -29,6 +37,13 @@ class ClientContext(BaseModel):
                 "api_key_id is set by auditcore to the API key that writes the event; leave it out"
             )
         return data
+
+
+def _text_or_none(value: object) -> object:
+    """A time in JSON is a string (RFC 3339), as the schema says; not a number of seconds."""
+    if value is not None and not isinstance(value, str):
+        raise ValueError("give the time as a string, e.g. 2026-11-25T10:00:00Z")
+    return value
 
 
 class EventIn(BaseModel):
@@ -52,10 +67,12 @@ class EventIn(BaseModel):
     event_id: UUID | None = Field(
         default=None, description="Your idempotency key for this event (default: a new id)."
     )
-    occurred_at: AwareDatetime | None = Field(default=None, description="Default: now.")
+    occurred_at: Annotated[AwareDatetime | None, BeforeValidator(_text_or_none)] = Field(
+        default=None, description="Default: now."
+    )
     actor: Actor | None = None
     targets: list[Target] = Field(default_factory=list)
-    source: str = "api"
+    source: Source = "api"
     context: ClientContext | None = Field(
         default=None,
         description="Where the request came from; fields you leave out are taken from this "
@@ -125,10 +142,13 @@ class Check(BaseModel):
 
 class ProcessorOut(BaseModel):
     name: str
-    state: Literal["ok", "degraded", "failing"]
-    """``degraded``: moving on, but some events are parked as dead letters."""
+    state: Literal["ok", "degraded", "stalled", "failing"]
+    """``degraded``: moving on, but some events are parked as dead letters; ``stalled``:
+    events have waited, and its position has not moved, for longer than ``stall_after``."""
     position: int
     lag: int
+    behind_seconds: float
+    """How long the oldest event it has not processed yet has waited (0 when caught up)."""
     dead_letters: int
     error: str | None
     needs_rebuild: bool
@@ -151,8 +171,15 @@ class DeadLettersOut(BaseModel):
     items: list[DeadLetterOut]
 
 
-class Readiness(BaseModel):
+class ReadinessSummary(BaseModel):
+    """What ``/readyz`` tells anyone: ready or not."""
+
     ready: bool
+
+
+class Readiness(ReadinessSummary):
+    """What it tells a key with the ``admin`` scope."""
+
     event_store: Check
     clickhouse: Check
     processors: list[ProcessorOut]

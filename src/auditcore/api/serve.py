@@ -60,6 +60,14 @@ def serve(
     ] = None,
     max_body: Annotated[int, typer.Option(help="Largest request body, in bytes.")] = 1_048_576,
     max_batch: Annotated[int, typer.Option(help="Most events in one POST.")] = 1000,
+    frame_ancestors: Annotated[
+        str,
+        typer.Option(
+            help="Who may show the viewer, docs and reports in a frame (CSP frame-ancestors): "
+            "'none', 'self' or origins such as https://intranet.example.com.",
+            envvar="AUDITCORE_FRAME_ANCESTORS",
+        ),
+    ] = "'none'",
     rate_limit: Annotated[
         float, _limit("Requests per second per API key, sustained (0: no limit).", "RATE_LIMIT")
     ] = _LIMITS.rate_per_second,
@@ -158,6 +166,7 @@ def serve(
                 revocation_check=revocation_check,
             ),
             server=ServerTimeouts(header_timeout, body_timeout, keepalive_timeout, max_connections),
+            frame_ancestors=frame_ancestors,
         )
         audit.migrate()
         directory = Directory(audit.settings)

@@ -27,9 +27,11 @@ def insert_select(
     structure: str,
     settings: Mapping[str, str | int],
     parameters: Mapping[str, Any] | None = None,
+    query_id: str | None = None,
 ) -> None:
     """Run ``INSERT INTO table (columns) <select>`` where ``select`` reads ``{source}``: the
-    JSON Lines ``payload`` with the columns ``structure``; ``select`` may use ``parameters``."""
+    JSON Lines ``payload`` with the columns ``structure``; ``select`` may use ``parameters``.
+    On a server the statement runs as ``query_id`` if given (chDB runs in this process)."""
     column_list = ", ".join(f"`{name}`" for name in columns)
     clause = settings_clause(settings)
     structure = structure.replace("\\", "\\\\").replace("'", "\\'")
@@ -48,6 +50,7 @@ def insert_select(
         f"INSERT INTO `{table}` ({column_list}) {_with(select, source)}{clause} FORMAT JSONEachRow",
         data=payload,
         parameters=dict(parameters or {}),
+        settings={"query_id": query_id} if query_id else None,
     )
 
 

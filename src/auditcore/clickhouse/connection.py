@@ -1,21 +1,32 @@
 """One way to reach ClickHouse: a server by http(s):// URL, or chDB in-process by chdb:// path.
 
 Both give clickhouse-connect's ``Client``, so the read side runs the same SQL on either.
+A server URL's user and password are percent-decoded; ``?verify=``, ``?ca_cert=``,
+``?client_cert=``, ``?client_cert_key=`` and ``?tls_mode=`` go to the TLS connection
+(https:// only).
+Failure semantics: a malformed URL (a character that must be percent-encoded, a port that is
+not a number, an unknown option) or an unreachable server is a one-line
+``ConfigurationError`` that never shows the password.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from auditcore.errors import ConfigurationError
+from auditcore.clickhouse.cluster import check_cluster
+from auditcore.errors import ConfigurationError, one_line
+
+if TYPE_CHECKING:
+    from auditcore.clickhouse.ddl import Ddl
 
 CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
 DEFAULT_CLICKHOUSE = "chdb://.auditcore/clickhouse"
@@ -24,6 +35,34 @@ DATABASE = "auditcore"
 
 class ClickHouseLockedError(ConfigurationError):
     """The embedded chDB directory is already open in another process."""
+
+
+_USERINFO = re.compile(r"[A-Za-z0-9\-._~!$&'()*+,;=:]|%[0-9A-Fa-f]{2}")
+"""What a URL's user and password may hold as they are (RFC 3986); the rest is percent-encoded."""
+_DATABASE = re.compile(r"[\w.-]{1,200}")
+_TLS_OPTIONS = ("verify", "ca_cert", "client_cert", "client_cert_key", "tls_mode")
+_TLS_MODES = ("mutual", "strict", "proxy")
+_FLAGS = {"true": True, "1": True, "yes": True, "false": False, "0": False, "no": False}
+_EXAMPLE = "e.g. https://default:p%40ss@host:8443/auditcore?ca_cert=/etc/ssl/ca.pem"
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """A server URL taken apart: credentials percent-decoded, TLS options checked."""
+
+    secure: bool
+    host: str
+    port: int
+    username: str
+    password: str
+    database: str
+    verify: bool = True
+    ca_cert: str | None = None
+    client_cert: str | None = None
+    client_cert_key: str | None = None
+    tls_mode: str | None = None
+    """With a client certificate: ``mutual`` (clickhouse-connect's default: the server takes
+    the user from the certificate), ``strict`` (the certificate and the password) or ``proxy``."""
 
 
 @dataclass(frozen=True)
@@ -43,47 +82,181 @@ class ClickHouseTarget:
         return Path(path or ".auditcore/clickhouse").resolve()
 
     @property
+    def ddl(self) -> Ddl:
+        """The read side's DDL for this database (``ON CLUSTER`` when a cluster is set)."""
+        # Imported here: ddl needs the read-model declarations, which need the settings,
+        # which need this module.
+        from auditcore.clickhouse.ddl import Ddl  # noqa: PLC0415
+
+        return Ddl(self.database, self.cluster)
+
+    @property
     def database(self) -> str:
         """``chdb://PATH?database=NAME`` or the URL path of a server; ``auditcore`` by default."""
-        url = urlsplit(self.url)
         if self.embedded:
-            return parse_qs(url.query).get("database", [DATABASE])[-1]
-        return url.path.strip("/") or DATABASE
+            return self._embedded_database()
+        return self.server().database
+
+    @property
+    def identity(self) -> str:
+        """Which tables these are, wherever they are reached from: a cluster's replicas are
+        one set of tables (followers of it may connect to different nodes)."""
+        if self.embedded:
+            return f"chdb:{self.chdb_path}/{self.database}"
+        if self.cluster:
+            return f"cluster:{self.cluster}/{self.database}"
+        server = self.server()
+        return f"{server.host}:{server.port}/{server.database}"
 
     def describe(self) -> str:
+        """Where, without credentials (a malformed URL is described as such, never echoed)."""
         if self.embedded:
             return f"embedded chDB at {self.chdb_path}"
+        try:
+            server = self.server()
+        except ConfigurationError:
+            return "ClickHouse at a malformed URL"
+        scheme = "https" if server.secure else "http"
+        return f"ClickHouse at {scheme}://{server.host}:{server.port}/{server.database}"
+
+    def server(self) -> ServerAddress:
+        """The server URL's parts; ``ConfigurationError`` (one line, no password) if malformed."""
+        if not self.url.startswith(("http://", "https://")):
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE} is not supported: use chdb://PATH for the embedded "
+                "engine or http(s)://user:password@host:port/database for a server"
+            )
         url = urlsplit(self.url)
-        return f"ClickHouse at {url.scheme}://{url.hostname}:{url.port or 8123}/{self.database}"
+        userinfo, at, hostport = url.netloc.rpartition("@")
+        # A raw '/', '?' or '#' in a password ends the URL's authority early: the rest,
+        # with its '@', lands in the path, query or fragment.
+        cut_short = not at and "@" in url.path + url.query + url.fragment
+        if cut_short or _has_raw_characters(userinfo):
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE}: the user or password holds a character that must be "
+                "percent-encoded ('@' as %40, ':' in the user as %3A, '/' as %2F, '?' as %3F, "
+                f"'#' as %23, '%' as %25), {_EXAMPLE}"
+            )
+        if url.fragment:
+            raise ConfigurationError(f"{CLICKHOUSE_VARIABLE}: remove the '#…' part, {_EXAMPLE}")
+        try:
+            port = url.port
+        except ValueError:
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE}: the port in {hostport!r} is not a number from 1 to "
+                f"65535, {_EXAMPLE}"
+            ) from None
+        if not url.hostname or port == 0:
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE}: name a host (and a port from 1 to 65535), {_EXAMPLE}"
+            )
+        database = unquote(url.path.strip("/")) or DATABASE
+        if not _DATABASE.fullmatch(database):
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE}: the database {database!r} (the URL's path) must be one "
+                "name of letters, digits, '_', '.' or '-'"
+            )
+        secure = url.scheme == "https"
+        options = _options(url.query, _TLS_OPTIONS)
+        if options and not secure:
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE}: the TLS option(s) {', '.join(sorted(options))} need an "
+                f"https:// URL, {_EXAMPLE}"
+            )
+        verify = options.pop("verify", "true").lower()
+        if verify not in _FLAGS:
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE}: verify={verify!r} is not valid: use true or false"
+            )
+        if options.get("tls_mode", _TLS_MODES[0]) not in _TLS_MODES:
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE}: tls_mode={options['tls_mode']!r} is not valid: use "
+                f"{', '.join(_TLS_MODES)}"
+            )
+        return ServerAddress(
+            secure=secure,
+            host=url.hostname,
+            port=port or (8443 if secure else 8123),
+            username=unquote(url.username or "") or "default",
+            password=unquote(url.password or ""),
+            database=database,
+            verify=_FLAGS[verify],
+            **options,
+        )
+
+    def _embedded_database(self) -> str:
+        options = _options(urlsplit(self.url).query, ("database",))
+        database = options.get("database", DATABASE)
+        if not _DATABASE.fullmatch(database):
+            raise ConfigurationError(
+                f"{CLICKHOUSE_VARIABLE}: the database {database!r} must be one name of "
+                "letters, digits, '_', '.' or '-'"
+            )
+        return database
+
+
+def _has_raw_characters(userinfo: str) -> bool:
+    return bool(_USERINFO.sub("", userinfo))
+
+
+def _options(query: str, supported: tuple[str, ...]) -> dict[str, str]:
+    try:
+        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+    except ValueError:
+        raise ConfigurationError(
+            f"{CLICKHOUSE_VARIABLE}: its options must read name=value&name=value"
+        ) from None
+    unknown = sorted({name for name, _ in pairs} - set(supported))
+    if unknown:
+        raise ConfigurationError(
+            f"{CLICKHOUSE_VARIABLE}: unknown option(s) {', '.join(unknown)}; supported: "
+            f"{', '.join(supported)}"
+        )
+    return dict(pairs)
 
 
 def connect(target: ClickHouseTarget) -> Client:
-    """Open a client on the target's database (one per thread: clients are not thread-safe)."""
+    """Open a client on the target's database (one per thread: clients are not thread-safe),
+    creating the database if it is missing; a configured cluster must exist there."""
+    from auditcore.clickhouse.ddl import ensure_database  # noqa: PLC0415 - as in ``ddl``
+
+    database = target.database  # checked before anything is opened
     client = _connect_chdb(target) if target.embedded else _connect_server(target)
-    client.command(f"CREATE DATABASE IF NOT EXISTS `{target.database}`")
-    client.database = target.database
+    try:
+        if target.cluster:
+            check_cluster(client, target.cluster, target.describe())
+        ensure_database(client, target.ddl)
+    except BaseException:
+        client.close()
+        raise
+    client.database = database
     return client
 
 
 def _connect_server(target: ClickHouseTarget) -> Client:
-    if not target.url.startswith(("http://", "https://")):
-        raise ConfigurationError(
-            f"{CLICKHOUSE_VARIABLE}={target.url!r} is not supported: use chdb://PATH for the "
-            "embedded engine or http(s)://user:password@host:port/database for a server"
-        )
-    url = urlsplit(target.url)
+    server = target.server()
+    # Only when asked for: clickhouse-connect picks its own default from the certificate.
+    tls: dict[str, Any] = {"tls_mode": server.tls_mode} if server.tls_mode else {}
     try:
         client = clickhouse_connect.get_client(
-            host=url.hostname,
-            port=url.port or (8443 if url.scheme == "https" else 8123),
-            username=url.username or "default",
-            password=url.password or "",
-            secure=url.scheme == "https",
+            host=server.host,
+            port=server.port,
+            username=server.username,
+            password=server.password,
+            secure=server.secure,
+            verify=server.verify,
+            ca_cert=server.ca_cert,
+            client_cert=server.client_cert,
+            client_cert_key=server.client_cert_key,
             connect_timeout=5,
+            # No HTTP session: a server refuses concurrent queries in one session, and
+            # nothing here keeps state between statements (settings travel with each query).
+            autogenerate_session_id=False,
+            **tls,
         )
     except (ClickHouseError, OSError) as error:
         raise ConfigurationError(
-            f"cannot reach {target.describe()}: {error}. Check {CLICKHOUSE_VARIABLE}."
+            f"cannot reach {target.describe()}: {one_line(error)}. Check {CLICKHOUSE_VARIABLE}."
         ) from error
     return client
 

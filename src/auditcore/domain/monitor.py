@@ -35,6 +35,16 @@ class MonitorCreated(_Metadata):
 
 
 class MonitorConfigured(_Metadata):
+    # The rule below, stated for JSON Schema (the API's OpenAPI document) too.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+                for name in ("name", "url", "interval_seconds", "regions")
+            ]
+        }
+    )
+
     name: str | None = Field(default=None, min_length=1, max_length=200)
     url: HttpUrl | None = None
     interval_seconds: int | None = Field(default=None, ge=10, le=86_400)

@@ -21,7 +21,7 @@ class WorkspaceCreated(_Metadata):
 class ApiKeyIssued(_Metadata):
     key_id: str = Field(max_length=32)
     name: str = Field(max_length=100)
-    scopes: list[Literal["read", "write"]]
+    scopes: list[Literal["read", "write", "admin"]]
     entitlements: list[str] | None = None
 
 
@@ -33,6 +33,9 @@ class ApiKeyRevoked(_Metadata):
 class ExportCreated(_Metadata):
     format: Literal["csv", "jsonl"]
     filters: dict[str, list[str]] = Field(default_factory=dict)
+    filters_omitted: int | None = None
+    """Filter values left out of ``filters`` to keep within the metadata bounds (the export
+    applied them all)."""
     since: str | None = None
     until: str | None = None
     recorded_since: str | None = None

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from auditcore.errors import AuditcoreError, InvalidQueryError
+from auditcore.errors import AuditcoreError, InvalidQueryError, NotFoundError
 from auditcore.integrity.leaf import event_leaf_hash
 from auditcore.integrity.log import IntegrityLog, StoredCheckpoint
 from auditcore.integrity.merkle import perfect_subtrees
@@ -144,8 +144,7 @@ def proof_export(
     if to_size is None:
         checkpoint = log.latest_checkpoint(workspace_id)
         if checkpoint is None:
-            raise InvalidQueryError(
-                "proof",
+            raise NotFoundError(
                 f"workspace {workspace_id!r} has no signed checkpoint yet: set "
                 "AUDITCORE_SIGNING_KEY (auditcore integrity keygen makes one) and run the "
                 "integrity follower, or sign now with `auditcore integrity sign`",
@@ -154,11 +153,13 @@ def proof_export(
         checkpoint = log.checkpoint_at(workspace_id, to_size)
         if checkpoint is None:
             sizes = [c.size for c in log.checkpoints(workspace_id)][-5:]
-            raise InvalidQueryError(
-                "to_size", f"no signed checkpoint has size {to_size}; recent ones: {sizes}"
+            raise NotFoundError(
+                f"to_size: no signed checkpoint has size {to_size}; recent ones: {sizes}"
             )
     if not 0 <= from_size <= checkpoint.size:
-        raise InvalidQueryError("from_size", f"give 0 to {checkpoint.size}")
+        if to_size is not None:
+            raise InvalidQueryError("from_size", f"give 0 to {checkpoint.size}")
+        raise NotFoundError(f"from_size: the latest signed checkpoint has size {checkpoint.size}")
     previous = log.checkpoint_at(workspace_id, from_size) if from_size else None
     return ProofExport(log, workspace_id, from_size, checkpoint, previous)
 

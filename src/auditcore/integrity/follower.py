@@ -335,7 +335,7 @@ class IntegrityFollower:
                 wakeup.close()
                 self.close()
         finally:
-            lock.release()
+            lock.close()
             self.status.state = "stopped"
 
 

@@ -23,7 +23,6 @@ and so would its primary keys).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import sqlite3
 import struct
@@ -34,7 +33,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple, TextIO
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import psycopg
@@ -45,6 +44,7 @@ from psycopg.sql import SQL, Identifier
 from auditcore.integrity.merkle import Node
 from auditcore.projection.log import LoggedEvent
 from auditcore.store.application import AuditApplication
+from auditcore.store.locks import FileLock, FollowerLock, PostgresLock
 
 PREFIX = "auditcore_integrity_"
 FOLLOWER = "integrity"
@@ -102,17 +102,6 @@ class Batch:
     leaves: Sequence[Leaf]
     nodes: Sequence[StoredNode]
     heads: Sequence[TreeHead]
-
-
-class FollowerLock(ABC):
-    """Held by the one follower that appends; others wait for it."""
-
-    @abstractmethod
-    def acquire(self) -> bool:
-        """Take the lock if it is free; True if this process now holds it."""
-
-    @abstractmethod
-    def release(self) -> None: ...
 
 
 _SCHEMA = [
@@ -511,7 +500,7 @@ class PostgresIntegrityLog(IntegrityLog):
             return [LoggedEvent(*row) for row in cursor.fetchall()]
 
     def lock(self) -> FollowerLock:
-        return _PostgresLock(self.conninfo, _lock_key(self.schema, "follower"))
+        return PostgresLock(self.conninfo, _lock_key(self.schema, "follower"), "integrity")
 
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
@@ -575,25 +564,6 @@ def _lock_key(schema: str, purpose: str) -> int:
     """An advisory lock key of this store's schema (several stores may share a database)."""
     digest = hashlib.sha256(f"auditcore-integrity:{purpose}:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
-
-
-class _PostgresLock(FollowerLock):
-    """A session advisory lock on a connection of its own: released if the process dies."""
-
-    def __init__(self, conninfo: str, key: int) -> None:
-        self.conninfo, self.key = conninfo, key
-        self.connection: psycopg.Connection[Any] | None = None
-
-    def acquire(self) -> bool:
-        if self.connection is None or self.connection.closed:
-            self.connection = psycopg.connect(self.conninfo, autocommit=True)
-        row = self.connection.execute("SELECT pg_try_advisory_lock(%s)", (self.key,)).fetchone()
-        return bool(row and row[0])
-
-    def release(self) -> None:
-        if self.connection is not None:
-            self.connection.close()
-            self.connection = None
 
 
 # SQLite.
@@ -680,7 +650,7 @@ class SQLiteIntegrityLog(IntegrityLog):
         return found
 
     def lock(self) -> FollowerLock:
-        return _FileLock(self.path.with_name(self.path.name + ".integrity-lock"))
+        return FileLock(self.path.with_name(self.path.name + ".integrity-lock"))
 
     def close(self) -> None:
         with self._guard:
@@ -688,28 +658,6 @@ class SQLiteIntegrityLog(IntegrityLog):
                 connection.close()
             self._connections.clear()
         self._local = threading.local()
-
-
-class _FileLock(FollowerLock):
-    """An exclusive ``flock`` on a file beside the store: released if the process dies."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.file: TextIO | None = None
-
-    def acquire(self) -> bool:
-        if self.file is None:
-            self.file = self.path.open("a")
-        try:
-            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def release(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
 
 
 def integrity_log(app: AuditApplication) -> IntegrityLog:

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
-from auditcore.errors import AuditcoreError, InvalidQueryError
+from auditcore.errors import AuditcoreError, InvalidQueryError, NotFoundError
 from auditcore.integrity.leaf import changed_fields, event_leaf_hash, field_digests, read_state
 from auditcore.integrity.log import IntegrityLog, StoredCheckpoint
 from auditcore.integrity.merkle import (
@@ -158,7 +158,8 @@ def consistency_proof(
     if not 1 <= old_size <= new_size:
         raise InvalidQueryError("from", "give 1 <= from <= to (every log extends the empty one)")
     if new_size > size:
-        raise InvalidQueryError("to", f"the log of this workspace holds {size} events")
+        # The tree does not exist (yet): a missing resource, not a malformed request.
+        raise NotFoundError(f"to: the log of this workspace holds {size} events")
     fetch = _fetch(log, workspace_id)
     try:
         proof = range_hashes(consistency_ranges(old_size, new_size), fetch)

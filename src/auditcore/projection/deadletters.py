@@ -24,7 +24,7 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import query_dicts
-from auditcore.clickhouse.ddl import DEAD_LETTERS_TABLE
+from auditcore.clickhouse.ddl import DEAD_LETTERS_TABLE, Ddl
 from auditcore.projection.log import LoggedEvent
 
 # ClickHouse errors about the data itself (by code): the same event would be refused again.
@@ -111,6 +111,9 @@ class DeadLetter:
         )
 
 
+_POSITIONS_PER_QUERY = 5_000
+"""Positions per lookup: up to 20 digits and a separator each, ~100 KB, under a server's
+128 KiB limit on one query parameter."""
 _COLUMNS = [
     "table_key",
     "model",
@@ -180,6 +183,20 @@ def letters(
     """Letters of the given tables, oldest position first."""
     if not table_keys:
         return []
+    if positions is not None and len(positions) > _POSITIONS_PER_QUERY:
+        found = [
+            letter
+            for start in range(0, len(positions), _POSITIONS_PER_QUERY)
+            for letter in letters(
+                client,
+                table_keys,
+                status=status,
+                workspace_id=workspace_id,
+                positions=positions[start : start + _POSITIONS_PER_QUERY],
+            )
+        ]
+        found.sort(key=lambda letter: (letter.model, letter.position))
+        return found[:limit] if limit is not None else found
     conditions = ["table_key IN {keys:Array(String)}"]
     parameters: dict[str, Any] = {"keys": list(table_keys)}
     if status is not None:
@@ -214,9 +231,9 @@ def parked_counts(client: Client, table_keys: Sequence[str]) -> dict[str, int]:
     return {row[0]: int(row[1]) for row in rows}
 
 
-def forget(client: Client, table_key: str) -> None:
+def forget(client: Client, ddl: Ddl, table_key: str) -> None:
     """Drop a table's letters (the table is gone)."""
     client.command(
-        f"DELETE FROM `{DEAD_LETTERS_TABLE}` WHERE table_key = {{key:String}}",
+        ddl.delete(DEAD_LETTERS_TABLE, "table_key = {key:String}"),
         parameters={"key": table_key},
     )

@@ -13,6 +13,7 @@ the refused events are isolated with probes into a table that keeps nothing, par
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
@@ -21,12 +22,14 @@ from uuid import UUID
 
 import orjson
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import DatabaseError
 
 from auditcore.clickhouse.bulk import insert_select
 from auditcore.clickhouse.connection import ClickHouseTarget, connect, query_dicts
-from auditcore.clickhouse.ddl import PROBE_SUFFIX, probe_table_sql
+from auditcore.clickhouse.ddl import DEAD_LETTERS_TABLE, PROBE_SUFFIX, TRACKING_TABLE
 from auditcore.errors import (
     DefinitionChangedError,
+    OrphanInsertError,
     RefusedByReadModelError,
     StoreMismatchError,
     UntrackedRowsError,
@@ -43,7 +46,11 @@ from auditcore.store.application import AuditApplication
 
 _REFERENCES = 20
 """Events before a batch tried when all of it is refused, to tell bad events from a bad model."""
-_KEYS_PER_LOOKUP = 5_000
+_KEYS_PER_LOOKUP = 2_000
+"""Keys per current-rows lookup: a UUID travels as 36 characters and a separator, so 2,000 make
+~80 KB, under a server's 128 KiB limit on one query parameter (http_max_field_value_size)."""
+_ORPHAN_WAIT = 600.0
+"""How long a redo waits for a dead writer's insert to end before it fails (and retries)."""
 # Folded rows must match the table exactly: a misnamed column is an error, not a silent skip.
 _FOLDED_SETTINGS: dict[str, str | int] = {
     "date_time_input_format": "best_effort",
@@ -116,6 +123,9 @@ class Processor:
         self._client = client
         self._first_event_id: str | None = None
         self._probe_ready = False
+        self._synced = False
+        self._batch_id: str | None = None
+        """The query id of the batch being written (its intent's)."""
         self._accepted: LoggedEvent | None = None
         """The last event written: proof that the read model's SQL works."""
 
@@ -200,6 +210,13 @@ class Processor:
     # Tracking.
 
     def _tracking(self) -> TrackedPosition:
+        if self.target.cluster and not self._synced:
+            # This node may not hold yet every part another replica committed (a processor
+            # that ran against it before a restart): wait for them, or the unfinished batch
+            # would be judged against an incomplete table and written twice.
+            for table in (TRACKING_TABLE, DEAD_LETTERS_TABLE, self.table):
+                self.client.command(self.target.ddl.sync_replica(table))
+            self._synced = True
         key = table_key(self.client, self.table)
         if key is None:
             raise UntrackedRowsError(
@@ -243,6 +260,10 @@ class Processor:
         after, last, key = tracked.position, batch[-1].position, tracked.table_key
         written: set[str] = set()
         if tracked.unfinished:
+            # The writer that recorded this intent may have died with its insert still
+            # running on the server: that insert finishes (or fails) before the table is
+            # asked which partitions it holds, or it could commit after the answer.
+            self._await_insert(_insert_id(tracked))
             parked = deadletters.positions_between(self.client, key, after, last)
             batch = [event for event in batch if event.position not in parked]
             written = self._partitions_holding(after, last)
@@ -251,7 +272,11 @@ class Processor:
             tracked = record(self.client, replace(intent, store_id=self.store_id()))
         rows = self.rows(batch, key=key)
         deadletters.park(self.client, rows.refused)
-        self.write(rows, key=key, skip=written)
+        self._batch_id = _insert_id(tracked)
+        try:
+            self.write(rows, key=key, skip=written)
+        finally:
+            self._batch_id = None
         self.tracked = record(self.client, tracked.next(position=last))
         self.position = last
         return len(batch)
@@ -353,11 +378,50 @@ class Processor:
             rows.structure,
             {**rows.settings, **_ONE_BLOCK},
             {"skip": sorted(skip)} if skip else None,
+            query_id=self._batch_id if table == self.table and not self.target.embedded else None,
         )
+
+    def _await_insert(self, query_id: str) -> None:
+        """Wait until no insert runs as ``query_id`` (a dead writer's, of the same intent).
+
+        A server refuses a query whose id is running already, so a query under that id goes
+        through only once the other one is over; on a cluster the other one may run on any
+        replica, so they are asked too. The inserts of a batch run under that id as well: an
+        old insert and a redo can never run at once. (chDB runs in this process: its
+        inserts died with the writer.)"""
+        if self.target.embedded:
+            return
+        deadline = time.monotonic() + _ORPHAN_WAIT
+        while True:
+            try:
+                self.client.command("SELECT 1", settings={"query_id": query_id})
+                if not self.target.cluster or not self._running_on_replicas(query_id):
+                    return
+            except DatabaseError as error:
+                if "QUERY_WITH_SAME_ID_IS_ALREADY_RUNNING" not in str(error):
+                    raise
+            if time.monotonic() > deadline:
+                raise OrphanInsertError(
+                    f"an insert into {self.table} of a writer that stopped still runs after "
+                    f"{_ORPHAN_WAIT:.0f} s (query id {query_id}); retrying later"
+                )
+            time.sleep(0.2)
+
+    def _running_on_replicas(self, query_id: str) -> bool:
+        cluster = (self.target.cluster or "").replace("\\", "\\\\").replace("'", "\\'")
+        rows = self.client.query(
+            f"SELECT count() FROM clusterAllReplicas('{cluster}', system.processes) "
+            "WHERE query_id = {id:String}",
+            parameters={"id": query_id},
+            settings={"skip_unavailable_shards": 1},
+        ).result_rows
+        return bool(rows[0][0])
 
     def _ensure_probe(self) -> None:
         if not self._probe_ready:
-            self.client.command(probe_table_sql(self.probe_table, self.model.table))
+            if table_key(self.client, self.probe_table) is None:
+                probe = self.target.ddl.create_probe(self.probe_table, self.model.table)
+                self.client.command(probe)
             self._probe_ready = True
 
     def _partitions_holding(self, after: int, last: int) -> set[str]:
@@ -457,6 +521,11 @@ class Processor:
 
     def _letter(self, key: str, event: LoggedEvent, error: BaseException | str) -> DeadLetter:
         return DeadLetter.of(key, self.model.name, event, error)
+
+
+def _insert_id(intent: TrackedPosition) -> str:
+    """The query id of a batch's inserts: the intent's (its table's key and sequence)."""
+    return f"auditcore-{intent.table_key}-{intent.seq}"
 
 
 def _refusal(action: Callable[[], None]) -> str | None:

@@ -6,9 +6,15 @@ reader sees the old version or the new one, never an empty, partial or mixed tab
 and dead letters belong to a table's data (its UUID), not its name, so they move with it in
 that same step. An interrupted rebuild leaves the live table untouched; running it again
 resumes the next version from its own position (or starts it over if the definition changed
-meanwhile). A follower in this process is held between batches for the swap (``guard``);
-followers in other processes must be stopped for it (a batch they write in the instant of
-the swap could land in the other table).
+meanwhile). The swap, a partial rebuild and a retry write the live table only where this
+process alone writes it (``guard``: ``ProjectionRunner.exclusive``): a follower in this
+process is held between batches; when a follower in another process holds the read model's
+lock, they are refused (a batch it wrote in the instant of the swap could land in the other
+table), and the rebuild stopped there resumes once that follower is stopped.
+
+On a cluster every statement carries ``ON CLUSTER`` (``auditcore.clickhouse.ddl``): each
+replica creates ``NAME__next`` (a ZooKeeper path of its own, by its UUID), swaps and drops
+(``SYNC``) as the others do.
 """
 
 from __future__ import annotations
@@ -25,12 +31,7 @@ import orjson
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import ClickHouseTarget
-from auditcore.clickhouse.ddl import (
-    PROBE_SUFFIX,
-    create_table_sql,
-    dead_letters_table_sql,
-    tracking_table_sql,
-)
+from auditcore.clickhouse.ddl import BOOKKEEPING, PROBE_SUFFIX, Ddl, create_missing
 from auditcore.errors import InvalidQueryError
 from auditcore.projection import deadletters, tracking
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
@@ -64,18 +65,16 @@ def rebuild(
 ) -> RebuildResult:
     """Build ``model`` anew beside its live table and swap it in (see the module's notes).
 
-    ``guard`` is held from the final catch-up to the swap: pass the lock this process's
-    follower of the read model holds per batch (``ProjectionRunner.guard``).
+    ``guard`` is held from the final catch-up to the swap: pass
+    ``ProjectionRunner.exclusive(name)``, so that no follower writes the live table then.
     """
-    live, building = model.table_name, model.table_name + NEXT_SUFFIX
-    client.command(tracking_table_sql(target.cluster))
-    client.command(dead_letters_table_sql(target.cluster))
+    live, building, ddl = model.table_name, model.table_name + NEXT_SUFFIX, target.ddl
+    create_missing(client, ddl, BOOKKEEPING)
     previous = tracking.tracked_tables(client, [building]).get(building)
     if previous is not None and previous.fingerprint != model.fingerprint():
         # A half-built version of an older definition: start over.
-        _drop(client, building)
-    client.command(create_table_sql(live, model.table, target.cluster))
-    client.command(create_table_sql(building, model.table, target.cluster))
+        _drop(client, ddl, building)
+    create_missing(client, ddl, {live: model.table, building: model.table})
 
     processor = Processor(model, app, target, batch_size=batch_size, client=client, table=building)
     resumed_from = processor.resume()
@@ -87,25 +86,25 @@ def rebuild(
             if not (count := processor.step()):
                 break
             events += count
-        client.command(f"EXCHANGE TABLES `{live}` AND `{building}`")
+        client.command(ddl.exchange(live, building))
     kept = None
     if keep_old:
         kept = f"{live}__old_{datetime.now(UTC):%Y%m%d%H%M%S}"
-        client.command(f"RENAME TABLE `{building}` TO `{kept}`")
-        client.command(f"DROP TABLE IF EXISTS `{building}{PROBE_SUFFIX}`")
+        client.command(ddl.rename(building, kept))
+        client.command(ddl.drop(building + PROBE_SUFFIX))
     else:
-        _drop(client, building)
+        _drop(client, ddl, building)
     return RebuildResult(model.name, events, processor.position, resumed_from, kept)
 
 
-def _drop(client: Client, table: str) -> None:
+def _drop(client: Client, ddl: Ddl, table: str) -> None:
     """Drop a table with its probe table, tracking and dead letters."""
     key = tracking.table_key(client, table)
     if key is not None:
-        tracking.forget(client, key)
-        deadletters.forget(client, key)
-    client.command(f"DROP TABLE IF EXISTS `{table}`")
-    client.command(f"DROP TABLE IF EXISTS `{table}{PROBE_SUFFIX}`")
+        tracking.forget(client, ddl, key)
+        deadletters.forget(client, ddl, key)
+    client.command(ddl.drop(table))
+    client.command(ddl.drop(table + PROBE_SUFFIX))
 
 
 def rebuild_part(
@@ -167,7 +166,7 @@ def _reproject(
     rows, refused = processor.probe(processor.rows(events, key=key, from_scratch=True), key=key)
     # Rows of a batch a follower is writing right now (after ``reached``) are left alone.
     client.command(
-        f"DELETE FROM `{live}` WHERE {condition} AND position <= {{reached:UInt64}}",
+        target.ddl.delete(live, f"{condition} AND position <= {{reached:UInt64}}"),
         parameters={**parameters, "reached": reached},
     )
     processor.write(rows, key=key)

@@ -21,14 +21,25 @@ What makes a read model equal the store's log, whatever instant a processor is k
   partitions already holding a row with a position inside the range: those parts committed.
   Then it records the position. State tables are idempotent besides: a fold skips events
   whose version the stream's row already holds.
+- **A dead writer's insert is over before the table is asked.** On a server, an insert sent
+  by a process that was then killed runs on to its end. A batch's inserts run under a query
+  id made from its intent; a redo first waits until no query runs under that id (a server
+  refuses a second query with a running query's id; on a cluster every replica's process
+  list is asked too) and runs its own insert under the same id, so the two never overlap.
+- **On a cluster, a processor first syncs its replicas** (``SYSTEM SYNC REPLICA`` of its
+  table, the tracking and the dead letters), so it judges an unfinished batch against every
+  part another replica committed (a node that is down holding parts no other has makes it
+  wait, and fail, rather than guess).
 
 Neither ClickHouse's insert deduplication (``insert_deduplication_token``) nor multi-part
 atomicity is used: correctness would then depend on the deduplication window and on its log
 agreeing with the parts after a crash; here the table itself is asked.
 
-What is not covered: two processes following the same read model at once (each processor
-assumes it is its table's only writer; run one follower per read model), and a swap done by
-a rebuild in another process while a follower writes (see ``auditcore.projection.rebuild``).
+Each processor assumes it is its table's only writer: ``auditcore.projection.coordination``
+makes it so (one process per read model holds its lock; the others stand by). What is not
+covered: a lock lost in mid-batch (``auditcore.store.locks``), and a dead writer's insert
+still in transit to the server when the redo has waited for it (the redo comes at least the
+standby's poll, two seconds, after the death).
 """
 
 from __future__ import annotations
@@ -39,7 +50,7 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import as_utc
-from auditcore.clickhouse.ddl import TRACKING_TABLE
+from auditcore.clickhouse.ddl import TRACKING_TABLE, Ddl
 
 _NO_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -139,9 +150,9 @@ def record(client: Client, tracked: TrackedPosition) -> TrackedPosition:
     return written
 
 
-def forget(client: Client, key: str) -> None:
+def forget(client: Client, ddl: Ddl, key: str) -> None:
     """Drop a table's tracking (its table is gone, or starts over)."""
     client.command(
-        f"DELETE FROM `{TRACKING_TABLE}` WHERE table_key = {{key:String}}",
+        ddl.delete(TRACKING_TABLE, "table_key = {key:String}"),
         parameters={"key": key},
     )

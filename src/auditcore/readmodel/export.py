@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
 from typing import Any
 
 import orjson
 
 from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
+from auditcore.events.limits import MetadataLimits
 from auditcore.facade import AuditCore
 from auditcore.readmodel.queries import EventQuery, WorkspaceReader, summary_from_row
 
@@ -112,21 +113,40 @@ def record_export(
         if proof_range
         else {}
     )
+    metadata: dict[str, Any] = {
+        "format": output.value,
+        "since": query.since.isoformat() if query.since else None,
+        "until": query.until.isoformat() if query.until else None,
+        "recorded_since": query.recorded_since.isoformat() if query.recorded_since else None,
+        "recorded_until": query.recorded_until.isoformat() if query.recorded_until else None,
+        "text": query.text,
+        **proof,
+    }
     return audit.record_control_event(
         "auditcore.export.created",
         workspace_id=workspace_id,
-        metadata={
-            "format": output.value,
-            "filters": {name: list(values) for name, values in query.filters.items()},
-            "since": query.since.isoformat() if query.since else None,
-            "until": query.until.isoformat() if query.until else None,
-            "recorded_since": query.recorded_since.isoformat() if query.recorded_since else None,
-            "recorded_until": query.recorded_until.isoformat() if query.recorded_until else None,
-            "text": query.text,
-            **proof,
-        },
+        metadata=metadata | _bounded_filters(query.filters, metadata, audit.registry.limits),
         actor=actor,
         source=source,
         targets=[Target(type="audit_log", id=workspace_id)],
         context=context or RequestContext(),
     )
+
+
+def _bounded_filters(
+    filters: Mapping[str, Sequence[str]], metadata: dict[str, Any], limits: MetadataLimits
+) -> dict[str, Any]:
+    """The query's filter values, as many as the export event's metadata bounds leave room
+    for (a query may name hundreds; the event must still be recorded), and how many were
+    left out."""
+    kept: dict[str, list[str]] = {}
+    omitted = 0
+    for name, values in filters.items():
+        for value in values:
+            trial = {**kept, name: [*kept.get(name, []), value]}
+            candidate = {**metadata, "filters": trial, "filters_omitted": 1}
+            if limits.check({k: v for k, v in candidate.items() if v is not None}):
+                omitted += 1
+            else:
+                kept = trial
+    return {"filters": kept, "filters_omitted": omitted or None}

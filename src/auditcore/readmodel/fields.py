@@ -49,11 +49,15 @@ def floor_to(expr: str, seconds: int) -> str:
     """A ``DateTime64`` rounded down to a whole number of ``seconds`` since 1970, over the
     whole range of ``moment`` (``toStartOfHour`` and ``toStartOfInterval`` return a
     ``DateTime``, which holds 1970-2106 only, unless a query setting says otherwise)."""
+    # The same text as ever: it is part of read models' definitions (their fingerprints).
+    return f"fromUnixTimestamp64Micro({floor_micros(expr, seconds)}, 'UTC')"
+
+
+def floor_micros(expr: str, seconds: int) -> str:
+    """``floor_to`` as microseconds since 1970 (an ``Int64``): a number, which no client turns
+    into its machine's local time."""
     micros = f"toUnixTimestamp64Micro(toDateTime64({expr}, 6, 'UTC'))"
-    return (
-        f"fromUnixTimestamp64Micro({micros} - positiveModulo({micros}, {seconds * 1_000_000}), "
-        "'UTC')"
-    )
+    return f"{micros} - positiveModulo({micros}, {seconds * 1_000_000})"
 
 
 def optional(field: str) -> str:

@@ -46,6 +46,9 @@ class Filter:
     live: Callable[[AuditEvent, Any], bool] | None = None
     """The same condition on an event, for the live tail (which follows the store, not
     ClickHouse); it gets the parsed value. Filters without it are refused by the live tail."""
+    value_schema: Mapping[str, Any] = field(default_factory=dict)
+    """JSON Schema of one value beyond "1 to 256 characters" (e.g. ``{"format": "uuid"}``),
+    for the OpenAPI document: every value it allows must parse."""
 
 
 @dataclass(frozen=True)

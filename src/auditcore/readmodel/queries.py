@@ -1,7 +1,9 @@
 """The read API: questions about one workspace's audit trail, answered from ClickHouse.
 
 A ``WorkspaceReader`` is bound to one workspace: every statement it runs starts with that
-workspace's condition, and every value travels as a query parameter.
+workspace's condition, and every value travels as a query parameter. It takes its client from
+a provider at each query, on the thread running it (``auditcore.clickhouse.clients``), so one
+reader may be used from any thread. ClickHouse's errors propagate.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from auditcore.clickhouse.connection import query_dicts
 from auditcore.errors import InvalidQueryError, NotEntitledError, NotFoundError
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.cursor import Cursor, query_fingerprint
-from auditcore.readmodel.fields import floor_to
+from auditcore.readmodel.fields import floor_micros
 from auditcore.readmodel.model import Filter, ReadModel, Row, StateTable
 from auditcore.readmodel.registry import ReadModelRegistry
 from auditcore.readmodel.text import fold, fold_sql, like_pattern, words
@@ -127,19 +129,27 @@ class WorkspaceReader:
 
     def __init__(
         self,
-        client: Client,
+        clients: Callable[[], Client],
         models: ReadModelRegistry,
         workspace_id: str,
         entitlements: frozenset[str] | None = None,
         *,
+        cursor_key: Callable[[], bytes],
         limits: Mapping[str, Any] | None = None,
     ) -> None:
-        self.client = client
+        self.clients = clients
+        self.cursor_key = cursor_key
+        """The installation's cursor secret (asked for only when a cursor is made or read)."""
         self.models = models
         self.workspace_id = workspace_id
         self.entitlements = entitlements
         self.limits = dict(limits or {})
         """ClickHouse settings applied to every query (a server's per-request limits)."""
+
+    @property
+    def client(self) -> Client:
+        """The client of the thread asking (taken at each query, never kept)."""
+        return self.clients()
 
     def model(self, name: str) -> ReadModel:
         model = self.models.get(name)
@@ -175,20 +185,25 @@ class WorkspaceReader:
         """Matching events, newest first, a page at a time."""
         limit = _checked_limit(query.limit)
         model, where, fingerprint = self._events_where(query)
-        after = Cursor.decode(query.cursor, fingerprint) if query.cursor else None
+        after = self._after(query.cursor, fingerprint)
         rows = self._newest_first(model, where, after, limit + 1)
         items = [event_from_row(row) for row in rows[:limit]]
         next_cursor = None
         if len(rows) > limit:
-            last = items[-1]
-            next_cursor = Cursor(last.occurred_at, last.event_id, fingerprint).encode()
+            last = Cursor(items[-1].occurred_at, items[-1].event_id, fingerprint)
+            next_cursor = last.encode(self.cursor_key(), self.workspace_id)
         return Page(items, next_cursor)
+
+    def _after(self, cursor: str | None, fingerprint: str) -> Cursor | None:
+        if cursor is None:
+            return None
+        return Cursor.decode(cursor, fingerprint, self.cursor_key(), self.workspace_id)
 
     def rows(self, query: EventQuery, page_size: int = 10_000) -> Iterator[list[Row]]:
         """Every matching ``audit_events`` row, newest first, ``page_size`` rows at a time
         (``query.limit`` does not apply): memory stays flat however many there are."""
         model, where, fingerprint = self._events_where(query)
-        after = Cursor.decode(query.cursor, fingerprint) if query.cursor else None
+        after = self._after(query.cursor, fingerprint)
         while True:
             rows = self._newest_first(model, where, after, page_size)
             if rows:
@@ -308,10 +323,13 @@ class WorkspaceReader:
         """
         if group_by not in _GROUP_COLUMNS:
             raise InvalidQueryError("group_by", f"use one of {', '.join(_GROUP_COLUMNS)}")
-        until = _aware("until", until) or datetime.now(UTC)
-        since = _aware("since", since) or until - timedelta(days=1)
-        if since >= until:
-            raise InvalidQueryError("since", "must be earlier than until")
+        since = _aware("since", since)
+        # Until now; a range starting later is empty rather than reversed.
+        until = _aware("until", until) or max(datetime.now(UTC), since or QUERY_EARLIEST)
+        if since is not None and since > until:
+            raise InvalidQueryError("since", "must not be later than until")
+        until = _clamped(until)
+        since = _clamped(since or until - timedelta(days=1))
         chosen = _auto_interval(until - since) if interval == "auto" else interval
         if chosen not in _INTERVALS:
             raise InvalidQueryError("interval", "use minute, hour, day or auto")
@@ -331,14 +349,16 @@ class WorkspaceReader:
         )
         key = _GROUP_COLUMNS[group_by]
         rows = self.client.query(
-            f"SELECT {floor_to(time_column, _SECONDS[chosen])} AS bucket, "
+            f"SELECT {floor_micros(time_column, _SECONDS[chosen])} AS bucket, "
             f"{key} AS key, {count} AS events FROM `{model.table_name}` WHERE {where.sql()} "
             "GROUP BY bucket, key ORDER BY bucket, key",
             parameters=where.parameters,
             settings=self.limits | where.settings,
         ).result_rows
+        # Microseconds since 1970, not a datetime: a client may return a datetime in the
+        # machine's local time (TZ), which would shift every bucket.
         buckets = [
-            StatsBucket(bucket.replace(tzinfo=UTC), str(key), int(events))
+            StatsBucket(_EPOCH + timedelta(microseconds=int(bucket)), str(key), int(events))
             for bucket, key, events in rows
         ]
         return Stats(chosen, group_by, since, until, buckets)
@@ -458,20 +478,39 @@ def _apply_time_range(
     """``[since, until)`` on ``column``; ``prefix`` names the parameters (``recorded_``)."""
     since = _aware(f"{prefix}since", since)
     until = _aware(f"{prefix}until", until)
-    if since and until and since >= until:
-        raise InvalidQueryError(f"{prefix}since", f"must be earlier than {prefix}until")
+    # An empty range [t, t) is allowed (it selects nothing); a reversed one is a mistake.
+    if since and until and since > until:
+        raise InvalidQueryError(f"{prefix}since", f"must not be later than {prefix}until")
     if since:
         where.add(
-            f"{column} >= {{{prefix}since:DateTime64(6, 'UTC')}}", **{f"{prefix}since": since}
+            f"{column} >= {{{prefix}since:DateTime64(6, 'UTC')}}",
+            **{f"{prefix}since": _clamped(since)},
         )
     if until:
-        where.add(f"{column} < {{{prefix}until:DateTime64(6, 'UTC')}}", **{f"{prefix}until": until})
+        where.add(
+            f"{column} < {{{prefix}until:DateTime64(6, 'UTC')}}",
+            **{f"{prefix}until": _clamped(until)},
+        )
+
+
+QUERY_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)
+QUERY_LATEST = datetime(2300, 1, 1, tzinfo=UTC)
+"""The read models' time columns hold 1900-01-01 to 2299-12-31 (ClickHouse's ``DateTime64``),
+and ClickHouse cannot take a parameter outside that range; so a bound of a time range is
+clamped to [QUERY_EARLIEST, QUERY_LATEST], which selects exactly the same events (none lies
+outside) — ``since=0001-01-01`` means "from the beginning"."""
 
 
 def _aware(name: str, moment: datetime | None) -> datetime | None:
     if moment is not None and moment.tzinfo is None:
         raise InvalidQueryError(name, "give a timezone, e.g. 2026-11-25T10:00:00Z")
-    return moment.astimezone(UTC) if moment else None
+    return moment
+
+
+def _clamped(moment: datetime) -> datetime:
+    """``moment`` (aware) in UTC, within [QUERY_EARLIEST, QUERY_LATEST]."""
+    # Compared as instants first: year 1 east of UTC cannot be converted to UTC.
+    return max(QUERY_EARLIEST, min(moment, QUERY_LATEST)).astimezone(UTC)
 
 
 def _checked_limit(limit: int) -> int:

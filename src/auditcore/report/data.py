@@ -156,13 +156,22 @@ def _monitors(reader: WorkspaceReader, since: datetime, until: datetime) -> list
                 monitor_id=monitor_id,
                 name=current[monitor_id]["name"] if monitor_id in current else monitor_id,
                 outages=outages.get(monitor_id, 0),
-                downtime=timedelta(seconds=downtime.get(monitor_id, 0.0)),
+                downtime=_duration(downtime.get(monitor_id, 0.0)),
                 state=current[monitor_id]["state"] if monitor_id in current else "unknown",
             )
             for monitor_id in outages.keys() | downtime.keys()
         ),
-        key=lambda monitor: (-monitor.downtime, monitor.name),
+        key=lambda monitor: (-monitor.downtime.total_seconds(), monitor.name),
     )
+
+
+def _duration(seconds: float) -> timedelta:
+    """Seconds as a duration; more than a timedelta holds (a monitor's recorded downtime is
+    whatever its events said) reads as the longest one."""
+    try:
+        return timedelta(seconds=seconds)
+    except OverflowError:
+        return timedelta.max
 
 
 def _mean(spans: list[timedelta | None]) -> timedelta | None:

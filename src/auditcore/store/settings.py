@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.utils import get_topic
 
+from auditcore.clickhouse.cluster import CLUSTER_VARIABLE
 from auditcore.clickhouse.connection import (
     CLICKHOUSE_VARIABLE,
     DEFAULT_CLICKHOUSE,
@@ -19,7 +20,7 @@ from auditcore.errors import ConfigurationError
 from auditcore.store.recorders import PostgresAuditRecorder, SQLiteAuditRecorder
 
 EVENT_STORE_VARIABLE = "AUDITCORE_EVENT_STORE"
-CLUSTER_VARIABLE = "AUDITCORE_CLICKHOUSE_CLUSTER"
+STALL_VARIABLE = "AUDITCORE_STALL_AFTER"
 DEFAULT_HOME = Path(".auditcore")
 DEFAULT_EVENT_STORE = str(DEFAULT_HOME / "events.sqlite")
 
@@ -37,18 +38,37 @@ class Settings:
     ``clickhouse`` is where the read models live: ``chdb://PATH`` (the embedded default,
     ``./.auditcore/clickhouse``) or ``http(s)://user:password@host:port/database``;
     ``clickhouse_cluster`` names a cluster for ``ON CLUSTER`` DDL and Replicated engines.
+
+    ``stall_after``: seconds after which a read model with events waiting and no progress is
+    reported ``stalled`` (``/readyz`` answers 503); ``AUDITCORE_STALL_AFTER``, 60 by default.
     """
 
     event_store: str = DEFAULT_EVENT_STORE
     clickhouse: str = DEFAULT_CLICKHOUSE
     clickhouse_cluster: str | None = None
+    stall_after: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not self.stall_after > 0:
+            raise ConfigurationError(
+                f"{STALL_VARIABLE} (stall_after) must be a number of seconds above 0, "
+                f"not {self.stall_after!r}"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        stall_after = environ.get(STALL_VARIABLE) or "60"
+        try:
+            seconds = float(stall_after)
+        except ValueError:
+            raise ConfigurationError(
+                f"{STALL_VARIABLE}={stall_after!r} is not a number of seconds"
+            ) from None
         return cls(
             event_store=environ.get(EVENT_STORE_VARIABLE) or DEFAULT_EVENT_STORE,
             clickhouse=environ.get(CLICKHOUSE_VARIABLE) or DEFAULT_CLICKHOUSE,
             clickhouse_cluster=environ.get(CLUSTER_VARIABLE) or None,
+            stall_after=seconds,
         )
 
     @property

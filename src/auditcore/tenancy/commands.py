@@ -23,6 +23,7 @@ from auditcore.cli_options import (
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.events.envelope import Target
 from auditcore.facade import AuditCore
+from auditcore.store.secrets import CURSOR_SECRET
 from auditcore.store.settings import DEFAULT_EVENT_STORE
 from auditcore.tenancy.directory import Directory, Scope
 
@@ -192,3 +193,13 @@ def revoke_key(
         console.print(f"Key {info.id} ({info.name}) of workspace {info.workspace_id} revoked.")
     if not revoked:
         console.print(f"Workspace {workspace} has no keys left to revoke.")
+
+
+@keys_app.command("rotate-secret")
+def rotate_secret(event_store: EventStoreOption = DEFAULT_EVENT_STORE) -> None:
+    """Replace the server secret that signs paging cursors: every cursor issued before is
+    refused from then on (running servers pick the new secret up within 30 s). API keys are
+    not affected."""
+    with open_core(event_store) as audit:
+        audit.secrets.rotate(CURSOR_SECRET)
+    console.print("Cursor secret rotated: earlier next_cursor values are no longer accepted.")

@@ -31,6 +31,8 @@ _TOKEN = re.compile(r"ack_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 class Scope(StrEnum):
     READ = "read"
     WRITE = "write"
+    ADMIN = "admin"
+    """The operator's view of the installation (``/readyz`` details: paths, positions, errors)."""
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from auditcore.api.deps import (
     request_context,
 )
 from auditcore.api.routes.events import TIME_HELP, event_query
+from auditcore.api.routes.integrity import MAX_SIZE
 from auditcore.api.sessions import Session, SessionKind, SessionResponse
 from auditcore.errors import InvalidQueryError
 from auditcore.events.envelope import Actor, ActorType, RequestContext
@@ -67,11 +68,16 @@ def export_events(
         ),
     ] = False,
     from_size: Annotated[
-        int | None, Query(ge=0, description="With proof: the first log position (default 0).")
+        int | None,
+        Query(ge=0, le=MAX_SIZE, description="With proof: the first log position (default 0)."),
     ] = None,
     to_size: Annotated[
         int | None,
-        Query(ge=1, description="With proof: a signed checkpoint's size (default the latest)."),
+        Query(
+            ge=1,
+            le=MAX_SIZE,
+            description="With proof: a signed checkpoint's size (default the latest).",
+        ),
     ] = None,
 ) -> StreamingResponse:
     """Every matching event, newest first, streamed (any size, flat memory). The export is

@@ -1,12 +1,18 @@
-"""``/healthz`` (the process answers) and ``/readyz`` (its stores answer, processors' lag)."""
+"""``/healthz`` (the process answers) and ``/readyz`` (its stores answer, processors' lag;
+the details only for a key with the ``admin`` scope: they name paths, positions and errors)."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
-from fastapi.responses import JSONResponse
+from typing import Annotated
 
-from auditcore.api.deps import ServicesDep
-from auditcore.api.schemas import Check, ProcessorOut, Readiness
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse
+from fastapi.security import HTTPAuthorizationCredentials
+
+from auditcore.api.deps import Services, ServicesDep, authenticated, bearer
+from auditcore.api.errors import ApiError
+from auditcore.api.schemas import Check, ProcessorOut, Readiness, ReadinessSummary
+from auditcore.tenancy.directory import Scope
 
 router = APIRouter(tags=["health"])
 
@@ -19,13 +25,48 @@ async def healthz() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    response_model=Readiness,
+    response_model=Readiness | ReadinessSummary,
     summary="Readiness: stores reachable, processors' lag",
-    responses={503: {"model": Readiness}},
+    responses={
+        503: {"model": Readiness | ReadinessSummary},
+        401: {"description": "`unauthenticated`: a key was sent and is not valid."},
+        403: {"description": "`missing_scope`: the key sent lacks the `admin` scope."},
+        429: {"description": "Over a limit (as on every route that takes a key)."},
+    },
 )
-def readyz(found: ServicesDep) -> JSONResponse:
-    """503 while the event store or ClickHouse cannot be reached or a processor is failing. A
-    read model that parked events it cannot hold is ``degraded``: the service stays ready."""
+def readyz(
+    request: Request,
+    found: ServicesDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> JSONResponse:
+    """503 while the event store or ClickHouse cannot be reached or a processor is failing or
+    stalled (events waiting and no progress for ``stall_after`` seconds, wherever its follower
+    runs). A read model that parked events it cannot hold is ``degraded``: the service stays
+    ready.
+    Without a key the answer is only ``{"ready": …}``; the details (store, ClickHouse,
+    processors' positions, lag and errors, live watchers) need a key with the ``admin``
+    scope."""
+    admin = credentials is not None and _admin(request, found, credentials)
+    body = _readiness(found)
+    status = 200 if body.ready else 503
+    if not admin:
+        return JSONResponse({"ready": body.ready}, status_code=status)
+    return JSONResponse(body.model_dump(mode="json"), status_code=status)
+
+
+def _admin(request: Request, found: Services, credentials: HTTPAuthorizationCredentials) -> bool:
+    principal = authenticated(request, found, credentials)
+    if Scope.ADMIN not in principal.scopes:
+        raise ApiError(
+            403,
+            "missing_scope",
+            f"this API key ({principal.key_id}) lacks the 'admin' scope that readiness "
+            "details need; without a key, /readyz says only whether the service is ready",
+        )
+    return True
+
+
+def _readiness(found: Services) -> Readiness:
     audit = found.audit
     try:
         head = audit.app.recorder.max_notification_id() or 0
@@ -44,6 +85,7 @@ def readyz(found: ServicesDep) -> JSONResponse:
                 state=s.state,
                 position=s.position,
                 lag=s.lag,
+                behind_seconds=round(s.behind_seconds, 3),
                 dead_letters=s.dead_letters,
                 error=s.last_error,
                 needs_rebuild=not s.fingerprint_matches,
@@ -52,8 +94,10 @@ def readyz(found: ServicesDep) -> JSONResponse:
         ]
     except Exception as error:
         clickhouse = Check(ok=False, detail=f"{type(error).__name__}: {error}")
-    ready = store.ok and clickhouse.ok and not any(p.error for p in processors)
-    body = Readiness(
+    ready = (
+        store.ok and clickhouse.ok and not any(p.error or p.state == "stalled" for p in processors)
+    )
+    return Readiness(
         ready=ready,
         event_store=store,
         clickhouse=clickhouse,
@@ -61,4 +105,3 @@ def readyz(found: ServicesDep) -> JSONResponse:
         live_watchers=found.hub.watchers,
         live_following=found.hub.following,
     )
-    return JSONResponse(body.model_dump(mode="json"), status_code=200 if ready else 503)

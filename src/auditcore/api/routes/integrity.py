@@ -16,6 +16,9 @@ from auditcore.integrity.proofs import ProofUnavailableError, checkpoint_json
 
 router = APIRouter(prefix="/v1", tags=["integrity"])
 
+MAX_SIZE = 2**63 - 1
+"""Tree sizes are store positions: PostgreSQL bigints."""
+
 
 class CheckpointOut(BaseModel):
     workspace_id: str
@@ -96,8 +99,10 @@ def latest_checkpoint(found: ServicesDep, principal: Reading) -> dict[str, Any]:
 def consistency(
     found: ServicesDep,
     principal: Reading,
-    from_: Annotated[int, Query(alias="from", ge=1, description="The older tree size.")],
-    to: Annotated[int, Query(ge=1, description="The newer tree size.")],
+    from_: Annotated[
+        int, Query(alias="from", ge=1, le=MAX_SIZE, description="The older tree size.")
+    ],
+    to: Annotated[int, Query(ge=1, le=MAX_SIZE, description="The newer tree size.")],
 ) -> dict[str, Any]:
     """Proves the log at size ``to`` extends the log at size ``from`` (RFC 9162), with both
     root hashes and the signed checkpoints of those sizes where there are any."""

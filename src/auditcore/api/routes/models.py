@@ -10,7 +10,7 @@ from fastapi.encoders import jsonable_encoder
 from auditcore.api import params
 from auditcore.api.deps import ReaderDep
 from auditcore.api.schemas import ColumnOut, FilterOut, ReadModelOut, RowsOut
-from auditcore.errors import NotEntitledError
+from auditcore.errors import NotEntitledError, NotFoundError
 from auditcore.readmodel.model import EventTable, ReadModel, StateTable
 
 router = APIRouter(prefix="/v1", tags=["read models"])
@@ -43,6 +43,10 @@ def model_rows(
 ) -> RowsOut:
     """Rows of a current-state read model, most recently started first; filter by its filters."""
     model = reader.model(name)
+    if not isinstance(model, StateTable):
+        raise NotFoundError(
+            f"{name} has no current-state rows (it is a table of events); see /v1/models"
+        )
     query = request.query_params
     rows = reader.current(
         model.name,

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from auditcore.api import params
 from auditcore.api.deps import Reading, ServicesDep, query_limits, request_context
+from auditcore.api.headers import content_security_policy
 from auditcore.api.routes.events import TIME_HELP
 from auditcore.api.sessions import SessionKind
 from auditcore.errors import InvalidQueryError
@@ -23,14 +25,19 @@ router = APIRouter(prefix="/v1", tags=["reports"])
     "/reports",
     response_class=HTMLResponse,
     summary="Audit report (HTML)",
-    description=f"`since` (required) and `until` (default: now): {TIME_HELP} The report is "
-    "recorded in the workspace's audit trail as `auditcore.report.generated`.",
+    description="The report is recorded in the workspace's audit trail as "
+    "`auditcore.report.generated`.",
 )
 def report(
     request: Request,
     found: ServicesDep,
     principal: Reading,
     context: Annotated[RequestContext, Depends(request_context)],
+    since: Annotated[str, Query(description=f"Where the period starts. {TIME_HELP}")],
+    until: Annotated[
+        str | None,
+        Query(description=f"Where it ends (default: now, or since if later). {TIME_HELP}"),
+    ] = None,
 ) -> HTMLResponse:
     query = request.query_params
     unknown = set(query.keys()) - {"since", "until"}
@@ -38,17 +45,17 @@ def report(
         raise InvalidQueryError(
             sorted(unknown)[0], "unknown parameter; this route takes since, until"
         )
-    since = params.moment(query, "since")
-    if since is None:
-        raise InvalidQueryError("since", "required: where the report's period starts")
-    until = params.moment(query, "until") or datetime.now(UTC)
+    start = params.moment(query, "since")
+    assert start is not None  # a required parameter: FastAPI refused its absence
+    # Until now, or an empty period if it starts later.
+    end = params.moment(query, "until") or max(datetime.now(UTC), start)
     session = found.sessions.open(SessionKind.REPORT, principal)
     try:
         html = generate_report(
             found.audit,
             principal.workspace_id,
-            since,
-            until,
+            start,
+            end,
             actor=Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
             source="api",
             context=context,
@@ -57,4 +64,7 @@ def report(
         )
     finally:
         session.close()
-    return HTMLResponse(html)
+    # The report is one self-contained file: its inline stylesheet is allowed by its hash.
+    styles = tuple(re.findall(r"<style>(.*?)</style>", html, flags=re.DOTALL))
+    policy = content_security_policy(found.config.frame_ancestors, styles)
+    return HTMLResponse(html, headers={"Content-Security-Policy": policy})

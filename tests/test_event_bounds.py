@@ -6,7 +6,7 @@ hold or that lie in the future beyond clock skew."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 from uuid import uuid4
 
@@ -127,6 +127,10 @@ def test_occurred_at_must_be_storable_and_not_beyond_clock_skew(core: AuditCore,
     for moment, says in [
         (EARLIEST - timedelta(microseconds=1), "outside the range events can hold"),
         (datetime(1, 1, 1, tzinfo=UTC), "outside the range events can hold"),
+        # Times whose UTC falls beyond what Python's datetime holds at all.
+        (datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=14))), "outside the range"),
+        (datetime(1, 1, 1, tzinfo=timezone(timedelta(minutes=1))), "outside the range"),
+        (datetime(9999, 12, 31, 23, 59, tzinfo=timezone(-timedelta(hours=23))), "outside the"),
         (LATEST + timedelta(microseconds=1), "outside the range events can hold"),
         (datetime.now(UTC) + DEFAULT_MAX_FUTURE + timedelta(seconds=5), "is in the future"),
         (LATEST, "is in the future"),

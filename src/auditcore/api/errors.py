@@ -200,14 +200,13 @@ def _limit_refusal(error: DatabaseError) -> tuple[int, str, str] | None:
 
 def _allowed(app: FastAPI, request: Request, fallback: str) -> str:
     """Every documented method of this path (Starlette names only the first matching route's,
-    and ``GET`` and ``POST /v1/events`` are two routes), plus ``HEAD`` beside ``GET``."""
+    and ``GET`` and ``POST /v1/events`` are two routes). ``HEAD`` is not among them: the
+    routes answer it with 405, so ``Allow`` must not name it."""
     path = request.url.path
     for template, operations in app.openapi()["paths"].items():
         pattern = re.sub(r"\\\{[^}]+\\\}", "[^/]+", re.escape(template))
         if re.fullmatch(pattern, path):
             methods = {method.upper() for method in operations}
-            if "GET" in methods:
-                methods.add("HEAD")
             return ", ".join(sorted(methods))
     return fallback
 

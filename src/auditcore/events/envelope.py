@@ -56,7 +56,13 @@ def to_utc(moment: datetime) -> datetime:
         raise ValueError(
             "timestamp has no timezone; pass an aware datetime such as datetime.now(UTC)"
         )
-    return moment.astimezone(UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00+14:00: its UTC time is before year 1
+        raise ValueError(
+            f"{moment.isoformat()} is outside the range events can hold (in UTC it falls "
+            "outside years 1-9999)"
+        ) from None
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(to_utc)]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -283,3 +284,44 @@ def test_no_limit_is_hit_by_ordinary_use(pg_settings: Settings) -> None:
             thread.join()
         assert results == [200, 200]
         assert client.get("/v1/reports", params={"since": "1d"}).status_code == 200
+
+
+@pytest.fixture
+def few_writes(pg_settings: Settings) -> Iterator[Deployment]:
+    yield from _deployed(pg_settings, rate_per_second=0, writes_per_workspace=3)
+
+
+def test_slow_bodies_of_one_workspace_cannot_hold_every_connection(
+    few_writes: Deployment,
+) -> None:
+    """An attacker's find: a write key trickling request bodies (a byte every few seconds,
+    under every timeout) held every connection, and every tenant got 503. Now a workspace holds
+    at most ``writes_per_workspace`` recording requests at once, bodies included."""
+    api = few_writes
+    host, port = api.url.removeprefix("http://").split(":")
+    held = []
+    try:
+        for _ in range(3):
+            conn = socket.create_connection((host, int(port)))
+            conn.sendall(
+                b"POST /v1/events HTTP/1.1\r\nHost: x\r\n"
+                + f"Authorization: Bearer {api.keys['globex']}\r\n".encode()
+                + b"Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n["
+            )
+            held.append(conn)
+        assert api.services is not None
+        eventually(lambda: api.services.sessions.counts()[(SessionKind.WRITE, "globex")] == 3)
+        with api.client("globex") as globex, api.client("acme") as acme:
+            refused = globex.post("/v1/events", json=INCIDENT)
+            assert refused.status_code == 429, refused.text
+            assert _error(refused) == "too_many_concurrent"
+            assert int(refused.headers["Retry-After"]) >= 1
+            # Another workspace writes as usual.
+            assert acme.post("/v1/events", json=INCIDENT).status_code == 201
+    finally:
+        for conn in held:
+            conn.close()
+    # The slots come back once those requests are over.
+    eventually(lambda: api.services.sessions.counts()[(SessionKind.WRITE, "globex")] == 0)
+    with api.client("globex") as globex:
+        assert globex.post("/v1/events", json=INCIDENT).status_code == 201

@@ -55,6 +55,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     sessions = Sessions(
         directory,
         {
+            SessionKind.WRITE: limits.writes_per_workspace,
             SessionKind.EXPORT: limits.exports_per_workspace,
             SessionKind.REPORT: limits.reports_per_workspace,
             SessionKind.LIVE: limits.live_per_workspace,

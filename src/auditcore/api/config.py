@@ -22,6 +22,9 @@ class ResourceLimits:
     """Requests per second per API key, sustained (token bucket); beyond it 429."""
     rate_burst: int = 100
     """Requests a key may make at once before the sustained rate applies."""
+    writes_per_workspace: int = 16
+    """``POST /v1/events`` requests at once per workspace, body reading included (a body sent
+    slowly holds a connection: without this, one tenant's key could hold every connection)."""
     exports_per_workspace: int = 2
     """Exports running at once per workspace (they are long and CPU-bound)."""
     reports_per_workspace: int = 2

@@ -38,7 +38,8 @@ LIMITED: dict[int | str, dict[str, Any]] = {
     408: {"description": "The request body did not arrive in time.", "content": _ERROR_BODY},
     429: {
         "description": "Over a limit: this key's request rate (`rate_limited`), this "
-        "workspace's concurrent exports, reports or live streams (`too_many_concurrent`), or "
+        "workspace's concurrent recording requests, exports, reports or live streams "
+        "(`too_many_concurrent`), or "
         "this address's failed authentications (`too_many_failed_authentications`).",
         "headers": _RETRY_AFTER,
         "content": _ERROR_BODY,

@@ -74,6 +74,9 @@ def serve(
     rate_burst: Annotated[
         int, _limit("Requests an API key may make at once.", "RATE_BURST")
     ] = _LIMITS.rate_burst,
+    max_writes: Annotated[
+        int, _limit("Event-recording requests at once per workspace.", "MAX_WRITES")
+    ] = _LIMITS.writes_per_workspace,
     max_exports: Annotated[
         int, _limit("Exports running at once per workspace.", "MAX_EXPORTS")
     ] = _LIMITS.exports_per_workspace,
@@ -152,6 +155,7 @@ def serve(
                 _LIMITS,
                 rate_per_second=rate_limit,
                 rate_burst=rate_burst,
+                writes_per_workspace=max_writes,
                 exports_per_workspace=max_exports,
                 reports_per_workspace=max_reports,
                 live_per_workspace=max_live,

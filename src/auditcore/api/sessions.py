@@ -1,5 +1,6 @@
-"""Long requests (live streams, exports, reports): how many one workspace may hold at once, and
-ending them when their key is revoked.
+"""Long requests (live streams, exports, reports, and event-recording requests whose bodies may
+arrive slowly): how many one workspace may hold at once, and ending them when their key is
+revoked.
 
 A key is checked on every request, so a revoked key cannot start anything; but a live stream or
 an export outlives the request that started it. ``Sessions`` remembers each one with its key,
@@ -37,6 +38,9 @@ KEY_REVOKED = "key_revoked"
 
 
 class SessionKind(StrEnum):
+    WRITE = "write"
+    """A ``POST /v1/events``, from its first byte of body to its answer: a body trickled in
+    slowly holds a connection, so one workspace may hold only so many."""
     EXPORT = "export"
     REPORT = "report"
     LIVE = "live"

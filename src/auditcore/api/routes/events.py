@@ -12,9 +12,10 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from auditcore.api import params
-from auditcore.api.deps import ReaderDep, ServicesDep, Writing, request_context
+from auditcore.api.deps import ReaderDep, Services, ServicesDep, Writing, request_context
 from auditcore.api.errors import ApiError
 from auditcore.api.schemas import ClientContext, EventIn, EventPage, Recorded
+from auditcore.api.sessions import SessionKind
 from auditcore.errors import InvalidEventError, NotFoundError
 from auditcore.events.actions import located_problems
 from auditcore.events.envelope import Actor, ActorType, AuditEvent, RequestContext
@@ -70,6 +71,20 @@ async def record_events(
         raise ApiError(
             400, "invalid_request", "Idempotency-Key must be 1-255 visible ASCII characters"
         )
+    session = found.sessions.open(SessionKind.WRITE, principal)
+    try:
+        return await _record(request, found, principal, context, idempotency_key)
+    finally:
+        session.close()
+
+
+async def _record(
+    request: Request,
+    found: Services,
+    principal: Principal,
+    context: RequestContext,
+    idempotency_key: str | None,
+) -> Recorded:
     body = await request.body()
     try:
         payload = orjson.loads(body)

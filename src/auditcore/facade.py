@@ -51,7 +51,6 @@ from auditcore.store.dispatcher import (
 )
 from auditcore.store.mapper import AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
-from auditcore.store.secrets import CURSOR_SECRET, ServerSecrets
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
 from auditcore.store.standalone import StandaloneEncoder
@@ -60,6 +59,7 @@ if TYPE_CHECKING:
     from auditcore.integrity.service import Integrity
     from auditcore.integrity.settings import IntegritySettings
     from auditcore.store.heartbeats import Heartbeats
+    from auditcore.store.secrets import ServerSecrets
 
 A = TypeVar("A", bound=AuditedAggregate)
 
@@ -114,8 +114,6 @@ class AuditCore:
         self.clickhouse_clients = ThreadClients(self.settings.clickhouse_target)
         """The calling thread's ClickHouse client (opened in that thread on first use)."""
         self._migrated = False
-        self.secrets = ServerSecrets(self.settings)
-        """The installation's own secrets (the cursor-signing key), in the control database."""
 
     @classmethod
     def from_env(
@@ -155,7 +153,8 @@ class AuditCore:
             self.integrity.close()
         if "projections" in self.__dict__:
             self.projections.close()
-        self.secrets.close()
+        if "secrets" in self.__dict__:
+            self.secrets.close()
         self.app.close()
         if not drained:
             raise DispatcherDrainError(drained)
@@ -450,6 +449,15 @@ class AuditCore:
             raise StreamNotFoundError(event_id, "event")
         return self._event_at(*location)
 
+    @cached_property
+    def secrets(self) -> ServerSecrets:
+        """The installation's own secrets (the cursor-signing key), in the control database."""
+        # Imported here: SQLAlchemy takes a fifth of a second to import, and only processes
+        # that page through queries need it.
+        from auditcore.store.secrets import ServerSecrets  # noqa: PLC0415
+
+        return ServerSecrets(self.settings)
+
     # Tamper evidence.
 
     @cached_property
@@ -543,9 +551,14 @@ class AuditCore:
             self.read_models,
             workspace_id,
             entitlements,
-            cursor_key=lambda: self.secrets.get(CURSOR_SECRET),
+            cursor_key=self._cursor_key,
             limits=limits,
         )
+
+    def _cursor_key(self) -> bytes:
+        from auditcore.store.secrets import CURSOR_SECRET  # noqa: PLC0415 - as in ``secrets``
+
+        return self.secrets.get(CURSOR_SECRET)
 
     def _event_at(self, stream_id: UUID, version: int) -> AuditEvent:
         (event,) = self.app.events.get(stream_id, gt=version - 1, lte=version)

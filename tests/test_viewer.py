@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
 
 from auditcore import Settings
 from auditcore.api import ApiConfig
@@ -113,7 +113,16 @@ def test_sign_in_filter_open_and_go_live(browser: Browser, viewer_api: Deploymen
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT), full_page=False)
 
-    # The key that wrote an event through the API: beside the actor, in the detail, as a filter.
+    _the_writing_key_is_shown_and_filters(api, page, newest)
+    page.close()
+    # Everything ran under the server's CSP (no inline code): nothing was refused.
+    assert csp_violations(problems) == []
+
+
+def _the_writing_key_is_shown_and_filters(api: Deployment, page: Page, newest: Locator) -> None:
+    """The key that wrote an event through the API: beside the actor, in the detail, as a
+    filter."""
+    rows = page.locator("#events tbody tr")
     writer = api.directory.authenticate(api.keys["acme"])
     assert writer is not None
     expect(newest.first).to_contain_text(f"Carol Diaz (user_carol) via {writer.key_id}")
@@ -127,9 +136,6 @@ def test_sign_in_filter_open_and_go_live(browser: Browser, viewer_api: Deploymen
     page.get_by_role("button", name="Apply").click()
     expect(rows).to_have_count(1)
     expect(rows.first).to_contain_text("Checkout errors")
-    page.close()
-    # Everything ran under the server's CSP (no inline code): nothing was refused.
-    assert csp_violations(problems) == []
 
 
 def test_report_renders_in_the_browser(browser: Browser, viewer_api: Deployment) -> None:

@@ -8,12 +8,13 @@ import io
 import json
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from auditcore import Actor, AuditCore, AuditEvent, Settings, Target
+from auditcore import Actor, AuditCore, AuditEvent, RequestContext, Settings, Target
 from auditcore.readmodel.export import (
     CSV_COLUMNS,
     ExportFormat,
@@ -167,3 +168,72 @@ def test_memory_stays_flat_on_a_million_event_export(tmp_path: Path) -> None:
     # differs between machines, so it is measured, not assumed): one page and its query,
     # ~130 MB here, where holding the million events takes over 3 GB (see the benchmark).
     assert large - floor < 256 * 2**20, (floor, large)
+
+
+# Cells that trip formatters: every CSV special, JSON escapes (control characters, U+2028),
+# formula prefixes after the quote, scripts from right-to-left to astral, empty and long.
+HOSTILE = (
+    "", "plain", 'say "hi", then\r\nleave', "=cmd|' /C calc'!A0", "\t=tab", "\r=cr",
+    "-1", "@SUM(1)", "+", "back\\slash/and/slashes", "ctl \x01\x08\x0b\x0c\x1f\x7f end",
+    "line\u2028sep\u2029para", "نص عربي", "עברית", "東京タワー",
+    "\U0001d518\U0001d52b astral \U0001f525\U0001f469\u200d\U0001f467",
+    "e\u0301", "\ufeffbom", "x" * 4000, "'already quoted", '"', ",", "\n",
+)  # fmt: skip
+
+
+def _hostile_events(audit: AuditCore) -> None:
+    for index, text in enumerate(HOSTILE):
+        audit.record(
+            "note.added",
+            workspace_id="acme",
+            metadata={"body": text[:500], "z": 1.5, "a": -0.0, "flag": True, "none": None, "n": -7},
+            actor=Actor(id=f"actor {text}"[:200], name=text[:256] or None),
+            targets=[
+                Target(type="document", id=f"doc{index}", name=text[:256] or None),
+                Target(type="file.v2", id=text[:100] or "empty", name=None),
+            ],
+            source=("api", "cli", "dashboard")[index % 3],
+            context=RequestContext(user_agent=text[:1024] or None, request_id=text[:64] or None),
+            occurred_at=datetime(1900 + index * 5, 1 + index % 12, 1 + index, index % 24,
+                                 tzinfo=UTC) + timedelta(microseconds=index * 99_999 % 1_000_000),
+        )  # fmt: skip
+
+
+def _same_cells(exported: list[str], expected: list[str]) -> None:
+    """The same cells; JSON cells the same JSON (ClickHouse may escape U+2028 or write a
+    control character's hex in capitals, which JSON reads the same)."""
+    json_columns = {CSV_COLUMNS.index("targets"), CSV_COLUMNS.index("metadata")}
+    for index, (got, want) in enumerate(zip(exported, expected, strict=True)):
+        if index in json_columns:
+            assert json.loads(got) == json.loads(want), CSV_COLUMNS[index]
+        else:
+            assert got == want, (CSV_COLUMNS[index], got, want)
+
+
+def test_hostile_cells_export_exactly(pg_settings: Settings) -> None:
+    """ClickHouse writes the lines: every cell must come back as the Python formatter's would,
+    through a CSV and a JSON parser, whatever the text and the century."""
+    with AuditCore(pg_settings, registry=registry_with_notes()) as audit:
+        _hostile_events(audit)
+        audit.project()
+        reader = audit.reader("acme")
+        expected = _all_events(reader, EventQuery())
+        assert len(expected) == len(HOSTILE)
+        for page_size in (1, 5, 10_000):
+            csv_bytes = b"".join(
+                export_chunks(reader, EventQuery(), ExportFormat.CSV, page_size=page_size)
+            )
+            rows = list(csv.reader(io.StringIO(csv_bytes.decode(), newline="")))
+            assert tuple(rows[0]) == CSV_COLUMNS
+            assert len(rows) == len(expected) + 1
+            for row, event in zip(rows[1:], expected, strict=True):
+                _same_cells(row, csv_cells(event.summary()))
+                assert not row[CSV_COLUMNS.index("actor_name")].startswith(("=", "+", "-", "@"))
+            jsonl = b"".join(
+                export_chunks(reader, EventQuery(), ExportFormat.JSONL, page_size=page_size)
+            )
+            lines = jsonl.split(b"\n")
+            assert lines[-1] == b""
+            parsed = [AuditEvent.model_validate_json(line) for line in lines[:-1]]
+            assert parsed == expected
+            assert [json.loads(line) for line in lines[:-1]] == [e.summary() for e in expected]

@@ -14,7 +14,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from auditcore.clickhouse.connection import ClickHouseTarget
+from auditcore.clickhouse.connection import ClickHouseTarget, settings_clause
 
 
 def insert_select(
@@ -58,15 +58,3 @@ def _with(select: str, source: str) -> str:
     """``select`` reading ``source`` where it says ``{source}`` (its other braces are query
     parameters such as ``{name:Type}``, left alone)."""
     return select.replace("{source}", source)
-
-
-def settings_clause(settings: Mapping[str, str | int]) -> str:
-    """Settings as the statement's own ``SETTINGS`` clause: clickhouse-connect's chDB backend
-    would otherwise save and restore the session's settings around it (~20 ms a statement)."""
-    if not settings:
-        return ""
-    values = (
-        f"{name} = {value}" if isinstance(value, int) else f"{name} = '{value}'"
-        for name, value in settings.items()
-    )
-    return " SETTINGS " + ", ".join(values)

@@ -12,6 +12,7 @@ not a number, an unknown option) or an unreachable server is a one-line
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -290,13 +291,37 @@ def as_utc(value: Any) -> Any:
     return value
 
 
+_SETTING_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def settings_clause(settings: Mapping[str, Any] | None) -> str:
+    """Settings as the statement's own ``SETTINGS`` clause. Passed to clickhouse-connect
+    instead, they cost a statement on embedded chDB ~20 ms (its backend saves the session's
+    settings, sets each, runs the statement and restores each, one chDB call apiece)."""
+    if not settings:
+        return ""
+    values = []
+    for name, value in settings.items():
+        if not _SETTING_NAME.fullmatch(name):
+            raise ValueError(f"not a ClickHouse setting name: {name!r}")
+        if isinstance(value, bool):
+            literal = "1" if value else "0"
+        elif isinstance(value, int | float):
+            literal = repr(value)
+        else:
+            literal = "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"
+        values.append(f"{name} = {literal}")
+    return " SETTINGS " + ", ".join(values)
+
+
 def query_dicts(
     client: Client,
     sql: str,
     parameters: dict[str, Any] | None = None,
-    settings: dict[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    result = client.query(sql, parameters=parameters or {}, settings=settings or {})
+    """``sql``'s rows as dicts, its time columns aware (UTC); ``settings`` apply to it alone."""
+    result = client.query(sql + settings_clause(settings), parameters=parameters or {})
     names = result.column_names
     # Only the time columns need a zone; checking every value costs a fifth of a big export.
     moments = [

@@ -17,7 +17,7 @@ from uuid import UUID
 import orjson
 from clickhouse_connect.driver.client import Client
 
-from auditcore.clickhouse.connection import query_dicts
+from auditcore.clickhouse.connection import as_utc, query_dicts, settings_clause
 from auditcore.errors import InvalidQueryError, NotEntitledError, NotFoundError
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.cursor import Cursor, query_fingerprint
@@ -212,30 +212,59 @@ class WorkspaceReader:
                 return
             after = Cursor(rows[-1]["occurred_at"], rows[-1]["event_id"], fingerprint)
 
+    def formatted(
+        self, query: EventQuery, line: str, page_size: int = 10_000
+    ) -> Iterator[tuple[bytes, int]]:
+        """Every matching event as ``line`` (an SQL expression over ``audit_events``' columns
+        giving its bytes), newest first, ``page_size`` lines at a time: each page's text and
+        how many events it holds. ClickHouse formats the lines, so a big export costs this
+        process one string per event, not a row of Python values to format."""
+        model, where, fingerprint = self._events_where(query)
+        after = self._after(query.cursor, fingerprint)
+        # toJSONString writes "/" as "\/" unless told otherwise; both are JSON, one is legible.
+        where.settings["output_format_json_escape_forward_slashes"] = 0
+        while True:
+            page = self._page_where(where, after)
+            rows = self.client.query(
+                f"SELECT {line} AS line, occurred_at, event_id FROM `{model.table_name}` "
+                f"WHERE {page.sql()} ORDER BY occurred_at DESC, event_id DESC "
+                f"LIMIT {page_size}" + settings_clause(self.limits | page.settings),
+                parameters=page.parameters,
+                column_formats={"line": "bytes"},
+            ).result_rows
+            if rows:
+                yield b"".join(row[0] for row in rows), len(rows)
+            if len(rows) < page_size:
+                return
+            _, occurred_at, event_id = rows[-1]
+            after = Cursor(as_utc(occurred_at), event_id, fingerprint)
+
     def _newest_first(
         self, model: ReadModel, where: _Where, after: Cursor | None, limit: int
     ) -> list[Row]:
         """One keyset page: at most ``limit`` rows strictly older than ``after``."""
-        page = where
-        if after is not None:
-            page = where.copy()
-            page.add(
-                "occurred_at <= {cursor_at:DateTime64(6, 'UTC')} AND "
-                "(occurred_at, event_id) < ({cursor_at:DateTime64(6, 'UTC')}, {cursor_id:UUID})",
-                cursor_at=after.occurred_at,
-                cursor_id=after.event_id,
-            )
+        page = self._page_where(where, after)
         return self._select(model, page, order="occurred_at DESC, event_id DESC", limit=limit)
+
+    @staticmethod
+    def _page_where(where: _Where, after: Cursor | None) -> _Where:
+        """``where``, narrowed to events strictly older than ``after`` (newest-first order)."""
+        if after is None:
+            return where
+        page = where.copy()
+        page.add(
+            "occurred_at <= {cursor_at:DateTime64(6, 'UTC')} AND "
+            "(occurred_at, event_id) < ({cursor_at:DateTime64(6, 'UTC')}, {cursor_id:UUID})",
+            cursor_at=after.occurred_at,
+            cursor_id=after.event_id,
+        )
+        return page
 
     def count(self, query: EventQuery) -> int:
         """How many events match (the cursor and limit do not apply)."""
         model, where, _ = self._events_where(query)
-        result = self.client.query(
-            f"SELECT count() FROM `{model.table_name}` WHERE {where.sql()}",
-            parameters=where.parameters,
-            settings=self.limits | where.settings,
-        )
-        return int(result.result_rows[0][0])
+        rows = self._rows(f"SELECT count() FROM `{model.table_name}` WHERE {where.sql()}", where)
+        return int(rows[0][0])
 
     def top(self, by: TopBy, query: EventQuery, limit: int = 10) -> list[Ranked]:
         """The most frequent actions, actors, targets or sources among matching events."""
@@ -243,13 +272,12 @@ class WorkspaceReader:
             raise InvalidQueryError("by", f"use one of {', '.join(_TOP_KEYS)}")
         model, where, _ = self._events_where(query)
         key, label, array_join = _TOP_KEYS[by]
-        rows = self.client.query(
+        rows = self._rows(
             f"SELECT {key} AS key, any({label}) AS label, count() AS events "
             f"FROM `{model.table_name}` {array_join} WHERE {where.sql()} "
             f"GROUP BY key ORDER BY events DESC, key LIMIT {_checked_limit(limit)}",
-            parameters=where.parameters,
-            settings=self.limits | where.settings,
-        ).result_rows
+            where,
+        )
         return [Ranked(str(key), str(label), int(events)) for key, label, events in rows]
 
     def _events_where(self, query: EventQuery) -> tuple[ReadModel, _Where, str]:
@@ -348,13 +376,12 @@ class WorkspaceReader:
             until=until,
         )
         key = _GROUP_COLUMNS[group_by]
-        rows = self.client.query(
+        rows = self._rows(
             f"SELECT {floor_micros(time_column, _SECONDS[chosen])} AS bucket, "
             f"{key} AS key, {count} AS events FROM `{model.table_name}` WHERE {where.sql()} "
             "GROUP BY bucket, key ORDER BY bucket, key",
-            parameters=where.parameters,
-            settings=self.limits | where.settings,
-        ).result_rows
+            where,
+        )
         # Microseconds since 1970, not a datetime: a client may return a datetime in the
         # machine's local time (TZ), which would shift every bucket.
         buckets = [
@@ -374,6 +401,11 @@ class WorkspaceReader:
         if limit is not None:
             sql += f" LIMIT {limit}"
         return query_dicts(self.client, sql, where.parameters, self.limits | where.settings)
+
+    def _rows(self, sql: str, where: _Where) -> Sequence[Sequence[Any]]:
+        """``sql``'s rows, with ``where``'s parameters and this reader's limits."""
+        clause = settings_clause(self.limits | where.settings)
+        return self.client.query(sql + clause, parameters=where.parameters).result_rows
 
     @staticmethod
     def _apply_filters(

@@ -268,3 +268,25 @@ def test_an_export_of_many_filter_values_is_recorded_within_the_metadata_bounds(
     kept = metadata["filters"]["actor_id"]
     assert kept == values[: len(kept)]
     assert len(kept) + metadata["filters_omitted"] == 120
+
+
+def test_no_redirect_is_built_from_the_host_header(hostile: Deployment) -> None:
+    """A trailing slash once answered 307 with a Location built from the request's Host
+    header (an open redirect through a cache or a proxy); now it is not found."""
+    with hostile.client(Host="evil.example") as client:
+        for path in ("/v1/events/", "/v1/models/", "/v1/stats/", "/v1/events/export/"):
+            response = client.get(path)
+            assert response.status_code == 404, (path, response.status_code)
+            assert "location" not in response.headers
+            assert response.headers["content-type"].startswith("application/json")
+
+
+def test_an_export_refuses_paging_parameters(hostile: Deployment) -> None:
+    """An export returns every matching event: a limit or a cursor would be silently ignored
+    (or half-applied), so naming one is a 400 that says what the route takes."""
+    with hostile.client() as client:
+        for name, value in (("limit", "5"), ("cursor", "abc")):
+            response = client.get("/v1/events/export", params={name: value})
+            assert response.status_code == 400, (name, response.text)
+            assert name in response.text
+        assert client.get("/v1/events/export").status_code == 200

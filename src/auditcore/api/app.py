@@ -88,6 +88,9 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         summary="Who did what, when: record audit events and ask them back.",
         version="1",
         lifespan=lifespan,
+        # A redirect's Location would be built from the request's Host header (an open
+        # redirect); a path with a trailing slash is simply not found.
+        redirect_slashes=False,
     )
     app.state.services = Services(
         audit, directory, hub, config, RequestGuard(limits), sessions, pacer

@@ -24,7 +24,8 @@ from auditcore.tenancy.directory import Principal
 
 router = APIRouter(prefix="/v1", tags=["events"])
 
-PAGING = ("since", "until", "recorded_since", "recorded_until", "text", "limit", "cursor")
+RANGE = ("since", "until", "recorded_since", "recorded_until", "text")
+PAGING = ("limit", "cursor")
 _IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 _IDEMPOTENCY_NAMESPACE = uuid5(NAMESPACE_URL, "https://auditcore.dev/idempotency-key")
 
@@ -208,13 +209,16 @@ def list_events(
 
 
 def event_query(
-    request: Request, reader: ReaderDep, reserved_extra: tuple[str, ...] = ()
+    request: Request, reader: ReaderDep, reserved_extra: tuple[str, ...] = (), *, paged: bool = True
 ) -> EventQuery:
-    """The query string as an ``EventQuery`` (``reserved_extra``: the route's own parameters)."""
+    """The query string as an ``EventQuery`` (``reserved_extra``: the route's own parameters;
+    ``paged=False``: a route that returns every event, where a limit or cursor is an error)."""
     query = request.query_params
     model = reader.model("audit_events")
     return EventQuery(
-        filters=params.filters_from(query, model, PAGING + reserved_extra),
+        filters=params.filters_from(
+            query, model, RANGE + (PAGING if paged else ()) + reserved_extra
+        ),
         since=params.moment(query, "since"),
         until=params.moment(query, "until"),
         recorded_since=params.moment(query, "recorded_since"),

@@ -89,7 +89,7 @@ def export_events(
         output = ExportFormat(format)
     except ValueError:
         raise InvalidQueryError("format", "use csv or jsonl") from None
-    query = replace(event_query(request, reader, reserved_extra=_RESERVED), limit=1)
+    query = replace(event_query(request, reader, _RESERVED, paged=False), limit=1)
     # The slot first: a workspace at its limit is refused before any query runs.
     session = found.sessions.open(SessionKind.EXPORT, principal)
     try:

@@ -4,6 +4,7 @@ configured time, over raw sockets (HTTP clients will not misbehave on purpose)."
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -110,7 +111,17 @@ def test_connections_beyond_the_limit_get_503_and_the_server_recovers(api: Deplo
     time.sleep(0.2)
     extra = _connect(api)
     extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    assert extra.recv(65536).startswith(b"HTTP/1.1 503")
+    refused = b""
+    while chunk := extra.recv(65536):  # The server closes the connection after it.
+        refused += chunk
+    assert refused.startswith(b"HTTP/1.1 503")
+    # A refusal like every other: JSON that says what to do, and the security headers.
+    head, _, body = refused.partition(b"\r\n\r\n")
+    headers = head.lower()
+    for header in (b"retry-after: 1", b"content-type: application/json", b"nosniff"):
+        assert header in headers, head
+    assert b"content-security-policy: default-src 'none'" in headers
+    assert json.loads(body)["error"]["type"] == "too_many_connections"
     extra.close()
     for connection in held:
         connection.close()

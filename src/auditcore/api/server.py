@@ -1,6 +1,9 @@
 """The HTTP server (uvicorn) as auditcore runs it: timeouts for connections that hold a slot
 and send nothing, and a connection limit.
 
+Over the limit, a request gets a 503 like every other refusal: JSON, ``Retry-After`` and the
+security headers (uvicorn's own is a bare ``text/plain`` page).
+
 uvicorn closes a connection idle *between* requests (``timeout_keep_alive``), but not one that
 never sends its first request, nor one that sends half a request head and stops: each holds a
 connection slot for as long as the client likes. ``GuardedH11Protocol`` adds both deadlines.
@@ -14,10 +17,37 @@ import asyncio
 from typing import Any
 
 import h11
+import orjson
 import uvicorn
+from starlette.types import Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from auditcore.api.config import ServerTimeouts
+from auditcore.api.headers import content_security_policy
+
+_BUSY = orjson.dumps(
+    {
+        "error": {
+            "type": "too_many_connections",
+            "message": "the server holds as many connections as it allows: retry shortly",
+            "request_id": None,
+        }
+    }
+)
+_BUSY_HEADERS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", str(len(_BUSY)).encode()),
+    (b"retry-after", b"1"),
+    (b"connection", b"close"),
+    (b"content-security-policy", content_security_policy("'none'").encode()),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
+    await send({"type": "http.response.start", "status": 503, "headers": _BUSY_HEADERS})
+    await send({"type": "http.response.body", "body": _BUSY})
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -31,6 +61,18 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_deadline: asyncio.TimerHandle | None = None
+        # uvicorn's own check answers with its bare page: the same check, our answer.
+        self._limit, self.limit_concurrency = self.limit_concurrency, None
+        self._app, self.app = self.app, self._admitted
+
+    async def _admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app, or the 503 when the connections or requests are at the limit (counted as
+        uvicorn counts them, but this request's task is already among the tasks)."""
+        limit = self._limit
+        if limit is not None and (len(self.connections) >= limit or len(self.tasks) > limit):
+            await _busy(scope, receive, send)
+        else:
+            await self._app(scope, receive, send)
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)

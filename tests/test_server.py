@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -14,6 +15,7 @@ import pytest
 from auditcore import Settings
 from auditcore.api import ApiConfig
 from auditcore.api.config import ServerTimeouts
+from tests.cli_run import AUDITCORE
 from tests.test_api import Deployment, deploy
 
 TIMEOUTS = ServerTimeouts(
@@ -130,3 +132,17 @@ def test_connections_beyond_the_limit_get_503_and_the_server_recovers(api: Deplo
     again.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
     assert again.recv(65536).startswith(b"HTTP/1.1 200")
     again.close()
+
+
+def test_a_switch_interval_of_zero_is_a_usage_error() -> None:
+    """Python refuses it with a ValueError; the command line says what to give instead."""
+    result = subprocess.run(
+        [AUDITCORE, "serve", "--switch-interval", "0"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "above 0" in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout

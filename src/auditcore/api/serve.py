@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import sys
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -125,6 +126,13 @@ def serve(
             "Seconds between checks that open streams' keys are not revoked.", "REVOCATION_CHECK"
         ),
     ] = _LIMITS.revocation_check,
+    switch_interval: Annotated[
+        float,
+        _limit(
+            "Seconds a thread may hold Python's interpreter lock while a request waits for it.",
+            "SWITCH_INTERVAL",
+        ),
+    ] = _LIMITS.switch_interval,
     header_timeout: Annotated[
         float, _limit("Seconds for a request's head to arrive.", "HEADER_TIMEOUT")
     ] = _TIMEOUTS.header_timeout,
@@ -142,6 +150,8 @@ def serve(
     cluster: ClusterOption = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs) and the web viewer (at /)."""
+    if switch_interval <= 0:
+        raise typer.BadParameter("give a number of seconds above 0", param_hint="--switch-interval")
     for module in actions or []:
         importlib.import_module(module)
     with open_core(event_store, clickhouse, cluster) as audit:
@@ -168,6 +178,7 @@ def serve(
                 query_result_rows=query_rows,
                 bulk_cpu=bulk_cpu,
                 revocation_check=revocation_check,
+                switch_interval=switch_interval,
             ),
             server=ServerTimeouts(header_timeout, body_timeout, keepalive_timeout, max_connections),
             frame_ancestors=frame_ancestors,
@@ -182,6 +193,8 @@ def serve(
                 + (", projecting in this process" if config.run_processors else "")
             )
             app = create_app(audit, directory, config)
+            # The whole process's setting, so only here, where auditcore owns the process.
+            sys.setswitchinterval(config.limits.switch_interval)
             uvicorn.Server(server_config(app, host, port, config.server)).run()
         finally:
             directory.close()

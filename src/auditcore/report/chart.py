@@ -1,12 +1,16 @@
 """The activity chart: stacked bars per time bucket, as inline SVG (no scripts, no fonts to
-fetch), so the report stays one self-contained file."""
+fetch), so the report stays one self-contained file. Every bucket of the period has its
+place and its title (``… UTC: 0 events`` for an empty one): a quiet hour shows as a gap,
+never as a missing hour."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from html import escape
 
 from auditcore.readmodel.queries import Stats
+
+STEPS = {"minute": timedelta(minutes=1), "hour": timedelta(hours=1), "day": timedelta(days=1)}
 
 PALETTE = ("#0b5cad", "#e07b00", "#2a9d4b", "#b0306a", "#6a4fb3", "#9aa3ad")
 WIDTH, HEIGHT = 920, 260
@@ -19,7 +23,7 @@ def activity_svg(stats: Stats, series: int = 5) -> str:
     for bucket in stats.buckets:
         totals[bucket.key] = totals.get(bucket.key, 0) + bucket.events
     leaders = sorted(totals, key=lambda key: (-totals[key], key))[:series]
-    moments = sorted({bucket.bucket for bucket in stats.buckets})
+    moments = bucket_starts(stats)
     stacks: dict[datetime, dict[str, int]] = {moment: {} for moment in moments}
     for bucket in stats.buckets:
         key = bucket.key if bucket.key in leaders else "other"
@@ -43,6 +47,10 @@ def activity_svg(stats: Stats, series: int = 5) -> str:
     for index, moment in enumerate(moments):
         x = LEFT + index * step + (step - bar) / 2
         y = float(TOP + plot_height)
+        parts.append(
+            f'<g class="bucket"><title>{moment.strftime("%Y-%m-%d %H:%M")} UTC: '
+            f"{sum(stacks[moment].values()):,} events</title>"
+        )
         for key_index, key in enumerate(keys):
             count = stacks[moment].get(key, 0)
             if not count:
@@ -54,6 +62,7 @@ def activity_svg(stats: Stats, series: int = 5) -> str:
                 f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar:.1f}" height="{height:.1f}" '
                 f'fill="{colour}"><title>{escape(key)}: {count}</title></rect>'
             )
+        parts.append("</g>")
         if index % label_every == 0:
             parts.append(
                 f'<text x="{x + bar / 2:.1f}" y="{TOP + plot_height + 16}" font-size="11" '
@@ -69,3 +78,10 @@ def activity_svg(stats: Stats, series: int = 5) -> str:
         legend_x += 20 + 7 * len(key)
     parts.append("</svg>")
     return "".join(parts)
+
+
+def bucket_starts(stats: Stats) -> list[datetime]:
+    """The start of every bucket in [since, until), with events or not."""
+    step = STEPS[stats.interval]
+    count = int((stats.until - stats.since) / step)
+    return [stats.since + index * step for index in range(count)]

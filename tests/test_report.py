@@ -350,3 +350,29 @@ def test_report_command_shows_no_empty_progress_bars(
     assert "0/0" not in shown
     assert "Report written" in shown
     assert "auditcore.workspace.created" in out.read_text()
+
+
+def test_a_period_of_centuries_charts_every_day_in_at_most_750_bars(
+    pg_settings: Settings,
+) -> None:
+    """From 1900 on, days are taken together (the heading says how many): every event is in
+    one bar, every stretch of days has its bar, and the file stays small."""
+    now = datetime.now(UTC)
+    moments = [datetime(1901, 3, 1, tzinfo=UTC), datetime(1999, 12, 31, 23, tzinfo=UTC), now]
+    with AuditCore(pg_settings, registry=registry_with_notes()) as audit:
+        audit.record_many(
+            {"action": "note.added", "workspace_id": "acme", "actor": {"id": "u"},
+             "occurred_at": moment}
+            for moment in moments
+        )  # fmt: skip
+        audit.project()
+        report = build_report(audit.reader("acme"), datetime(1, 1, 1, tzinfo=UTC), now, now=now)
+    assert report.activity.interval == "day"
+    html = render_report(report)
+    titles = re.findall(r'<g class="bucket"><title>[^<]* UTC: (\d+) events</title>', html)
+    days = (report.until - report.since).days
+    per_bar = -(-days // 750)
+    assert f"Activity per {per_bar} days" in html
+    assert len(titles) == -(-days // per_bar) <= 750
+    assert sorted(int(count) for count in titles if count != "0") == [1, 1, 1]
+    assert len(html) < 200_000

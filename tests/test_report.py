@@ -14,7 +14,7 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from auditcore import AuditCore, Incident, Settings
+from auditcore import AuditCore, Incident, Monitor, Settings
 from auditcore.readmodel.queries import EventQuery
 from auditcore.report import ReportData, build_report, render_report
 from auditcore.report.chart import STEPS
@@ -239,28 +239,41 @@ def test_a_report_is_taken_at_its_snapshot_position(pg_settings: Settings) -> No
             occurred_at=opened_at, **who,
         )  # fmt: skip
         incident.acknowledge(occurred_at=opened_at + timedelta(minutes=4), **who)
-        audit.save(incident)
+        monitor = Monitor.create(
+            "acme", name="checkout probe", url="https://shop.example/", occurred_at=opened_at,
+            **who,
+        )  # fmt: skip
+        monitor.went_down("eu-west", "timeout", occurred_at=opened_at, **who)
+        audit.save(incident, monitor)
         audit.project()
         reader = audit.reader("acme")
         before = snapshot_position(reader)
         incident.resolve("rolled back", occurred_at=opened_at + timedelta(minutes=30), **who)
         incident.comment("and again", occurred_at=opened_at + timedelta(minutes=31), **who)
-        audit.save(incident)
+        monitor.recovered("eu-west", occurred_at=opened_at + timedelta(minutes=20), **who)
+        audit.save(incident, monitor)
         audit.project()
-        assert snapshot_position(reader) == before + 2
+        assert snapshot_position(reader) == before + 3
 
         since, until = now - timedelta(hours=12), now + timedelta(hours=1)
         then = build_report(reader, since, until, now=now, position=before)
         later = build_report(reader, since, until, now=now)
     assert then.position == before
-    assert (then.total, later.total) == (2, 4)
-    assert sum(b.events for b in then.activity.buckets) == 2
-    assert [r.events for r in then.sources] == [2]
+    assert (then.total, later.total) == (4, 7)
+    assert sum(b.events for b in then.activity.buckets) == 4
+    assert [r.events for r in then.sources] == [4]
     (was,) = then.incidents
     assert (was.status, was.resolved_at) == ("acknowledged", None)
     (now_is,) = later.incidents
     assert now_is.status == "resolved"
     assert now_is.time_to_resolve == timedelta(minutes=30)
+    (monitor_was,) = then.monitors
+    assert (monitor_was.name, monitor_was.state, monitor_was.outages) == (
+        "checkout probe", "down", 1,
+    )  # fmt: skip
+    assert monitor_was.downtime == timedelta(0)
+    (monitor_is,) = later.monitors
+    assert (monitor_is.state, monitor_is.downtime) == ("up", timedelta(minutes=20))
 
 
 def test_time_to_acknowledge_survives_a_reopen(pg_settings: Settings) -> None:

@@ -4,9 +4,9 @@ report and the data never disagree.
 Every figure is taken from one snapshot: the events the ``audit_events`` read model held, by
 its tracked store position, when the report began (``ReportData.position``). Events projected
 while the report's queries run have later positions and are left out of every query alike, so
-the summary, the breakdowns, the chart and the tables always count the same events. What is
-not in the snapshot: the name and state of a monitor ("state now") come from the ``monitors``
-read model as it is when asked.
+the summary, the breakdowns, the chart and the tables always count the same events. An
+incident's or a monitor's state is its read model's own ``fold`` over its events in the
+snapshot, so it too is as of that position.
 """
 
 from __future__ import annotations
@@ -18,14 +18,16 @@ from datetime import datetime, timedelta
 import orjson
 
 from auditcore.events.envelope import AuditEvent
+from auditcore.projection.records import EventRecord
 from auditcore.projection.tracking import tracked_tables
-from auditcore.readmodel.model import Row
+from auditcore.readmodel.model import Row, StateTable
 from auditcore.readmodel.queries import (
     EventQuery,
     Ranked,
     Stats,
     WorkspaceReader,
     event_from_row,
+    summary_from_row,
 )
 
 MONITOR_ACTIONS = ("monitor.went_down", "monitor.recovered")
@@ -33,12 +35,13 @@ MONITOR_ACTIONS = ("monitor.went_down", "monitor.recovered")
 
 @dataclass(frozen=True)
 class IncidentLifecycle:
-    """An incident opened in the period, as its events up to the snapshot leave it.
+    """An incident opened in the period, as its events up to the snapshot leave it (by the
+    ``incidents`` read model's rules).
 
     ``acknowledged_at`` is its first acknowledgement, which a reopening keeps (acknowledge,
     resolve, reopen, acknowledge: time to acknowledge is measured to the first one, the time
     it took someone to respond at all); ``resolved_at`` its latest resolution, none while it is
-    open again. The same rules as the ``incidents`` read model."""
+    open again."""
 
     incident_id: str
     title: str
@@ -155,56 +158,70 @@ def build_report(
 
 
 def _incidents(reader: WorkspaceReader, period: EventQuery) -> list[IncidentLifecycle]:
-    """Incidents opened in the period, each folded from all its events in the snapshot
-    (whenever they say they occurred: a client may date them as it likes)."""
+    """Incidents opened in the period, as their events in the snapshot leave them."""
     opened = replace(period, filters={"action": ["incident.opened"]})
     ids = [str(row["stream_id"]) for rows in reader.rows(opened) for row in rows]
-    streams: dict[str, list[Row]] = defaultdict(list)
-    for start in range(0, len(ids), _STREAMS_PER_QUERY):
-        chunk = ids[start : start + _STREAMS_PER_QUERY]
-        history = EventQuery(
-            filters={"action_prefix": ["incident."], "stream_id": chunk},
-            up_to_position=period.up_to_position,
-        )
-        for rows in reader.rows(history):
-            for row in rows:
-                streams[str(row["stream_id"])].append(row)
     lifecycles = [
-        _lifecycle(incident_id, sorted(rows, key=lambda row: row["version"]))
-        for incident_id, rows in streams.items()
+        IncidentLifecycle(
+            incident_id=incident_id,
+            title=row["title"],
+            severity=row["severity"],
+            status=row["status"],
+            opened_at=row["opened_at"],
+            acknowledged_at=row["acknowledged_at"],
+            resolved_at=row["resolved_at"],
+        )
+        for incident_id, row in _states(reader, "incidents", ids, period).items()
     ]
     return sorted(lifecycles, key=lambda incident: (incident.opened_at, incident.incident_id))
+
+
+def _states(
+    reader: WorkspaceReader, name: str, ids: list[str], period: EventQuery
+) -> dict[str, Row]:
+    """The rows the current-state read model ``name`` would hold for these streams at the
+    snapshot: its own ``fold`` over each stream's events up to the snapshot position, all of
+    them, whenever they say they occurred (a client may date events as it likes)."""
+    model = reader.model(name)
+    if not isinstance(model, StateTable):
+        raise TypeError(f"{name} is not a current-state read model")
+    records: list[EventRecord] = []
+    for start in range(0, len(ids), _STREAMS_PER_QUERY):
+        history = EventQuery(
+            filters={"stream_id": ids[start : start + _STREAMS_PER_QUERY]},
+            up_to_position=period.up_to_position,
+        )
+        records += [_record(row) for rows in reader.rows(history) for row in rows]
+    records.sort(key=lambda record: (str(record.stream_id), record.version))
+    # An event the fold refuses is left out, as the read model's processor leaves it out.
+    rows = model.rows_for(records, {}, failed={})
+    return {str(row[model.key_column]): row for row in rows}
 
 
 _STREAMS_PER_QUERY = 200
 
 
-def _lifecycle(incident_id: str, rows: list[Row]) -> IncidentLifecycle:
-    """``rows``: the incident's events in version order, its opening first."""
-    opened = orjson.loads(rows[0]["metadata"])
-    severity = str(opened.get("severity", ""))
-    status = "open"
-    acknowledged_at: datetime | None = None
-    resolved_at: datetime | None = None
-    for row in rows[1:]:
-        match row["action"]:
-            case "incident.acknowledged":
-                status = "acknowledged"
-                acknowledged_at = acknowledged_at or row["occurred_at"]
-            case "incident.severity_changed":
-                severity = str(orjson.loads(row["metadata"]).get("to_severity", severity))
-            case "incident.resolved":
-                status, resolved_at = "resolved", row["occurred_at"]
-            case "incident.reopened":
-                status, resolved_at = "open", None
-    return IncidentLifecycle(
-        incident_id=incident_id,
-        title=str(opened.get("title", "")),
-        severity=severity,
-        status=status,
-        opened_at=rows[0]["occurred_at"],
-        acknowledged_at=acknowledged_at,
-        resolved_at=resolved_at,
+def _record(row: Row) -> EventRecord:
+    """An ``audit_events`` row as a fold takes it. Its position is not among the row's
+    columns; only the folded state is used, so the stamp is 0."""
+    event = summary_from_row(row)
+    return EventRecord(
+        position=0,
+        event_id=row["event_id"],
+        workspace_id=row["workspace_id"],
+        stream_id=row["stream_id"],
+        version=row["version"],
+        action=row["action"],
+        schema_version=row["schema_version"],
+        actor_id=row["actor_id"],
+        actor_type=row["actor_type"],
+        actor_name=row["actor_name"] or None,
+        targets=event["targets"],
+        source=row["source"],
+        occurred_at=row["occurred_at"],
+        recorded_at=row["recorded_at"],
+        context=event["context"],
+        metadata=event["metadata"],
     )
 
 
@@ -223,7 +240,7 @@ def _monitors(reader: WorkspaceReader, period: EventQuery) -> list[MonitorOutage
                 downtime[monitor_id] += float(metadata.get("downtime_seconds", 0.0))
     if not outages and not downtime:
         return []
-    current = {str(row["monitor_id"]): row for row in reader.current("monitors", limit=1000)}
+    current = _states(reader, "monitors", sorted(outages.keys() | downtime.keys()), period)
     return sorted(
         (
             MonitorOutages(

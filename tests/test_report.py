@@ -5,14 +5,19 @@ them, is self-contained, and generating it is audited."""
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import re
+import signal
 import subprocess
+import sys
 import threading
+import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from auditcore import AuditCore, Incident, Monitor, Settings
 from auditcore.readmodel.queries import EventQuery
@@ -21,11 +26,14 @@ from auditcore.report.chart import STEPS
 from auditcore.report.data import snapshot_position
 from auditcore.report.render import duration
 from tests.cli_run import AUDITCORE
+from tests.conftest import fresh_postgres_store
 from tests.dataset import SOURCES, START, build, registry_with_notes
 from tests.test_api import INCIDENT, Deployment, api  # noqa: F401 - the api fixture
 from tests.test_export import _all_events
 
 NOW = datetime(2026, 11, 25, tzinfo=UTC)
+ROOT = Path(__file__).parent.parent
+KILLS = int(os.environ.get("AUDITCORE_CRASH_KILLS", "12")) // 2
 
 
 def test_report_figures_equal_the_queries_they_summarise(pg_settings: Settings) -> None:
@@ -429,3 +437,58 @@ def test_a_batch_cut_off_mid_insert_counts_nowhere_until_it_is_finished(
     assert done.position == 10
     assert done.total == done.actors == len(done.events) == 10
     _agrees_with_itself(done)
+
+
+def test_reports_between_sigkills_of_a_projector_count_the_store_up_to_their_snapshot(
+    postgres_database: str, process_clickhouse_url: str
+) -> None:
+    """A projector SIGKILLed at random instants (batches span many yearly partitions, so a
+    kill can leave part of one written): a report taken after each kill counts exactly the
+    workspace's events the store holds up to its snapshot, in every figure."""
+    settings = Settings(fresh_postgres_store(postgres_database), process_clickhouse_url)
+    rng = random.Random(29)
+    with AuditCore(settings) as audit:
+        for _ in range(6):
+            audit.record_many(
+                {
+                    "action": "incident.comment_added",
+                    "workspace_id": rng.choice(("acme", "acme", "globex")),
+                    "actor": {"id": f"user_{rng.randrange(13)}"},
+                    "source": rng.choice(SOURCES),
+                    "metadata": {"body": "looked"},
+                    "occurred_at": datetime(rng.randrange(1901, 2026), 1 + rng.randrange(12), 1,
+                                            tzinfo=UTC),
+                }
+                for _ in range(60)
+            )  # fmt: skip
+    positions = []
+    for _ in range(KILLS):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "tests.projection_worker", "project", settings.event_store,
+             settings.clickhouse],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+        )  # fmt: skip
+        assert process.stdout is not None
+        assert process.stdout.readline().strip() == "projecting", process.communicate()[1]
+        time.sleep(rng.uniform(0.5, 8.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+        figures = _report_in_a_process(settings)
+        positions.append(figures["position"])
+        assert figures["total"] == figures["store"], figures
+        for name in ("chart", "actions", "table"):
+            assert figures[name] == figures["total"], (name, figures)
+        assert figures["listed_sources"] == figures["table_sources"], figures
+        assert figures["actors"] == figures["table_actors"], figures
+    assert len(set(positions)) > 1, "every kill landed at the same position"
+
+
+def _report_in_a_process(settings: Settings) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tests.report_worker", settings.event_store, settings.clickhouse,
+         "acme"],
+        capture_output=True, text=True, cwd=ROOT, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    figures: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return figures

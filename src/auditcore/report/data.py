@@ -7,6 +7,10 @@ while the report's queries run have later positions and are left out of every qu
 the summary, the breakdowns, the chart and the tables always count the same events. An
 incident's or a monitor's state is its read model's own ``fold`` over its events in the
 snapshot, so it too is as of that position.
+
+Building a report only reads; ClickHouse's errors propagate. Not covered: on a cluster, a
+replica that has not yet received rows up to the tracked position while a report runs (each
+query counts what its replica holds).
 """
 
 from __future__ import annotations

@@ -47,8 +47,9 @@ def activity_svg(stats: Stats, series: int = 5) -> str:
         f'<text x="{LEFT - 6}" y="{TOP + 8}" text-anchor="end" font-size="11">{peak}</text>',
         f'<text x="{LEFT - 6}" y="{TOP + plot_height}" text-anchor="end" font-size="11">0</text>',
     ]
-    label_every = max(1, len(moments) // 8)
     fmt = "%m-%d" if stats.interval == "day" else "%m-%d %H:%M"
+    # Every bucket has its bar, not its label: labels (about 7 px a character) never overlap.
+    label_every = ceil((len(datetime.min.strftime(fmt)) * 7 + 12) / step)
     for index, moment in enumerate(moments):
         x = LEFT + index * step + (step - bar) / 2
         y = float(TOP + plot_height)

@@ -43,7 +43,10 @@ class EventsProgress:
         self._progress.__exit__(exc_type, exc, traceback)
 
     def track(self, description: str, total: int | None) -> Callable[[int], None]:
-        task = self._progress.add_task(description, total=total, rate="-")
+        # A bar with nothing to do would sit at "0/0" until the work ends: it appears only
+        # once there is something to count (then with an unknown total, as there was none).
+        nothing = total == 0
+        task = self._progress.add_task(description, total=total, rate="-", visible=not nothing)
         busy = 0.0
 
         def advance(count: int) -> None:
@@ -54,5 +57,7 @@ class EventsProgress:
             self._progress.advance(task, count)
             done = self._progress.tasks[task].completed
             self._progress.update(task, rate=f"{done / max(busy, 1e-6):,.0f}")
+            if nothing and count:
+                self._progress.update(task, total=None, visible=True)
 
         return advance

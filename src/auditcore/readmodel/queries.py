@@ -57,6 +57,9 @@ class EventQuery:
     cursor: str | None = None
     recorded_since: datetime | None = None
     recorded_until: datetime | None = None
+    up_to_position: int | None = None
+    """Only events at or before this store position: one fixed set of events (a snapshot)
+    however many are projected meanwhile, for answers that must agree with each other."""
 
 
 @dataclass(frozen=True)
@@ -280,6 +283,19 @@ class WorkspaceReader:
         )
         return [Ranked(str(key), str(label), int(events)) for key, label, events in rows]
 
+    def distinct(self, by: TopBy, query: EventQuery) -> int:
+        """How many different actions, actors, targets or sources matching events have."""
+        if by not in _TOP_KEYS:
+            raise InvalidQueryError("by", f"use one of {', '.join(_TOP_KEYS)}")
+        model, where, _ = self._events_where(query)
+        key, _label, array_join = _TOP_KEYS[by]
+        result = self.client.query(
+            f"SELECT uniqExact({key}) FROM `{model.table_name}` {array_join} WHERE {where.sql()}",
+            parameters=where.parameters,
+            settings=self.limits | where.settings,
+        )
+        return int(result.result_rows[0][0])
+
     def _events_where(self, query: EventQuery) -> tuple[ReadModel, _Where, str]:
         model = self.model("audit_events")
         where = _Where(self.workspace_id)
@@ -289,7 +305,8 @@ class WorkspaceReader:
             "recorded_at", query.recorded_since, query.recorded_until, where, "recorded_"
         )
         self._apply_text(model, query.text, where)
-        parts = {
+        _apply_position_bound(query.up_to_position, where)
+        parts: dict[str, object] = {
             # The workspace too: another workspace's cursor never positions this one's pages
             # (its time and id are that workspace's data).
             "w": self.workspace_id,
@@ -301,6 +318,8 @@ class WorkspaceReader:
         if query.recorded_since or query.recorded_until:
             # Only then: cursors of queries without them stay valid.
             parts |= {"rs": query.recorded_since, "ru": query.recorded_until}
+        if query.up_to_position is not None:
+            parts["p"] = query.up_to_position
         fingerprint = query_fingerprint(parts)
         return model, where, fingerprint
 
@@ -341,11 +360,14 @@ class WorkspaceReader:
         since: datetime | None = None,
         until: datetime | None = None,
         filters: Mapping[str, Sequence[str]] | None = None,
+        up_to_position: int | None = None,
     ) -> Stats:
         """Event counts per interval per action, actor or source.
 
         Minute buckets come from the raw events; hour and day buckets from the hourly roll-up,
-        which outlives raw events (older data is downsampled, not lost). ``auto`` picks
+        which outlives raw events (older data is downsampled, not lost), except with
+        ``up_to_position`` (see ``EventQuery``): a roll-up row cannot be split by position, so
+        every bucket then comes from the raw events. ``auto`` picks
         minutes up to 6 hours, hours up to 30 days, days beyond. Buckets are whole: ``since``
         is rounded down and ``until`` up to the interval (UTC), as the result reports.
         """
@@ -363,7 +385,7 @@ class WorkspaceReader:
             raise InvalidQueryError("interval", "use minute, hour, day or auto")
         # Whole buckets only: the range widens to the interval's boundaries.
         since, until = _floor(since, chosen), _ceil(until, chosen)
-        if chosen == "minute":
+        if chosen == "minute" or up_to_position is not None:
             model, time_column, count = self.model("audit_events"), "occurred_at", "count()"
         else:
             model, time_column, count = self.model("activity_hourly"), "hour", "sum(events)"
@@ -375,6 +397,7 @@ class WorkspaceReader:
             since=since,
             until=until,
         )
+        _apply_position_bound(up_to_position, where)
         key = _GROUP_COLUMNS[group_by]
         rows = self._rows(
             f"SELECT {floor_micros(time_column, _SECONDS[chosen])} AS bucket, "
@@ -523,6 +546,14 @@ def _apply_time_range(
             f"{column} < {{{prefix}until:DateTime64(6, 'UTC')}}",
             **{f"{prefix}until": _clamped(until)},
         )
+
+
+def _apply_position_bound(position: int | None, where: _Where) -> None:
+    if position is None:
+        return
+    if not 0 <= position < 2**64:
+        raise InvalidQueryError("up_to_position", "must be a store position (0 or more)")
+    where.add("position <= {up_to_position:UInt64}", up_to_position=position)
 
 
 QUERY_EARLIEST = datetime(1900, 1, 1, tzinfo=UTC)

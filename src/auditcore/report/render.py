@@ -7,7 +7,7 @@ from datetime import timedelta
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
-from auditcore.report.chart import activity_svg
+from auditcore.report.chart import activity_svg, bucket_name
 from auditcore.report.data import ReportData
 
 _environment = Environment(
@@ -39,4 +39,4 @@ def render_report(data: ReportData) -> str:
     template = _environment.get_template("report.html.j2")
     # The SVG is built by our own code with every label escaped.
     chart = Markup(activity_svg(data.activity))  # noqa: S704
-    return template.render(report=data, chart=chart)
+    return template.render(report=data, chart=chart, bucket=bucket_name(data.activity))

@@ -289,12 +289,11 @@ class WorkspaceReader:
             raise InvalidQueryError("by", f"use one of {', '.join(_TOP_KEYS)}")
         model, where, _ = self._events_where(query)
         key, _label, array_join = _TOP_KEYS[by]
-        result = self.client.query(
+        rows = self._rows(
             f"SELECT uniqExact({key}) FROM `{model.table_name}` {array_join} WHERE {where.sql()}",
-            parameters=where.parameters,
-            settings=self.limits | where.settings,
+            where,
         )
-        return int(result.result_rows[0][0])
+        return int(rows[0][0])
 
     def _events_where(self, query: EventQuery) -> tuple[ReadModel, _Where, str]:
         model = self.model("audit_events")

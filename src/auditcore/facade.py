@@ -29,7 +29,7 @@ from auditcore.errors import (
     NotFoundError,
     StreamNotFoundError,
 )
-from auditcore.events.actions import ActionRegistry, default_registry
+from auditcore.events.actions import ActionRegistry, LazyCatalog, default_registry
 from auditcore.events.builtin import register_builtin_actions
 from auditcore.events.envelope import AuditEvent, to_utc
 from auditcore.events.factory import build_standalone_event
@@ -58,6 +58,7 @@ from auditcore.store.standalone import StandaloneEncoder
 if TYPE_CHECKING:
     from auditcore.integrity.service import Integrity
     from auditcore.integrity.settings import IntegritySettings
+    from auditcore.store.action_schemas import ActionCatalog
     from auditcore.store.heartbeats import Heartbeats
     from auditcore.store.secrets import ServerSecrets
 
@@ -96,9 +97,12 @@ class AuditCore:
     ) -> None:
         self.settings = settings or Settings()
         self._integrity_settings = integrity
-        self.registry = registry or default_registry
+        base = registry or default_registry
         # auditcore records its own events (keys issued, exports, reports) in any registry.
-        register_builtin_actions(self.registry)
+        register_builtin_actions(base)
+        self.catalog = LazyCatalog(self._open_catalog)
+        """Actions registered as data (JSON Schema) in the control database."""
+        self.registry = base if base.catalog is not None else base.with_catalog(self.catalog)
         self._dispatch_settings = dispatch or DispatchSettings()
         self._dispatcher: Dispatcher | None = None
         self._dispatcher_lock = threading.Lock()
@@ -114,6 +118,12 @@ class AuditCore:
         self.clickhouse_clients = ThreadClients(self.settings.clickhouse_target)
         """The calling thread's ClickHouse client (opened in that thread on first use)."""
         self._migrated = False
+
+    def _open_catalog(self) -> ActionCatalog:
+        # Imported here: SQLAlchemy takes a fifth of a second to import.
+        from auditcore.store.action_schemas import ActionCatalog  # noqa: PLC0415
+
+        return ActionCatalog(self.settings)
 
     @classmethod
     def from_env(
@@ -155,6 +165,7 @@ class AuditCore:
             self.projections.close()
         if "secrets" in self.__dict__:
             self.secrets.close()
+        self.catalog.close()
         self.app.close()
         if not drained:
             raise DispatcherDrainError(drained)

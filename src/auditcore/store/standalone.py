@@ -39,7 +39,7 @@ class StandaloneEncoder:
     def __init__(self, registry: ActionRegistry, mapper: Mapper[UUID]) -> None:
         self.registry = registry
         self.mapper = mapper
-        self._envelopes: dict[str, tuple[ActionSpec, type[AuditEvent]]] = {}
+        self._envelopes: dict[tuple[str, str | None], tuple[ActionSpec, type[AuditEvent]]] = {}
 
     def encode(
         self,
@@ -51,7 +51,7 @@ class StandaloneEncoder:
         provenance = with_ambient(provenance)
         if is_reserved(action):  # refused, as build_event refuses it
             return self._build(action, workspace_id, metadata, provenance)
-        spec = self.registry.spec(action)
+        spec = self.registry.spec(action, workspace_id if isinstance(workspace_id, str) else None)
         if not provenance.keys() <= PROVENANCE_FIELDS:
             return self._build(action, workspace_id, metadata, provenance)
         now = datetime.now(UTC)
@@ -93,9 +93,10 @@ class StandaloneEncoder:
             event = envelope.model_validate(fields)
         except ValidationError:
             return None
-        metadata = cast("BaseModel", event.metadata).model_dump(mode="json", exclude_none=True)
+        metadata = spec.dump(cast("BaseModel", event.metadata))
         if (
-            occurred_at_problems(event.occurred_at, now, self.registry.max_future)
+            spec.problems(metadata)
+            or occurred_at_problems(event.occurred_at, now, self.registry.max_future)
             or self.registry.limits.check(metadata)
             or len({(t.type, t.id) for t in event.targets}) != len(event.targets)
         ):
@@ -131,12 +132,14 @@ class StandaloneEncoder:
         return cast("AuditStoredEvent", self.mapper.to_stored_event(event))
 
     def _envelope_model(self, spec: ActionSpec) -> type[AuditEvent]:
-        known = self._envelopes.get(spec.name)
-        # Compared by identity: re-registering an action (replace=True) gets a new model.
+        key = (spec.name, spec.workspace_id)
+        known = self._envelopes.get(key)
+        # Compared by identity: re-registering an action (replace=True, or a new schema version
+        # in the catalog) gets a new model.
         if known is not None and known[0] is spec:
             return known[1]
         model = create_model(
-            f"AuditEvent[{spec.name}]", __base__=AuditEvent, metadata=(spec.schema, ...)
+            f"AuditEvent[{spec.name}]", __base__=AuditEvent, metadata=(spec.model, ...)
         )
-        self._envelopes[spec.name] = (spec, model)
+        self._envelopes[key] = (spec, model)
         return model

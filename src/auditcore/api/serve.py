@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ import uvicorn
 from auditcore.api.app import create_app
 from auditcore.api.config import ApiConfig, ResourceLimits, ServerTimeouts
 from auditcore.api.server import server_config
+from auditcore.cli_actions import ActionsOption, load_actions
 from auditcore.cli_options import (
     ClickHouseOption,
     ClusterOption,
@@ -50,14 +50,7 @@ def serve(
             "where `auditcore project --follow` runs as its own worker).",
         ),
     ] = None,
-    actions: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--actions",
-            help="Python module that registers your actions in auditcore.default_registry "
-            "(repeat).",
-        ),
-    ] = None,
+    actions: ActionsOption = None,
     max_body: Annotated[int, typer.Option(help="Largest request body, in bytes.")] = 1_048_576,
     max_batch: Annotated[int, typer.Option(help="Most events in one POST.")] = 1000,
     frame_ancestors: Annotated[
@@ -142,8 +135,7 @@ def serve(
     cluster: ClusterOption = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs) and the web viewer (at /)."""
-    for module in actions or []:
-        importlib.import_module(module)
+    load_actions(actions)
     with open_core(event_store, clickhouse, cluster) as audit:
         embedded = audit.settings.clickhouse_target.embedded
         config = ApiConfig(

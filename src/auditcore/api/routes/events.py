@@ -104,12 +104,36 @@ async def _record(
         items, locations = payload, [f"body[{index}]" for index in range(len(payload))]
     else:
         raise ApiError(422, "invalid_event", "send an event object or an array of events")
-    drafts = _drafts(items, locations, principal, context, idempotency_key)
-    try:
-        stored = await run_in_threadpool(found.audit.record_many, drafts)
-    except InvalidEventError as error:
-        raise InvalidEventError(error.action, _relocated(error.problems, locations)) from None
+    drafts, problems = _drafts(items, locations, principal, context, idempotency_key)
+    stored = await record_validated_whole(found, drafts, problems, locations)
     return Recorded(ids=[event.event_id for event in stored], items=stored)
+
+
+async def record_validated_whole(
+    found: Services,
+    drafts: list[tuple[int, dict[str, Any]]],
+    problems: list[tuple[str, str]],
+    locations: list[str],
+) -> list[AuditEvent]:
+    """Record the drafts (each with its index in the request) in one transaction, or answer
+    one 422 listing every problem of every event: ``problems`` (the request's shape) and
+    whatever validating each draft finds, in the order of the events."""
+    indexes = [index for index, _ in drafts]
+    built = [draft for _, draft in drafts]
+    try:
+        if problems:
+            await run_in_threadpool(found.audit.build_many, built)
+        else:
+            return await run_in_threadpool(found.audit.record_many, built)
+    except InvalidEventError as error:
+        problems = problems + _relocated(error.problems, [locations[i] for i in indexes])
+    problems.sort(key=lambda problem: _index(problem[0]))
+    raise InvalidEventError("(request)", problems)
+
+
+def _index(location: str) -> int:
+    match = re.match(r"body\[(\d+)\]", location)
+    return int(match.group(1)) if match else -1
 
 
 def _drafts(
@@ -118,7 +142,9 @@ def _drafts(
     principal: Principal,
     context: RequestContext,
     idempotency_key: str | None,
-) -> list[dict[str, Any]]:
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[str, str]]]:
+    """Each item that has an event's shape as ``record_many``'s draft, with its index; the
+    problems of the others."""
     problems: list[tuple[str, str]] = []
     drafts = []
     for index, (item, location) in enumerate(zip(items, locations, strict=True)):
@@ -140,22 +166,23 @@ def _drafts(
                 _IDEMPOTENCY_NAMESPACE, f"{principal.workspace_id}\n{idempotency_key}\n{index}"
             )
         drafts.append(
-            {
-                "action": given.action,
-                "workspace_id": principal.workspace_id,
-                "metadata": given.metadata,
-                "actor": given.actor
-                or Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
-                "targets": given.targets,
-                "source": given.source,
-                "context": _merged(context, given.context),
-                **({"event_id": event_id} if event_id else {}),
-                **({"occurred_at": given.occurred_at} if given.occurred_at else {}),
-            }
+            (
+                index,
+                {
+                    "action": given.action,
+                    "workspace_id": principal.workspace_id,
+                    "metadata": given.metadata,
+                    "actor": given.actor
+                    or Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
+                    "targets": given.targets,
+                    "source": given.source,
+                    "context": _merged(context, given.context),
+                    **({"event_id": event_id} if event_id else {}),
+                    **({"occurred_at": given.occurred_at} if given.occurred_at else {}),
+                },
+            )
         )
-    if problems:
-        raise InvalidEventError("(request)", problems)
-    return drafts
+    return drafts, problems
 
 
 def _merged(request: RequestContext, given: ClientContext | None) -> RequestContext:

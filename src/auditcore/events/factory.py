@@ -96,11 +96,23 @@ def build_event(
     if event is not None:
         if len({(t.type, t.id) for t in event.targets}) != len(event.targets):
             problems.append(("targets", "the same target (type, id) is listed more than once"))
+        problems += party_metadata_problems(registry, event)
         problems += registry.event_limits.check(event.targets, len(event.stored_json()))
         problems += occurred_at_problems(event.occurred_at, now, registry.max_future)
     if problems or event is None:
         raise InvalidEventError(action, [(loc.lstrip("."), msg) for loc, msg in problems])
     return event
+
+
+def party_metadata_problems(registry: ActionRegistry, event: AuditEvent) -> list[tuple[str, str]]:
+    """The actor's and targets' own metadata (WorkOS's) are bounded like an event's."""
+    problems = []
+    if event.actor.metadata is not None:
+        problems += registry.limits.check(event.actor.metadata, "actor.metadata")
+    for index, target in enumerate(event.targets):
+        if target.metadata is not None:
+            problems += registry.limits.check(target.metadata, f"targets[{index}].metadata")
+    return problems
 
 
 def unknown_fields(provenance: Provenance) -> list[tuple[str, str]]:

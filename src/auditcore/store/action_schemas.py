@@ -140,7 +140,9 @@ class ActionCatalog(SchemaCatalog):
                 "its schema cannot be replaced by data"
             )
         # Checks the name (pattern, length), the version and the schema (SchemaError).
-        ActionSpec(name, SchemaMetadata, version or 1, json_schema=schema)
+        ActionSpec(name, SchemaMetadata, json_schema=schema)
+        if version is not None and version < 1:
+            raise ValueError(f"action {name!r}: schema version must be >= 1")
         if len(description) > 500:
             raise ValueError("description: at most 500 characters")
         canonical = orjson.dumps(schema, option=orjson.OPT_SORT_KEYS).decode()

@@ -21,7 +21,11 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from auditcore.events.actions import ActionRegistry, ActionSpec
 from auditcore.events.envelope import AuditEvent
-from auditcore.events.factory import build_standalone_event, with_subject
+from auditcore.events.factory import (
+    build_standalone_event,
+    party_metadata_problems,
+    with_subject,
+)
 from auditcore.events.ids import new_event_id, stream_id_or_none
 from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
@@ -96,6 +100,7 @@ class StandaloneEncoder:
         metadata = spec.dump(cast("BaseModel", event.metadata))
         if (
             spec.problems(metadata)
+            or party_metadata_problems(self.registry, event)
             or occurred_at_problems(event.occurred_at, now, self.registry.max_future)
             or self.registry.limits.check(metadata)
             or len({(t.type, t.id) for t in event.targets}) != len(event.targets)

@@ -67,15 +67,27 @@ async def record_events(
 ) -> Recorded:
     """Validated as a whole and stored in one transaction: all events or none. Returns after
     commit, with the stored events (they are queryable once projected, within moments)."""
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise ApiError(
-            400, "invalid_request", "Idempotency-Key must be 1-255 visible ASCII characters"
-        )
+    idempotency_key_checked(idempotency_key)
     session = found.sessions.open(SessionKind.WRITE, principal)
     try:
         return await _record(request, found, principal, context, idempotency_key)
     finally:
         session.close()
+
+
+def idempotency_key_checked(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise ApiError(
+            400, "invalid_request", "Idempotency-Key must be 1-255 visible ASCII characters"
+        )
+
+
+def idempotent_event_id(workspace_id: str, idempotency_key: str | None, index: int) -> UUID | None:
+    """The id of a batch's ``index``-th event sent with ``Idempotency-Key`` (None without one):
+    the same key and place give the same id, so a retry records nothing new."""
+    if idempotency_key is None:
+        return None
+    return uuid5(_IDEMPOTENCY_NAMESPACE, f"{workspace_id}\n{idempotency_key}\n{index}")
 
 
 async def _record(
@@ -160,11 +172,9 @@ def _drafts(
                 f"{location}.workspace_id: this API key records in workspace "
                 f"{principal.workspace_id!r} only",
             )
-        event_id = given.event_id
-        if event_id is None and idempotency_key is not None:
-            event_id = uuid5(
-                _IDEMPOTENCY_NAMESPACE, f"{principal.workspace_id}\n{idempotency_key}\n{index}"
-            )
+        event_id = given.event_id or idempotent_event_id(
+            principal.workspace_id, idempotency_key, index
+        )
         drafts.append(
             (
                 index,

@@ -49,9 +49,13 @@ class SchemaError(ValueError):
     """A JSON Schema that cannot be registered; the message says why, in one line."""
 
 
+_QUIET = re2.Options()
+_QUIET.log_errors = False  # a refused pattern is reported by us, not logged to stderr by RE2
+
+
 @lru_cache(maxsize=4096)
 def _regex(pattern: str) -> Any:
-    return re2.compile(pattern)
+    return re2.compile(pattern, _QUIET)
 
 
 def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[ValidationError]:
@@ -70,10 +74,22 @@ def _pattern_properties(
                 yield from validator.descend(value, subschema, path=key, schema_path=pattern)
 
 
+def _required(
+    validator: Any, required: list[str], instance: Any, schema: Any
+) -> Iterator[ValidationError]:
+    """Located at the missing key (``metadata.commit: Field required``), as pydantic says it."""
+    if not validator.is_type(instance, "object"):
+        return
+    for key in required:
+        if key not in instance:
+            yield ValidationError("Field required", path=[key])
+
+
 Validator = validators.extend(
-    Draft202012Validator, {"pattern": _pattern, "patternProperties": _pattern_properties}
+    Draft202012Validator,
+    {"pattern": _pattern, "patternProperties": _pattern_properties, "required": _required},
 )
-"""Draft 2020-12, with patterns on RE2 (linear time)."""
+"""Draft 2020-12, with patterns on RE2 (linear time) and missing keys located at the key."""
 
 
 class JsonSchemaCheck:
@@ -210,8 +226,11 @@ def _walk(node: Any, depth: int) -> None:
         try:
             _regex(pattern)
         except re2.error as error:
+            reason = (
+                error.args[0].decode() if error.args and isinstance(error.args[0], bytes) else error
+            )
             raise SchemaError(
-                f"pattern {pattern[:80]!r} is not supported ({error}); patterns run on RE2: "
+                f"pattern {pattern[:80]!r} is not supported ({reason}); patterns run on RE2: "
                 "no look-around or back-references"
             ) from None
     for value in node.values():

@@ -98,19 +98,12 @@ class JsonSchemaCheck:
     def __init__(self, schema: Mapping[str, Any]) -> None:
         self.schema = schema
         self._validator = Validator(schema)
+        self._declared = _plainly_declared(schema)
 
     def problems(self, metadata: Any, prefix: str = "metadata") -> list[tuple[str, str]]:
         try:
             errors = sorted(self._validator.iter_errors(metadata), key=lambda e: list(e.path))
-            undeclared = (
-                [
-                    key
-                    for key in metadata
-                    if not _declares(self._validator, self.schema, key, metadata)
-                ]
-                if isinstance(metadata, dict)
-                else []
-            )
+            undeclared = self._undeclared(metadata) if isinstance(metadata, dict) else []
         except RecursionError:
             return [(prefix, "the action's schema refers to itself without end")]
         except Unresolvable as error:
@@ -125,6 +118,33 @@ class JsonSchemaCheck:
                 location += f"[{part}]" if isinstance(part, int) else f".{part}"
             found.append((location, found_error.message))
         return found
+
+    def _undeclared(self, metadata: dict[str, Any]) -> list[str]:
+        if self._declared is None:
+            return [k for k in metadata if not _declares(self._validator, self.schema, k, metadata)]
+        names, patterns, open_ = self._declared
+        if open_:
+            return []
+        return [
+            key
+            for key in metadata
+            if key not in names and not any(pattern.search(key) for pattern in patterns)
+        ]
+
+
+def _plainly_declared(schema: Mapping[str, Any]) -> tuple[frozenset[str], list[Any], bool] | None:
+    """For a schema that composes nothing at its top (the common case), what it declares there:
+    its ``properties``, its ``patternProperties`` and whether any other key is let through;
+    None for one that composes (``$ref``, ``allOf``, ``if`` …), checked key by key instead."""
+    composing = ("$ref", "$dynamicRef", "allOf", "anyOf", "oneOf", "if", "dependentSchemas")
+    if any(keyword in schema for keyword in composing):
+        return None
+    open_ = any(
+        keyword in schema and schema[keyword] is not False
+        for keyword in ("additionalProperties", "unevaluatedProperties")
+    )
+    patterns = [_regex(pattern) for pattern in schema.get("patternProperties", {})]
+    return frozenset(schema.get("properties", {})), patterns, open_
 
 
 def _declares(validator: Any, schema: Any, key: str, instance: dict[str, Any]) -> bool:

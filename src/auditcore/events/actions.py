@@ -15,14 +15,16 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from auditcore.errors import InvalidEventError, UnknownActionError
 from auditcore.events.envelope import ACTION_MAX_LENGTH, ACTION_PATTERN, PATTERN_RULES
-from auditcore.events.json_schemas import JsonSchemaCheck, compile_schema
 from auditcore.events.limits import EventLimits, MetadataLimits, default_max_future
+
+if TYPE_CHECKING:
+    from auditcore.events.json_schemas import JsonSchemaCheck
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns metadata of schema version ``n`` into metadata of version ``n + 1``."""
@@ -80,7 +82,13 @@ class ActionSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "model", strict_model(self.schema, self.extra_keys))
-        check = None if self.json_schema is None else compile_schema(self.json_schema)
+        check = None
+        if self.json_schema is not None:
+            # Imported here: jsonschema takes a tenth of a second to import, and only a process
+            # that meets an action registered as data needs it.
+            from auditcore.events.json_schemas import compile_schema  # noqa: PLC0415
+
+            check = compile_schema(self.json_schema)
         object.__setattr__(self, "check", check)
         if not re.fullmatch(ACTION_PATTERN, self.name):
             raise ValueError(

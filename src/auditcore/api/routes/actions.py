@@ -121,7 +121,7 @@ def list_actions(found: ServicesDep, principal: Reading) -> list[ActionOut]:
             version=spec.version,
             defined="python",
             workspace_id=None,
-            schema=spec.schema.model_json_schema(),
+            schema=spec.model.model_json_schema(),
         )
         for spec in found.audit.registry
         if not spec.name.startswith("auditcore.")

@@ -82,12 +82,15 @@ def idempotency_key_checked(idempotency_key: str | None) -> None:
         )
 
 
-def idempotent_event_id(workspace_id: str, idempotency_key: str | None, index: int) -> UUID | None:
-    """The id of a batch's ``index``-th event sent with ``Idempotency-Key`` (None without one):
-    the same key and place give the same id, so a retry records nothing new."""
+def idempotent_event_id(
+    workspace_id: str, idempotency_key: str | None, place: int | str
+) -> UUID | None:
+    """The id of the event at ``place`` (a batch's index, or a route's own name) sent with
+    ``Idempotency-Key`` (None without one): the same key and place give the same id, so a
+    retry records nothing new."""
     if idempotency_key is None:
         return None
-    return uuid5(_IDEMPOTENCY_NAMESPACE, f"{workspace_id}\n{idempotency_key}\n{index}")
+    return uuid5(_IDEMPOTENCY_NAMESPACE, f"{workspace_id}\n{idempotency_key}\n{place}")
 
 
 async def _record(

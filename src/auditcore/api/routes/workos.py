@@ -15,7 +15,7 @@ Every field lands on the envelope (the mapping is in the README, "WorkOS-compati
   IP address; ``context.user_agent`` → ``context.user_agent``.
 
 An ``Idempotency-Key`` header makes a retry record nothing new (the event's id is derived from
-the workspace and the key, as on ``POST /v1/events``). A field WorkOS does not define is
+the workspace and the key, in a key space of this route's own). A field WorkOS does not define is
 refused, not dropped; every problem of the event comes in one 422.
 """
 
@@ -92,7 +92,9 @@ async def create_event(
                 f"{principal.workspace_id!r} only",
             )
         draft = _draft(given.event, principal.workspace_id, context)
-        event_id = idempotent_event_id(principal.workspace_id, idempotency_key, 0)
+        # Keys of this route are a space of their own: the same key on /v1/events is another
+        # event, not a conflict.
+        event_id = idempotent_event_id(principal.workspace_id, idempotency_key, "workos")
         if event_id is not None:
             draft["event_id"] = event_id
         stored = await record_validated_whole(found, [(0, draft)], [], ["body.event"])

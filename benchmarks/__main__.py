@@ -12,6 +12,10 @@ WORKLOADS = {
         "quick": lambda: append.run(single=1_000, batched=20_000, dispatched=20_000, repeats=1),
         "full": lambda: append.run(single=10_000, batched=200_000, dispatched=500_000, repeats=3),
     },
+    "validation": {
+        "quick": lambda: append.run_validation(count=5_000, repeats=1),
+        "full": lambda: append.run_validation(count=200_000, repeats=3),
+    },
     "live": {
         "quick": lambda: live.run(events=20_000, samples=30),
         "full": lambda: live.run(events=1_000_000, samples=300),

@@ -17,8 +17,10 @@ from uuid import uuid4
 import psycopg
 from eventsourcing.application import Application
 from eventsourcing.domain import Aggregate, event
+from pydantic import BaseModel, ConfigDict, Field
 
 from auditcore import AuditCore, Settings
+from auditcore.events.actions import ActionRegistry, default_registry
 from auditcore.store.dispatcher import DispatchSettings
 from benchmarks.common import (
     Measurement,
@@ -77,6 +79,98 @@ def library_batches(url: str, count: int, size: int = 1000) -> Measurement:
 
         done, seconds = timed(save_all)
     return Measurement(f"eventsourcing: save(*{size})", done, seconds)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoggedIn(_Strict):
+    method: str = Field(max_length=20)
+    mfa: bool
+
+
+class SettingChanged(_Strict):
+    setting: str = Field(max_length=40)
+    old: str = Field(max_length=500)
+    new: str = Field(max_length=500)
+
+
+class KeyUsed(_Strict):
+    route: str = Field(max_length=200)
+    status: int = Field(ge=100, le=599)
+
+
+TYPED = {"user.logged_in": LoggedIn, "settings.updated": SettingChanged, "api_key.used": KeyUsed}
+"""The benchmark's own actions with typed metadata, as pydantic models and (below) the same
+rules as JSON Schema: the two ways to declare an action, compared per event."""
+
+
+def typed_registry() -> ActionRegistry:
+    registry = default_registry.copy()
+    for name, model in TYPED.items():
+        registry.register(name, model)
+    return registry
+
+
+def schema_registry(audit: AuditCore) -> None:
+    for name, model in TYPED.items():
+        audit.register_action(name, model.model_json_schema(), registered_by="benchmark")
+
+
+def validation(url: str, count: int, kind: str, path: str) -> Measurement:
+    """Validating events (envelope and metadata; nothing stored) with the actions declared one
+    way or the other, on ``dispatch()``'s one-pass encoder or ``record()``'s model path."""
+    registry = typed_registry() if kind == "pydantic" else default_registry.copy()
+    with AuditCore(Settings(url), registry=registry) as audit:
+        if kind == "JSON Schema":
+            schema_registry(audit)
+        drafts = [d for d in realistic_drafts(count) if d["action"] in TYPED]
+        audit.build_draft(drafts[0])  # the catalog is read once, before timing
+
+        def encode_all() -> int:
+            for draft in drafts:
+                fields = dict(draft)
+                action, workspace = fields.pop("action"), fields.pop("workspace_id")
+                encode(action, workspace, fields.pop("metadata"), fields)
+            return len(drafts)
+
+        def build_all() -> int:
+            for draft in drafts:
+                audit.build_draft(draft)
+            return len(drafts)
+
+        encode = audit._standalone.encode
+        done, seconds = timed(encode_all if path == "dispatch" else build_all)
+    return Measurement(
+        f"{path}() validation, metadata as {kind}",
+        done,
+        seconds,
+        note=f"{seconds / max(done, 1) * 1e6:.1f} µs per event, nothing stored",
+    )
+
+
+def run_validation(count: int, repeats: int) -> list[Measurement]:
+    """Per-event cost of validating against a JSON Schema action against a pydantic one."""
+    rows = []
+    for path in ("dispatch", "record"):
+        for kind in ("pydantic", "JSON Schema"):
+            runs = []
+            for attempt in range(1, repeats + 1):
+                console.print(f"{path}() validation, {kind} ({attempt}/{repeats}) …")
+                with fresh_database(f"ac_bench_validate_{uuid4().hex[:4]}") as url:
+                    runs.append(validation(url, count, kind, path))
+            runs.sort(key=lambda run: run.rate)
+            middle = runs[len(runs) // 2]
+            middle.samples = [run.rate for run in runs]
+            rows.append(middle)
+    report(
+        f"validation — pydantic against JSON Schema actions, median of {repeats}",
+        rows,
+        baseline="dispatch() validation, metadata as pydantic",
+        extra={"events": count, "repeats": repeats},
+    )
+    return rows
 
 
 def auditcore_record(url: str, count: int) -> Measurement:

@@ -55,6 +55,11 @@ AUDIT_EVENTS = register(
                 Column("target_types", "Array(LowCardinality(String))", expr=f.each_target("type")),
                 Column("target_ids", "Array(String)", expr=f.each_target("id")),
                 Column("target_names", "Array(String)", expr=f.each_target("name")),
+                # The actor's and each target's own metadata (WorkOS's), JSON text; '' if none.
+                Column(
+                    "actor_metadata", "String", "CODEC(ZSTD(3))", expr=f.optional("actor.metadata")
+                ),
+                Column("target_metadata", "Array(String)", expr=f.each_target("metadata")),
                 Column("source", "LowCardinality(String)"),
                 Column(
                     "recorded_at",
@@ -69,6 +74,7 @@ AUDIT_EVENTS = register(
                 Column("request_id", "String", expr=f.optional("context.request_id")),
                 # The API key that wrote the event (HTTP API), whatever actor it names.
                 Column("api_key_id", "String", expr=f.optional("context.api_key_id")),
+                Column("location", "String", expr=f.optional("context.location")),
                 Column("metadata", "String", "CODEC(ZSTD(3))"),
                 Column("search_text", "String", "CODEC(ZSTD(3))", expr=SEARCHABLE),
             ),

@@ -313,7 +313,7 @@ def test_bad_writes_are_refused_with_where_and_why_and_store_nothing(api: Deploy
         )
         assert bad_metadata.status_code == 422
         assert list(_problems(bad_metadata)) == ["body[1].metadata.severity"]
-        bad_actor = client.post("/v1/events", json={**INCIDENT, "actor": {"type": "robot"}})
+        bad_actor = client.post("/v1/events", json={**INCIDENT, "actor": {"type": "robot arm"}})
         assert set(_problems(bad_actor)) == {"body.actor.id", "body.actor.type"}
         naive = client.post("/v1/events", json={**INCIDENT, "occurred_at": "2026-11-25T10:00:00"})
         assert "body.occurred_at" in _problems(naive)

@@ -183,17 +183,23 @@ HOSTILE = (
 
 def _hostile_events(audit: AuditCore) -> None:
     for index, text in enumerate(HOSTILE):
+        party = {"role": text[:500], "level": index, "ok": True} if index % 2 else None
         audit.record(
             "note.added",
             workspace_id="acme",
             metadata={"body": text[:500], "z": 1.5, "a": -0.0, "flag": True, "none": None, "n": -7},
-            actor=Actor(id=f"actor {text}"[:200], name=text[:256] or None),
+            # WorkOS's own fields on every other event: present, absent, and hostile too.
+            actor=Actor(id=f"actor {text}"[:200], name=text[:256] or None, metadata=party),
             targets=[
-                Target(type="document", id=f"doc{index}", name=text[:256] or None),
+                Target(type="document", id=f"doc{index}", name=text[:256] or None, metadata=party),
                 Target(type="file.v2", id=text[:100] or "empty", name=None),
             ],
             source=("api", "cli", "dashboard")[index % 3],
-            context=RequestContext(user_agent=text[:1024] or None, request_id=text[:64] or None),
+            context=RequestContext(
+                user_agent=text[:1024] or None,
+                request_id=text[:64] or None,
+                location=(text[:256] or "203.0.113.9") if index % 2 else None,
+            ),
             occurred_at=datetime(1900 + index * 5, 1 + index % 12, 1 + index, index % 24,
                                  tzinfo=UTC) + timedelta(microseconds=index * 99_999 % 1_000_000),
         )  # fmt: skip
@@ -202,9 +208,9 @@ def _hostile_events(audit: AuditCore) -> None:
 def _same_cells(exported: list[str], expected: list[str]) -> None:
     """The same cells; JSON cells the same JSON (ClickHouse may escape U+2028 or write a
     control character's hex in capitals, which JSON reads the same)."""
-    json_columns = {CSV_COLUMNS.index("targets"), CSV_COLUMNS.index("metadata")}
+    json_columns = {CSV_COLUMNS.index(c) for c in ("targets", "metadata", "actor_metadata")}
     for index, (got, want) in enumerate(zip(exported, expected, strict=True)):
-        if index in json_columns:
+        if index in json_columns and (got or want):
             assert json.loads(got) == json.loads(want), CSV_COLUMNS[index]
         else:
             assert got == want, (CSV_COLUMNS[index], got, want)

@@ -209,7 +209,7 @@ def test_metadata_is_stored_without_nulls_with_sorted_keys_and_its_schema_versio
     assert stored.state.endswith(
         b'"metadata":{"labels":{"a":[null],"b":1},"replicas":3,"service":"api"}}'
     )
-    assert ENCODER._envelopes["service.deployed"][0] is REGISTRY.spec("service.deployed")
+    assert ENCODER._envelopes[("service.deployed", None)][0] is REGISTRY.spec("service.deployed")
 
 
 def test_each_event_gets_a_fresh_id_that_names_its_stream_and_is_stamped_now() -> None:

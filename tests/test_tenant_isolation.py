@@ -62,6 +62,8 @@ class Victim:
     future_id: UUID = field(default_factory=uuid4)
     future_key: str = field(default_factory=lambda: f"a-next-{uuid4().hex}")
     key_id: str = ""
+    action: str = ""
+    """An action A registered as JSON Schema, for A only."""
 
     def markers(self) -> set[str]:
         """Strings of A's that no answer to B may hold (unless B sent that very string)."""
@@ -75,6 +77,7 @@ class Victim:
             self.target_id,
             self.service,
             self.key_id,
+            self.action,
             *self.used_key_ids,
         }
 
@@ -114,6 +117,7 @@ def world(pg_settings: Settings) -> Iterator[World]:
         for workspace in (A, B, C):
             directory.create_workspace(workspace)
             keys[workspace] = directory.create_key(workspace, "rw", [Scope.READ, Scope.WRITE]).token
+            keys[f"{workspace}_admin"] = directory.create_key(workspace, "ops", [Scope.ADMIN]).token
         app = create_app(audit, directory, config)
         try:
             with ServerThread(app) as server:
@@ -156,6 +160,13 @@ def _populate(api: Deployment) -> tuple[Victim, str]:
             targets=[{"type": "document", "id": target_id, "name": SECRET}],
         ),
     )
+    action = f"zq7.acme_private_{uuid4().hex[:8]}"
+    with api.client(f"{A}_admin") as admin:
+        registered = admin.post(
+            f"/v1/actions/{action}/schemas",
+            json={"schema": {"properties": {"zq7": {"type": "string"}}}, "description": SECRET},
+        )
+        assert registered.status_code == 201, registered.text
     used_key = f"a-used-{uuid4().hex}"
     used = _post(api, A, [_event(f"{SECRET} keyed")], **{"Idempotency-Key": used_key})
     incident = Incident.open(A, title=SECRET, severity="sev1", service=service)
@@ -182,6 +193,7 @@ def _populate(api: Deployment) -> tuple[Victim, str]:
         used_key=used_key,
         used_key_ids=used.json()["ids"],
         key_id=api.keys[A].split("_")[1],
+        action=action,
     )
     return victim, _cursor(api, C)
 
@@ -193,7 +205,19 @@ def _cursor(api: Deployment, key: str) -> str:
     return cursor
 
 
-def _probes(victim: Victim, cursor_elsewhere: str) -> list[Probe]:
+def _workos(action: object, **headers: str) -> dict[str, Any]:
+    event = {
+        "action": action,
+        "occurred_at": datetime.now(UTC).isoformat(),
+        "actor": {"type": "user", "id": "user_b"},
+        "targets": [],
+        "metadata": {"body": "hello"},
+    }
+    body = {"organization_id": B, "event": event}
+    return {"method": "POST", "url": "/audit_logs/events", "json": body, "headers": headers}
+
+
+def _probes(victim: Victim, cursor_elsewhere: str, admin: str) -> list[Probe]:
     def get(url: str, **params: object) -> Callable[[object], dict[str, Any]]:
         return lambda value: {
             "method": "GET",
@@ -309,7 +333,35 @@ def _probes(victim: Victim, cursor_elsewhere: str) -> list[Probe]:
             },
         ),
     ]
+    reads.append(
+        Probe(
+            "/audit_logs/events",
+            "A's own action, registered for A only",
+            v.action,
+            f"zq7.other_{uuid4().hex[:8]}",
+            _workos,
+        )
+    )
     writes = [
+        Probe(
+            "/audit_logs/events",
+            "A's idempotency key",
+            v.used_key,
+            f"b-{uuid4().hex}",
+            lambda value: _workos("incident.comment_added", **{"Idempotency-Key": str(value)}),
+        ),
+        Probe(
+            "/v1/actions/{name}/schemas",
+            "A's action name, registered by B's admin key for B",
+            v.action,
+            f"zq7.other_{uuid4().hex[:8]}",
+            lambda value: {
+                "method": "POST",
+                "url": f"/v1/actions/{value}/schemas",
+                "json": {"schema": {"additionalProperties": True}},
+                "headers": {"Authorization": f"Bearer {admin}"},
+            },
+        ),
         Probe("/v1/events", "A's event id", v.event_id, uuid4(), post),
         Probe("/v1/events", "A's aggregate event id", v.incident_event_id, uuid4(), post),
         Probe("/v1/events", "an id A is about to use", v.future_id, uuid4(), post),
@@ -360,6 +412,7 @@ def _derived(value: object) -> dict[str, str]:
         derived[str(stream_id_for(B, UUID(text)))] = "<probed stream>"
     except ValueError:
         derived[str(uuid5(_IDEMPOTENCY_NAMESPACE, f"{B}\n{text}\n0"))] = "<keyed id>"
+        derived[str(uuid5(_IDEMPOTENCY_NAMESPACE, f"{B}\n{text}\nworkos"))] = "<keyed id>"
         derived[str(stream_id_for(B, uuid5(_IDEMPOTENCY_NAMESPACE, f"{B}\n{text}\n0")))] = (
             "<keyed stream>"
         )
@@ -397,6 +450,7 @@ _PLAIN = {
     "/healthz": "/healthz",
     "/readyz": "/readyz",
     "/v1/models": "/v1/models",
+    "/v1/actions": "/v1/actions",
     "/v1/dead-letters": "/v1/dead-letters?status=all",
     "/v1/checkpoints/latest": "/v1/checkpoints/latest",
     "/v1/checkpoints/public-key": "/v1/checkpoints/public-key",
@@ -407,7 +461,7 @@ _PLAIN = {
 
 def test_no_answer_to_one_workspace_depends_on_anothers_data(world: World) -> None:
     api, victim = world.api, world.victim
-    probes = _probes(victim, world.cursor_elsewhere)
+    probes = _probes(victim, world.cursor_elsewhere, api.keys[f"{B}_admin"])
     probed = {p.route for p in probes} | set(_PLAIN) | {"/v1/live"}
     assert probed == _routes(world.app), "probe every route of the API here"
 

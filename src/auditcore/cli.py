@@ -19,6 +19,7 @@ from rich.live import Live
 from rich.table import Table
 
 from auditcore.api.serve import serve
+from auditcore.cli_actions import ActionsOption, actions_app, load_actions
 from auditcore.cli_options import (
     ClickHouseOption,
     ClusterOption,
@@ -73,6 +74,7 @@ app.add_typer(projections_app, name="projections")
 app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(keys_app, name="keys")
 app.add_typer(integrity_app, name="integrity")
+app.add_typer(actions_app, name="actions")
 app.command()(serve)
 app.command()(verify)
 
@@ -478,10 +480,15 @@ def record(
     event_id: Annotated[
         UUID | None, typer.Option(help="Idempotency key: re-sending records nothing new.")
     ] = None,
+    modules: ActionsOption = None,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     output: FormatOption = OutputFormat.TABLE,
 ) -> None:
-    """Record one standalone event (in the event store; `project` makes it queryable)."""
+    """Record one standalone event (in the event store; `project` makes it queryable).
+
+    The action is one registered in Python (built in, or by --actions) or as JSON Schema
+    (`auditcore actions register`)."""
+    load_actions(modules)
     try:
         parsed_metadata: Any = json.loads(metadata)
     except json.JSONDecodeError as error:
@@ -503,6 +510,7 @@ def import_events(
     path: Annotated[
         typer.FileText, typer.Argument(help="JSON Lines: one event per line, as record() takes it.")
     ],
+    modules: ActionsOption = None,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
 ) -> None:
     """Dispatch every event of a JSON Lines file in batches, then show the dispatcher's stats.
@@ -512,6 +520,7 @@ def import_events(
     line is reported with its number and skipped; lines with an event_id already stored are not
     stored twice.
     """
+    load_actions(modules)
     problems: list[tuple[int, str]] = []
     with open_core(event_store) as audit, EventsProgress(console) as progress:
         advance = progress.track("dispatching", None)
@@ -827,26 +836,6 @@ def stats(
     else:
         for row in rows:
             console.out(json.dumps(row), highlight=False)
-
-
-@app.command()
-def actions() -> None:
-    """List the registered actions and their metadata fields."""
-    from auditcore.demo import register_product_actions  # noqa: PLC0415
-    from auditcore.events.actions import default_registry  # noqa: PLC0415
-
-    registry = default_registry.copy()
-    register_product_actions(registry)
-    table = Table(title="Registered actions", title_justify="left")
-    for column in ("action", "schema version", "metadata fields"):
-        table.add_column(column)
-    for spec in registry:
-        fields = ", ".join(
-            f"{name}{'' if info.is_required() else '?'}"
-            for name, info in spec.schema.model_fields.items()
-        )
-        table.add_row(spec.name, str(spec.version), fields or "(none)")
-    console.print(table)
 
 
 AGGREGATES: dict[str, type[AuditedAggregate]] = {

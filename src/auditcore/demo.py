@@ -12,7 +12,6 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from auditcore.domain import Incident, Monitor
 from auditcore.errors import DomainRuleError
-from auditcore.events.actions import ActionRegistry
 from auditcore.events.envelope import Actor, ActorType, AuditEvent, RequestContext, Target
 from auditcore.events.provenance import acting_as
 from auditcore.facade import AuditCore
@@ -37,11 +36,19 @@ class SettingUpdated(BaseModel):
     new_value: str = Field(max_length=500)
 
 
-def register_product_actions(registry: ActionRegistry) -> None:
-    """A product's own standalone actions, as a team using auditcore would declare them."""
-    registry.register("member.invited", MemberInvited)
-    registry.register("api_key.created", ApiKeyCreated)
-    registry.register("settings.updated", SettingUpdated)
+PRODUCT_ACTIONS: dict[str, type[BaseModel]] = {
+    "member.invited": MemberInvited,
+    "api_key.created": ApiKeyCreated,
+    "settings.updated": SettingUpdated,
+}
+
+
+def register_product_actions(audit: AuditCore) -> None:
+    """A product's own standalone actions, registered as data (their JSON Schema, for every
+    workspace) as a team would with ``auditcore actions register``: every process sees them,
+    and registering the same schemas again (a second demo) adds nothing."""
+    for name, model in PRODUCT_ACTIONS.items():
+        audit.register_action(name, model.model_json_schema(), registered_by="auditcore demo")
 
 
 ALICE = Actor(id="user_alice", type=ActorType.USER, name="Alice Martin")
@@ -67,7 +74,7 @@ class DemoRun:
 
 
 def run_demo(audit: AuditCore, workspace_id: str) -> DemoRun:
-    register_product_actions(audit.registry)
+    register_product_actions(audit)
     run = DemoRun()
     clock = _clock(datetime.now(UTC) - timedelta(hours=5))
 

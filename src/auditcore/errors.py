@@ -39,7 +39,9 @@ class UnknownActionError(InvalidEventError):
                 (
                     "action",
                     f"{action!r} is not a registered action{hint} "
-                    "Register it with ActionRegistry.register() before recording it.",
+                    "Register its metadata schema first: `auditcore actions register NAME "
+                    "--schema FILE`, POST /v1/actions/NAME/schemas (an admin key), or "
+                    "ActionRegistry.register() in Python.",
                 )
             ],
         )

@@ -29,7 +29,7 @@ from auditcore.errors import (
     NotFoundError,
     StreamNotFoundError,
 )
-from auditcore.events.actions import ActionRegistry, default_registry
+from auditcore.events.actions import ActionRegistry, LazyCatalog, default_registry
 from auditcore.events.builtin import register_builtin_actions
 from auditcore.events.envelope import AuditEvent, to_utc
 from auditcore.events.factory import build_standalone_event
@@ -58,6 +58,7 @@ from auditcore.store.standalone import StandaloneEncoder
 if TYPE_CHECKING:
     from auditcore.integrity.service import Integrity
     from auditcore.integrity.settings import IntegritySettings
+    from auditcore.store.action_schemas import ActionCatalog, Registered
     from auditcore.store.heartbeats import Heartbeats
     from auditcore.store.secrets import ServerSecrets
 
@@ -96,9 +97,12 @@ class AuditCore:
     ) -> None:
         self.settings = settings or Settings()
         self._integrity_settings = integrity
-        self.registry = registry or default_registry
+        base = registry or default_registry
         # auditcore records its own events (keys issued, exports, reports) in any registry.
-        register_builtin_actions(self.registry)
+        register_builtin_actions(base)
+        self.catalog = LazyCatalog(lambda: self.action_schemas)
+        """Actions registered as data (JSON Schema) in the control database."""
+        self.registry = base if base.catalog is not None else base.with_catalog(self.catalog)
         self._dispatch_settings = dispatch or DispatchSettings()
         self._dispatcher: Dispatcher | None = None
         self._dispatcher_lock = threading.Lock()
@@ -114,6 +118,39 @@ class AuditCore:
         self.clickhouse_clients = ThreadClients(self.settings.clickhouse_target)
         """The calling thread's ClickHouse client (opened in that thread on first use)."""
         self._migrated = False
+
+    @cached_property
+    def action_schemas(self) -> ActionCatalog:
+        """The control database's action schemas (``register_action`` adds one)."""
+        # Imported here: SQLAlchemy takes a fifth of a second to import.
+        from auditcore.store.action_schemas import ActionCatalog  # noqa: PLC0415
+
+        return ActionCatalog(self.settings)
+
+    def register_action(
+        self,
+        name: str,
+        schema: Any,
+        *,
+        workspace_id: str | None = None,
+        version: int | None = None,
+        description: str = "",
+        registered_by: str = "python",
+    ) -> Registered:
+        """Register an action's metadata schema as JSON Schema (draft 2020-12), for one
+        workspace or (``workspace_id=None``) every workspace, seen by every process of the
+        installation. Same schema again: nothing new; a different one: the next version.
+        Raises ``ValueError`` (``SchemaError`` for the schema) saying what is wrong."""
+        python_actions = frozenset(spec.name for spec in self.registry)
+        return self.action_schemas.register(
+            name,
+            schema,
+            workspace_id=workspace_id,
+            version=version,
+            description=description,
+            registered_by=registered_by,
+            python_actions=python_actions,
+        )
 
     @classmethod
     def from_env(
@@ -155,6 +192,8 @@ class AuditCore:
             self.projections.close()
         if "secrets" in self.__dict__:
             self.secrets.close()
+        if "action_schemas" in self.__dict__:
+            self.action_schemas.close()
         self.app.close()
         if not drained:
             raise DispatcherDrainError(drained)
@@ -220,8 +259,14 @@ class AuditCore:
             )
         action, workspace_id = fields.pop("action"), fields.pop("workspace_id")
         metadata = fields.pop("metadata", None)
+        schema_version = fields.pop("schema_version", None)
         return build_standalone_event(
-            self.registry, action, workspace_id, metadata, cast("Provenance", fields)
+            self.registry,
+            action,
+            workspace_id,
+            metadata,
+            cast("Provenance", fields),
+            schema_version=schema_version,
         )
 
     def dispatch(
@@ -274,18 +319,29 @@ class AuditCore:
 
     def record_many(self, drafts: Iterable[Mapping[str, Any]]) -> list[AuditEvent]:
         """Record many standalone events in one transaction; each draft takes ``record``'s
-        keyword arguments (``action`` and ``workspace_id`` required). Every draft is validated
-        before anything is stored: one invalid draft stores none, and the error names it."""
-        events = []
+        keyword arguments (``action`` and ``workspace_id`` required). The batch is validated
+        whole before anything is stored: one invalid draft stores none, and the error lists
+        every problem of every draft (``build_many``)."""
+        return self._store(self.build_many(drafts))
+
+    def build_many(self, drafts: Iterable[Mapping[str, Any]]) -> list[AuditEvent]:
+        """Validate every draft; ``InvalidEventError`` lists every problem of every draft,
+        each located at its draft's index (``[3].metadata.email``)."""
+        events: list[AuditEvent] = []
+        problems: list[tuple[str, str]] = []
+        failed: list[str] = []
         for index, draft in enumerate(drafts):
             try:
                 events.append(self.build_draft(draft))
             except InvalidEventError as error:
-                raise InvalidEventError(
-                    error.action,
-                    [(f"[{index}].{where}".rstrip("."), what) for where, what in error.problems],
-                ) from None
-        return self._store(events)
+                failed.append(str(error.action))
+                problems += [
+                    (f"[{index}].{where}".rstrip("."), what) for where, what in error.problems
+                ]
+        if problems:
+            action = failed[0] if len(failed) == 1 else f"{len(failed)} events of the batch"
+            raise InvalidEventError(action, problems)
+        return events
 
     def update(
         self,

@@ -23,6 +23,7 @@ from auditcore.api.middleware import RequestIdAndBodyLimit
 from auditcore.api.openapi import build_openapi
 from auditcore.api.pacing import CpuPacer
 from auditcore.api.routes import (
+    actions,
     deadletters,
     events,
     export,
@@ -32,6 +33,7 @@ from auditcore.api.routes import (
     models,
     reports,
     stats,
+    workos,
 )
 from auditcore.api.sessions import SessionKind, Sessions
 from auditcore.facade import AuditCore
@@ -106,7 +108,20 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     install_error_handlers(app)
     install_docs(app)
     # The export route first: /v1/events/export is not an event id.
-    for module in (export, events, integrity, stats, live, models, deadletters, reports, health):
+    routes = (
+        export,
+        events,
+        actions,
+        workos,
+        integrity,
+        stats,
+        live,
+        models,
+        deadletters,
+        reports,
+        health,
+    )
+    for module in routes:
         app.include_router(module.router, responses={} if module is health else LIMITED)
     app.mount("/assets", StaticFiles(directory=str(STATIC)), name="assets")
 

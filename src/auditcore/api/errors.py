@@ -45,6 +45,10 @@ ERROR_BODY: dict[str, Any] = {
                         "properties": {
                             "location": {"type": "string"},
                             "message": {"type": "string"},
+                            "index": {
+                                "type": "integer",
+                                "description": "In a batch: the event's index in it.",
+                            },
                         },
                         "required": ["location", "message"],
                     },
@@ -91,8 +95,20 @@ def error_response(
         "request_id": getattr(request.state, "request_id", None),
     }
     if problems:
-        body["problems"] = [{"location": where, "message": what} for where, what in problems]
+        body["problems"] = [_problem(where, what) for where, what in problems]
     return JSONResponse({"error": body}, status_code=status, headers=headers)
+
+
+def _problem(where: str, what: str) -> dict[str, Any]:
+    """A problem as the error body lists it; one in a batch's event says which (``index``)."""
+    found = _BATCH_INDEX.match(where)
+    problem: dict[str, Any] = {"location": where, "message": what}
+    if found:
+        problem["index"] = int(found.group(1))
+    return problem
+
+
+_BATCH_INDEX = re.compile(r"body(?:\.event)?\[(\d+)\]")
 
 
 def install_error_handlers(app: FastAPI) -> None:

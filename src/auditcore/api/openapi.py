@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from auditcore.api.errors import ERROR_BODY
-from auditcore.api.schemas import EventIn
+from auditcore.api.schemas import EventIn, WorkosCreateEvent
 from auditcore.events.actions import ActionRegistry
 from auditcore.events.limits import MetadataLimits
 from auditcore.readmodel.cursor import CURSOR_PATTERN
@@ -75,10 +75,13 @@ def build_openapi(
     components = schema.setdefault("components", {}).setdefault("schemas", {})
     components["Error"] = ERROR_BODY
     components["EventIn"] = _event_in(components, registry)
+    workos = TypeAdapter(WorkosCreateEvent).json_schema(ref_template="#/components/schemas/{model}")
+    components.update(workos.pop("$defs", {}))
+    components["WorkosCreateEvent"] = workos
     for path, operations in schema["paths"].items():
         for operation in operations.values():
             _parameters(operation, models)
-            if path.startswith("/v1/"):
+            if path.startswith(("/v1/", "/audit_logs/")):
                 _errors(operation)
             for status, response in operation.get("responses", {}).items():
                 if status >= "400" and "content" not in response:
@@ -161,7 +164,7 @@ def _event_in(components: dict[str, Any], registry: ActionRegistry) -> dict[str,
         if spec.name.startswith("auditcore."):
             continue  # auditcore's own actions: recorded by auditcore only
         prefix = f"{spec.name}."
-        metadata = spec.schema.model_json_schema(
+        metadata = spec.model.model_json_schema(
             ref_template=f"#/components/schemas/{prefix}{{model}}"
         )
         for name, definition in metadata.pop("$defs", {}).items():
@@ -171,7 +174,7 @@ def _event_in(components: dict[str, Any], registry: ActionRegistry) -> dict[str,
         variant["properties"]["action"] = {"const": spec.name, "type": "string"}
         variant["properties"]["metadata"] = _bounded(metadata, registry.limits)
         required = {*variant.get("required", []), "action"}
-        if not _accepts_empty(spec.schema):
+        if not _accepts_empty(spec.model):
             required.add("metadata")  # its default, {}, is not valid for this action
         variant["required"] = sorted(required)
         variant.pop("examples", None)

@@ -28,6 +28,9 @@ class ClientContext(BaseModel):
     ip: IpAddress | None = None
     user_agent: str | None = Field(default=None, max_length=1024)
     request_id: str | None = Field(default=None, max_length=256)
+    location: str | None = Field(
+        default=None, max_length=256, description="Where the end user was (e.g. an address)."
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -185,3 +188,34 @@ class Readiness(ReadinessSummary):
     processors: list[ProcessorOut]
     live_watchers: int
     live_following: bool
+
+
+class _WorkosStrict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class WorkosContext(_WorkosStrict):
+    location: str | None = None
+    user_agent: str | None = None
+
+
+class WorkosEvent(_WorkosStrict):
+    action: str
+    occurred_at: str = Field(description="ISO 8601 with a zone, e.g. 2022-09-08T19:46:03.435Z.")
+    version: int | None = Field(default=None, ge=1)
+    actor: dict[str, JsonValue]
+    targets: list[dict[str, JsonValue]]
+    context: WorkosContext | None = None
+    metadata: dict[str, JsonValue] | None = None
+
+
+class WorkosCreateEvent(_WorkosStrict):
+    """WorkOS Audit Logs' Create Event body."""
+
+    organization_id: str
+    event: WorkosEvent
+
+
+class WorkosCreated(BaseModel):
+    success: bool = True
+    id: str = Field(description="The stored event's id (auditcore's; WorkOS returns none).")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import sys
 from dataclasses import replace
 from typing import Annotated, Any
@@ -13,6 +12,7 @@ import uvicorn
 from auditcore.api.app import create_app
 from auditcore.api.config import ApiConfig, ResourceLimits, ServerTimeouts
 from auditcore.api.server import server_config
+from auditcore.cli_actions import ActionsOption, load_actions
 from auditcore.cli_options import (
     ClickHouseOption,
     ClusterOption,
@@ -51,14 +51,7 @@ def serve(
             "where `auditcore project --follow` runs as its own worker).",
         ),
     ] = None,
-    actions: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--actions",
-            help="Python module that registers your actions in auditcore.default_registry "
-            "(repeat).",
-        ),
-    ] = None,
+    actions: ActionsOption = None,
     max_body: Annotated[int, typer.Option(help="Largest request body, in bytes.")] = 1_048_576,
     max_batch: Annotated[int, typer.Option(help="Most events in one POST.")] = 1000,
     frame_ancestors: Annotated[
@@ -152,8 +145,7 @@ def serve(
     """Serve the HTTP API (OpenAPI docs at /docs) and the web viewer (at /)."""
     if switch_interval <= 0:
         raise typer.BadParameter("give a number of seconds above 0", param_hint="--switch-interval")
-    for module in actions or []:
-        importlib.import_module(module)
+    load_actions(actions)
     with open_core(event_store, clickhouse, cluster) as audit:
         embedded = audit.settings.clickhouse_target.embedded
         config = ApiConfig(

@@ -66,6 +66,13 @@ class AuthFailuresThrottled(_Metadata):
     )
 
 
+class ActionSchemaRegistered(_Metadata):
+    """An action's metadata schema was registered for the workspace (as JSON Schema)."""
+
+    name: str = Field(max_length=100)
+    version: int
+
+
 def register_builtin_actions(registry: ActionRegistry) -> None:
     registry.register("auditcore.workspace.created", WorkspaceCreated)
     registry.register("auditcore.api_key.created", ApiKeyIssued)
@@ -73,3 +80,4 @@ def register_builtin_actions(registry: ActionRegistry) -> None:
     registry.register("auditcore.export.created", ExportCreated)
     registry.register("auditcore.report.generated", ReportGenerated)
     registry.register("auditcore.auth.failures_throttled", AuthFailuresThrottled)
+    registry.register("auditcore.action_schema.registered", ActionSchemaRegistered)

@@ -14,7 +14,8 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 ACTION_PATTERN = r"^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+$"
 WORKSPACE_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 SOURCE_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
-TARGET_TYPE_PATTERN = r"^[a-z][a-z0-9_.-]{0,63}$"
+TARGET_TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
+ACTOR_TYPE_PATTERN = TARGET_TYPE_PATTERN
 
 
 PATTERN_RULES = {
@@ -22,7 +23,8 @@ PATTERN_RULES = {
     WORKSPACE_PATTERN: "use 1-64 letters, digits, '_', '.', ':' or '-', starting with a letter "
     "or digit",
     SOURCE_PATTERN: "use a short lowercase word, e.g. 'api', 'dashboard', 'cli'",
-    TARGET_TYPE_PATTERN: "use a lowercase word, e.g. 'incident', 'user', 'api_key'",
+    TARGET_TYPE_PATTERN: "use a word of up to 64 letters, digits, '_', '.' or '-', starting "
+    "with a letter, e.g. 'incident', 'user', 'IAMUser'",
 }
 """What to tell a caller whose value does not match a pattern (patterns are checked by
 pydantic-core, fast; the messages are rewritten where problems are reported)."""
@@ -35,6 +37,15 @@ Action = Annotated[str, Field(max_length=ACTION_MAX_LENGTH, pattern=ACTION_PATTE
 WorkspaceId = Annotated[str, Field(pattern=WORKSPACE_PATTERN)]
 Source = Annotated[str, Field(pattern=SOURCE_PATTERN)]
 TargetType = Annotated[str, Field(pattern=TARGET_TYPE_PATTERN)]
+PartyMetadata = Annotated[
+    dict[str, JsonValue] | None,
+    Field(
+        # Left out of the stored JSON when absent: events without it keep their exact bytes.
+        exclude_if=lambda value: value is None,
+        description="Free-form details (WorkOS's actor and target metadata), bounded like "
+        "an event's metadata.",
+    ),
+]
 
 
 _IPV4 = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
@@ -82,12 +93,20 @@ class ActorType(StrEnum):
     SERVICE = "service"
 
 
+def _known_actor_type(value: str) -> str:
+    """One of ``ActorType``'s values as that member (code compares with it), else as given."""
+    return ActorType(value) if value in ActorType._value2member_map_ else value
+
+
 class Actor(_Frozen):
-    """Who did it."""
+    """Who did it: ``type`` is one of ``ActorType`` or any other word (``IAMUser``)."""
 
     id: str = Field(min_length=1, max_length=256)
-    type: ActorType = ActorType.USER
+    type: Annotated[str, Field(pattern=ACTOR_TYPE_PATTERN), AfterValidator(_known_actor_type)] = (
+        ActorType.USER
+    )
     name: str | None = Field(default=None, max_length=256)
+    metadata: PartyMetadata = None
 
 
 SYSTEM_ACTOR = Actor(id="system", type=ActorType.SYSTEM, name="System")
@@ -99,6 +118,7 @@ class Target(_Frozen):
     type: TargetType
     id: str = Field(min_length=1, max_length=256)
     name: str | None = Field(default=None, max_length=256)
+    metadata: PartyMetadata = None
 
 
 class RequestContext(_Frozen):
@@ -112,6 +132,13 @@ class RequestContext(_Frozen):
         max_length=64,
         description="The API key that wrote the event, whatever actor it names (set by the "
         "HTTP API; a caller cannot set it there).",
+    )
+    location: str | None = Field(
+        default=None,
+        max_length=256,
+        exclude_if=lambda value: value is None,
+        description="Where the actor was, as the caller put it (WorkOS's `context.location`: "
+        "usually an IP address); left out when absent.",
     )
 
 

@@ -30,6 +30,7 @@ def build_event(
     provenance: Provenance,
     recorded: bool = False,
     control: bool = False,
+    schema_version: int | None = None,
 ) -> AuditEvent:
     """Build an event, reporting every problem at once rather than the first one.
 
@@ -39,17 +40,23 @@ def build_event(
     the workspace and the event id. ``recorded=True`` stamps
     ``recorded_at`` now (the event goes straight to the store); otherwise the store stamps it.
     ``control=True``: one of auditcore's own ``auditcore.*`` events, and only those (every
-    other caller is refused them: ``auditcore.events.reserved``).
+    other caller is refused them: ``auditcore.events.reserved``). ``schema_version``: validate
+    against that version of the action's schema (None: the newest).
     """
     if is_reserved(action) != control:
         problem = reserved_problem(action) if control is False else not_reserved_problem(action)
         raise InvalidEventError(str(action), [problem])
     provenance = with_ambient(provenance)
     problems = unknown_fields(provenance)
-    schema_version: int = 1
+    version_found: int = 1
     clean_metadata: dict[str, JsonValue] = {}
     try:
-        schema_version, clean_metadata = registry.validate_metadata(action, metadata)
+        version_found, clean_metadata = registry.validate_metadata(
+            action,
+            metadata,
+            workspace_id if isinstance(workspace_id, str) else None,
+            schema_version,
+        )
     except UnknownActionError:
         raise
     except InvalidEventError as error:
@@ -68,7 +75,7 @@ def build_event(
         else stream_id_or_none(workspace_id, event_id),
         "version": version,
         "action": action,
-        "schema_version": schema_version,
+        "schema_version": version_found,
         "targets": with_subject(subject, provenance.get("targets", ())),
         "occurred_at": provenance.get("occurred_at", now),
         "recorded_at": now if recorded else None,
@@ -89,11 +96,23 @@ def build_event(
     if event is not None:
         if len({(t.type, t.id) for t in event.targets}) != len(event.targets):
             problems.append(("targets", "the same target (type, id) is listed more than once"))
+        problems += party_metadata_problems(registry, event)
         problems += registry.event_limits.check(event.targets, len(event.stored_json()))
         problems += occurred_at_problems(event.occurred_at, now, registry.max_future)
     if problems or event is None:
         raise InvalidEventError(action, [(loc.lstrip("."), msg) for loc, msg in problems])
     return event
+
+
+def party_metadata_problems(registry: ActionRegistry, event: AuditEvent) -> list[tuple[str, str]]:
+    """The actor's and targets' own metadata (WorkOS's) are bounded like an event's."""
+    problems = []
+    if event.actor.metadata is not None:
+        problems += registry.limits.check(event.actor.metadata, "actor.metadata")
+    for index, target in enumerate(event.targets):
+        if target.metadata is not None:
+            problems += registry.limits.check(target.metadata, f"targets[{index}].metadata")
+    return problems
 
 
 def unknown_fields(provenance: Provenance) -> list[tuple[str, str]]:
@@ -122,9 +141,10 @@ def build_standalone_event(
     provenance: Provenance,
     *,
     control: bool = False,
+    schema_version: int | None = None,
 ) -> AuditEvent:
-    """A standalone event: its own one-event stream, recorded now (``control``: see
-    ``build_event``)."""
+    """A standalone event: its own one-event stream, recorded now (``control`` and
+    ``schema_version``: see ``build_event``)."""
     return build_event(
         registry,
         action=action,
@@ -135,4 +155,5 @@ def build_standalone_event(
         provenance=provenance,
         recorded=True,
         control=control,
+        schema_version=schema_version,
     )

@@ -88,14 +88,15 @@ class MetadataLimits:
     max_value_length: int = 500
     max_bytes: int = 32_768
 
-    def check(self, metadata: dict[str, JsonValue]) -> list[Problem]:
-        """Return one problem per breached bound, located by its path in the metadata."""
+    def check(self, metadata: dict[str, JsonValue], path: str = "metadata") -> list[Problem]:
+        """Return one problem per breached bound, located by its path in the metadata
+        (``path``: where the metadata is, e.g. ``actor.metadata``)."""
         problems: list[Problem] = []
-        keys_seen = self._walk("metadata", metadata, problems)
+        keys_seen = self._walk(path, metadata, problems)
         if keys_seen > self.max_keys:
             problems.append(
                 (
-                    "metadata",
+                    path,
                     f"has {keys_seen} keys; the limit is {self.max_keys} "
                     "(nested keys and list items count too)",
                 )
@@ -105,9 +106,7 @@ class MetadataLimits:
         except TypeError:  # an out-of-range integer, reported above
             return problems
         if size > self.max_bytes:
-            problems.append(
-                ("metadata", f"serializes to {size} bytes; the limit is {self.max_bytes}")
-            )
+            problems.append((path, f"serializes to {size} bytes; the limit is {self.max_bytes}"))
         return problems
 
     def _walk(self, path: str, value: JsonValue, problems: list[Problem]) -> int:

@@ -26,8 +26,11 @@ from auditcore.readmodel.queries import EventQuery, WorkspaceReader
 CSV_COLUMNS = (
     "occurred_at", "event_id", "workspace_id", "stream_id", "version", "action",
     "schema_version", "actor_id", "actor_type", "actor_name", "targets", "source", "ip",
-    "user_agent", "request_id", "metadata", "recorded_at", "api_key_id",
+    "user_agent", "request_id", "metadata", "recorded_at", "api_key_id", "actor_metadata",
+    "location",
 )  # fmt: skip
+"""The columns of a CSV export (WorkOS's actor metadata and location last: they came later);
+the targets cell holds each target's own metadata."""
 
 # A spreadsheet runs a cell starting with one of these as a formula (tab and CR included:
 # some spreadsheets strip them first).
@@ -60,8 +63,10 @@ def csv_cells(summary: dict[str, Any]) -> list[str]:
         "actor_id": actor["id"],
         "actor_type": actor["type"],
         "actor_name": actor["name"],
+        "actor_metadata": _canonical(actor["metadata"]) if "metadata" in actor else None,
         "targets": _canonical(summary["targets"]),
         "metadata": _canonical(summary["metadata"]),
+        "location": None,
         **context,
     }
     return [
@@ -112,10 +117,17 @@ def _json_or_null(column: str) -> str:
     return f"if({column} = '', 'null', toJSONString({column}))"
 
 
+def _member_if_any(key: str, column: str) -> str:
+    """``,"key":`` and the JSON text in ``column``, or nothing where it is ``''`` (absent)."""
+    return f"""if({column} = '', '', concat(',"{key}":', {column}))"""
+
+
 _TARGETS_SQL = (
-    """concat('[', arrayStringConcat(arrayMap((t, i, n) -> concat('{"id":', toJSONString(i), """
-    f"""',"name":', {_json_or_null("n")}, ',"type":', toJSONString(t), '}}'), """
-    """target_types, target_ids, target_names), ','), ']')"""
+    """concat('[', arrayStringConcat(arrayMap((t, i, n, m) -> concat('{"id":', toJSONString(i), """
+    f"""{_member_if_any("metadata", "m")}, ',"name":', {_json_or_null("n")}, """
+    """',"type":', toJSONString(t), '}'), target_types, target_ids, target_names, """
+    # Rows written before the column existed hold no target metadata at all.
+    """arrayResize(target_metadata, length(target_ids), '')), ','), ']')"""
 )
 _CELLS_SQL = {
     "occurred_at": _moment_sql("occurred_at"),
@@ -136,12 +148,14 @@ _CELLS_SQL = {
     "metadata": "metadata",
     "recorded_at": _moment_sql("recorded_at"),
     "api_key_id": "api_key_id",
+    "actor_metadata": "actor_metadata",
+    "location": "location",
 }
 
 
 _TEXT_COLUMNS = frozenset(
     ("workspace_id", "action", "actor_id", "actor_type", "actor_name", "source", "ip",
-     "user_agent", "request_id", "api_key_id")
+     "user_agent", "request_id", "api_key_id", "location")
 )  # fmt: skip
 
 
@@ -149,7 +163,7 @@ def _csv_cell_sql(column: str) -> str:
     """``neutralise_formula``, then CSV quoting where a cell needs it (as Python's csv). Times,
     ids and numbers need neither; JSON starts with a bracket but holds quotes."""
     value = _CELLS_SQL[column]
-    if column in ("targets", "metadata"):
+    if column in ("targets", "metadata", "actor_metadata"):
         return f"""concat('"', replaceAll({value}, '"', '""'), '"')"""
     if column not in _TEXT_COLUMNS:
         return value
@@ -174,12 +188,16 @@ JSONL_LINE = (
     """'","version":', toString(version), ',"action":', toJSONString(toString(action)), """
     """',"schema_version":', toString(schema_version), ',"actor":{"id":', """
     """toJSONString(actor_id), ',"type":', toJSONString(toString(actor_type)), """
-    f"""',"name":', {_json_or_null("actor_name")}, '}},"targets":', {_TARGETS_SQL}, """
+    f"""',"name":', {_json_or_null("actor_name")}, """
+    f"""{_member_if_any("metadata", "actor_metadata")}, """
+    f"""'}},"targets":', {_TARGETS_SQL}, """
     """',"source":', toJSONString(toString(source)), ',"occurred_at":"', """
     f"""{_moment_sql("occurred_at")}, '","recorded_at":"', {_moment_sql("recorded_at")}, """
     f"""'","context":{{"ip":', {_json_or_null("ip")}, ',"user_agent":', """
     f"""{_json_or_null("user_agent")}, ',"request_id":', {_json_or_null("request_id")}, """
-    f"""',"api_key_id":', {_json_or_null("api_key_id")}, '}},"metadata":', metadata, """
+    f"""',"api_key_id":', {_json_or_null("api_key_id")}, """
+    f"""if(location = '', '', concat(',"location":', toJSONString(location))), """
+    """'},"metadata":', metadata, """
     r"""'}\n')"""
 )
 """One event as a line of JSON (the keys of ``AuditEvent.summary()``), ending in LF."""

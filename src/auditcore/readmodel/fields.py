@@ -12,13 +12,15 @@ SOURCE_STRUCTURE = (
     "_position UInt64, _stream_id String, _version UInt32, _action String, "
     "event_id String, workspace_id String, occurred_at String, recorded_at String, "
     "schema_version UInt16, source String, "
-    "actor Tuple(id String, type String, name Nullable(String)), "
-    "targets Array(Tuple(type String, id String, name Nullable(String))), "
+    "actor Tuple(id String, type String, name Nullable(String), metadata Nullable(String)), "
+    "targets Array(Tuple(type String, id String, name Nullable(String), "
+    "metadata Nullable(String))), "
     "context Tuple(ip Nullable(String), user_agent Nullable(String), "
-    "request_id Nullable(String), api_key_id Nullable(String)), "
+    "request_id Nullable(String), api_key_id Nullable(String), location Nullable(String)), "
     "metadata String"
 )
-"""The batch's columns; ``metadata`` is the metadata's JSON text exactly as stored."""
+"""The batch's columns; ``metadata`` (and the actor's and targets' own, when present) is the
+JSON text exactly as stored."""
 
 SOURCE_SETTINGS: dict[str, str | int] = {
     "input_format_json_read_objects_as_strings": 1,

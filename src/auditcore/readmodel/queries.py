@@ -30,7 +30,7 @@ MAX_LIMIT = 1000
 EVENT_COLUMNS = (
     "event_id, workspace_id, stream_id, version, action, schema_version, actor_id, actor_type, "
     "actor_name, target_types, target_ids, target_names, source, occurred_at, recorded_at, ip, "
-    "user_agent, request_id, api_key_id, metadata"
+    "user_agent, request_id, api_key_id, metadata, actor_metadata, target_metadata, location"
 )
 
 _MAYBE_NOT_PROJECTED = (
@@ -614,8 +614,10 @@ def event_from_row(row: Row) -> AuditEvent:
 
 def summary_from_row(row: Row) -> dict[str, Any]:
     """An ``audit_events`` row as the envelope's JSON (``AuditEvent.summary()``), without
-    building the model: exports turn millions of rows into this."""
-    return {
+    building the model: exports turn millions of rows into this. The actor's and targets'
+    own metadata and ``context.location`` appear only when the event has them, as in
+    ``summary()``."""
+    summary = {
         "event_id": str(row["event_id"]),
         "workspace_id": row["workspace_id"],
         "stream_id": str(row["stream_id"]),
@@ -644,6 +646,14 @@ def summary_from_row(row: Row) -> dict[str, Any]:
         },
         "metadata": orjson.loads(row["metadata"]),
     }
+    if row.get("actor_metadata"):
+        summary["actor"]["metadata"] = orjson.loads(row["actor_metadata"])
+    for target, metadata in zip(summary["targets"], row.get("target_metadata") or (), strict=False):
+        if metadata:
+            target["metadata"] = orjson.loads(metadata)
+    if row.get("location"):
+        summary["context"]["location"] = row["location"]
+    return summary
 
 
 def _json_moment(moment: datetime) -> str:

@@ -21,7 +21,11 @@ from pydantic import BaseModel, ValidationError, create_model
 
 from auditcore.events.actions import ActionRegistry, ActionSpec
 from auditcore.events.envelope import AuditEvent
-from auditcore.events.factory import build_standalone_event, with_subject
+from auditcore.events.factory import (
+    build_standalone_event,
+    party_metadata_problems,
+    with_subject,
+)
 from auditcore.events.ids import new_event_id, stream_id_or_none
 from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
@@ -39,7 +43,7 @@ class StandaloneEncoder:
     def __init__(self, registry: ActionRegistry, mapper: Mapper[UUID]) -> None:
         self.registry = registry
         self.mapper = mapper
-        self._envelopes: dict[str, tuple[ActionSpec, type[AuditEvent]]] = {}
+        self._envelopes: dict[tuple[str, str | None], tuple[ActionSpec, type[AuditEvent]]] = {}
 
     def encode(
         self,
@@ -51,7 +55,7 @@ class StandaloneEncoder:
         provenance = with_ambient(provenance)
         if is_reserved(action):  # refused, as build_event refuses it
             return self._build(action, workspace_id, metadata, provenance)
-        spec = self.registry.spec(action)
+        spec = self.registry.spec(action, workspace_id if isinstance(workspace_id, str) else None)
         if not provenance.keys() <= PROVENANCE_FIELDS:
             return self._build(action, workspace_id, metadata, provenance)
         now = datetime.now(UTC)
@@ -93,9 +97,11 @@ class StandaloneEncoder:
             event = envelope.model_validate(fields)
         except ValidationError:
             return None
-        metadata = cast("BaseModel", event.metadata).model_dump(mode="json", exclude_none=True)
+        metadata = spec.dump(cast("BaseModel", event.metadata))
         if (
-            occurred_at_problems(event.occurred_at, now, self.registry.max_future)
+            spec.problems(metadata)
+            or party_metadata_problems(self.registry, event)
+            or occurred_at_problems(event.occurred_at, now, self.registry.max_future)
             or self.registry.limits.check(metadata)
             or len({(t.type, t.id) for t in event.targets}) != len(event.targets)
         ):
@@ -131,12 +137,14 @@ class StandaloneEncoder:
         return cast("AuditStoredEvent", self.mapper.to_stored_event(event))
 
     def _envelope_model(self, spec: ActionSpec) -> type[AuditEvent]:
-        known = self._envelopes.get(spec.name)
-        # Compared by identity: re-registering an action (replace=True) gets a new model.
+        key = (spec.name, spec.workspace_id)
+        known = self._envelopes.get(key)
+        # Compared by identity: re-registering an action (replace=True, or a new schema version
+        # in the catalog) gets a new model.
         if known is not None and known[0] is spec:
             return known[1]
         model = create_model(
-            f"AuditEvent[{spec.name}]", __base__=AuditEvent, metadata=(spec.schema, ...)
+            f"AuditEvent[{spec.name}]", __base__=AuditEvent, metadata=(spec.model, ...)
         )
-        self._envelopes[spec.name] = (spec, model)
+        self._envelopes[key] = (spec, model)
         return model

@@ -68,15 +68,30 @@ async def record_events(
 ) -> Recorded:
     """Validated as a whole and stored in one transaction: all events or none. Returns after
     commit, with the stored events (they are queryable once projected, within moments)."""
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise ApiError(
-            400, "invalid_request", "Idempotency-Key must be 1-255 visible ASCII characters"
-        )
+    idempotency_key_checked(idempotency_key)
     session = found.sessions.open(SessionKind.WRITE, principal)
     try:
         return await _record(request, found, principal, context, idempotency_key)
     finally:
         session.close()
+
+
+def idempotency_key_checked(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise ApiError(
+            400, "invalid_request", "Idempotency-Key must be 1-255 visible ASCII characters"
+        )
+
+
+def idempotent_event_id(
+    workspace_id: str, idempotency_key: str | None, place: int | str
+) -> UUID | None:
+    """The id of the event at ``place`` (a batch's index, or a route's own name) sent with
+    ``Idempotency-Key`` (None without one): the same key and place give the same id, so a
+    retry records nothing new."""
+    if idempotency_key is None:
+        return None
+    return uuid5(_IDEMPOTENCY_NAMESPACE, f"{workspace_id}\n{idempotency_key}\n{place}")
 
 
 async def _record(
@@ -105,12 +120,36 @@ async def _record(
         items, locations = payload, [f"body[{index}]" for index in range(len(payload))]
     else:
         raise ApiError(422, "invalid_event", "send an event object or an array of events")
-    drafts = _drafts(items, locations, principal, context, idempotency_key)
-    try:
-        stored = await run_in_threadpool(found.audit.record_many, drafts)
-    except InvalidEventError as error:
-        raise InvalidEventError(error.action, _relocated(error.problems, locations)) from None
+    drafts, problems = _drafts(items, locations, principal, context, idempotency_key)
+    stored = await record_validated_whole(found, drafts, problems, locations)
     return Recorded(ids=[event.event_id for event in stored], items=stored)
+
+
+async def record_validated_whole(
+    found: Services,
+    drafts: list[tuple[int, dict[str, Any]]],
+    problems: list[tuple[str, str]],
+    locations: list[str],
+) -> list[AuditEvent]:
+    """Record the drafts (each with its index in the request) in one transaction, or answer
+    one 422 listing every problem of every event: ``problems`` (the request's shape) and
+    whatever validating each draft finds, in the order of the events."""
+    indexes = [index for index, _ in drafts]
+    built = [draft for _, draft in drafts]
+    try:
+        if problems:
+            await run_in_threadpool(found.audit.build_many, built)
+        else:
+            return await run_in_threadpool(found.audit.record_many, built)
+    except InvalidEventError as error:
+        problems = problems + _relocated(error.problems, [locations[i] for i in indexes])
+    problems.sort(key=lambda problem: _index(problem[0]))
+    raise InvalidEventError("(request)", problems)
+
+
+def _index(location: str) -> int:
+    match = re.match(r"body\[(\d+)\]", location)
+    return int(match.group(1)) if match else -1
 
 
 def _drafts(
@@ -119,7 +158,9 @@ def _drafts(
     principal: Principal,
     context: RequestContext,
     idempotency_key: str | None,
-) -> list[dict[str, Any]]:
+) -> tuple[list[tuple[int, dict[str, Any]]], list[tuple[str, str]]]:
+    """Each item that has an event's shape as ``record_many``'s draft, with its index; the
+    problems of the others."""
     problems: list[tuple[str, str]] = []
     drafts = []
     for index, (item, location) in enumerate(zip(items, locations, strict=True)):
@@ -135,28 +176,27 @@ def _drafts(
                 f"{location}.workspace_id: this API key records in workspace "
                 f"{principal.workspace_id!r} only",
             )
-        event_id = given.event_id
-        if event_id is None and idempotency_key is not None:
-            event_id = uuid5(
-                _IDEMPOTENCY_NAMESPACE, f"{principal.workspace_id}\n{idempotency_key}\n{index}"
-            )
-        drafts.append(
-            {
-                "action": given.action,
-                "workspace_id": principal.workspace_id,
-                "metadata": given.metadata,
-                "actor": given.actor
-                or Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
-                "targets": given.targets,
-                "source": given.source,
-                "context": _merged(context, given.context),
-                **({"event_id": event_id} if event_id else {}),
-                **({"occurred_at": given.occurred_at} if given.occurred_at else {}),
-            }
+        event_id = given.event_id or idempotent_event_id(
+            principal.workspace_id, idempotency_key, index
         )
-    if problems:
-        raise InvalidEventError("(request)", problems)
-    return drafts
+        drafts.append(
+            (
+                index,
+                {
+                    "action": given.action,
+                    "workspace_id": principal.workspace_id,
+                    "metadata": given.metadata,
+                    "actor": given.actor
+                    or Actor(id=principal.key_id, type=ActorType.API_KEY, name=principal.key_name),
+                    "targets": given.targets,
+                    "source": given.source,
+                    "context": _merged(context, given.context),
+                    **({"event_id": event_id} if event_id else {}),
+                    **({"occurred_at": given.occurred_at} if given.occurred_at else {}),
+                },
+            )
+        )
+    return drafts, problems
 
 
 def _merged(request: RequestContext, given: ClientContext | None) -> RequestContext:

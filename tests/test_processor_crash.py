@@ -54,7 +54,7 @@ def test_a_sigkilled_rebuild_leaves_the_live_table_and_resumes(
     settings = Settings(fresh_postgres_store(postgres_database), process_clickhouse_url)
     # On the server each batch takes a few HTTP round trips: fewer events keep the catch-up
     # short, and a rebuild of them still takes seconds, so the kills land mid-way.
-    seed(settings, 1500 if clickhouse_engine == "chdb" else 400)
+    seed(settings, 1500 if clickhouse_engine == "chdb" else 250)
     assert worker("project", settings).wait(timeout=300) == 0
     live = verify(settings)
     assert live["rows"] == live["store"]

@@ -34,10 +34,19 @@ def free_port() -> int:
 class ClickHouseStandIn:
     """One stand-in process on ``directory`` (its chDB data and its log)."""
 
-    def __init__(self, directory: Path, *, port: int | None = None, password: str = "") -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        port: int | None = None,
+        password: str = "",
+        timezone: str | None = None,
+    ) -> None:
         self.directory = directory
         self.port = port or free_port()
         self.password = password
+        self.timezone = timezone
+        """The server's own time zone (its ``timezone()``), when not the machine's."""
         self.log_path = directory / "statements.log"
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
@@ -63,6 +72,7 @@ class ClickHouseStandIn:
                 str(self.directory / "data"),
                 "--log",
                 *(["--password", self.password] if self.password else []),
+                *(["--timezone", self.timezone] if self.timezone else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=self._log,

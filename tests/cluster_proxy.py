@@ -10,7 +10,11 @@ The stand-in is one chDB node: it has no ZooKeeper and no clusters, so it refuse
   ``XMergeTree(args)``;
 - ``SYSTEM SYNC REPLICA`` becomes ``SELECT 1`` (a single node holds every part already);
 - ``clusterAllReplicas('name', system.X)`` reads this node's ``system.X``;
-- ``system.clusters`` reads the clusters the test declares.
+- ``system.clusters`` reads the clusters the test declares;
+- ``ENGINE = Distributed('cluster', 'db', 'local', key)`` becomes ``Merge('db', '^local$')``
+  (one node holds every shard: a ``Merge`` table reads its local table, ``FINAL`` included),
+  and an ``INSERT INTO`` such a table goes into its local table (what a foreground insert
+  into a cluster of one shard does).
 
 What was received is recorded before any rewrite, so tests assert the statements exactly as
 a cluster would get them. Rows and answers come from the real engine behind the proxy.
@@ -26,13 +30,34 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
+import lz4.frame
+
 _ON_CLUSTER = re.compile(r"\s+ON CLUSTER\s+(`(?:[^`\\]|\\.)*`|\w+)")
 _REPLICATED = re.compile(
     r"Replicated(\w*MergeTree)\('/clickhouse/tables/\{uuid\}/\{shard\}', '\{replica\}'(?:, )?"
 )
 _SYNC_REPLICA = re.compile(r"^\s*SYSTEM SYNC REPLICA\b.*", re.S)
 _ALL_REPLICAS = re.compile(r"clusterAllReplicas\('(?:[^'\\]|\\.)*', (system\.\w+)\)")
+_DISTRIBUTED = re.compile(
+    r"CREATE TABLE IF NOT EXISTS `(?P<db>[^`]+)`\.`(?P<name>[^`]+)`(?P<head>.*?)"
+    r"ENGINE = Distributed\('[^']*', '[^']*', '(?P<local>[^']+)', [^\n]*\)\s*$",
+    re.S,
+)
+_INSERT = re.compile(r"^(\s*INSERT INTO\s+)(?:`?(\w+)`?\.)?`?(\w+)`?(?=[\s(])", re.S)
+_LEADING_INSERT = re.compile(rb"\A(\s*INSERT INTO .*?\bFORMAT\s+\w+)", re.S)
 _HOP_BY_HOP = {"host", "content-length", "transfer-encoding", "connection", "keep-alive"}
+
+
+def _lz4_insert(body: bytes) -> tuple[bytes, str | None]:
+    """An lz4 body (one frame per block) decompressed, and the INSERT leading it, if any."""
+    out = []
+    while body:
+        decompressor = lz4.frame.LZ4FrameDecompressor()
+        out.append(decompressor.decompress(body))
+        body = decompressor.unused_data
+    plain = b"".join(out)
+    match = _LEADING_INSERT.match(plain)
+    return plain, match[1].decode() if match else None
 
 
 class ClusterProxy(ThreadingHTTPServer):
@@ -45,6 +70,10 @@ class ClusterProxy(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), _Handler)
         self.upstream = upstream
         self.statements: list[str] = []
+        self.inserts: list[tuple[str, dict[str, str]]] = []
+        """Each INSERT as sent, with the request's URL parameters (its settings)."""
+        self.distributed: dict[str, str] = {}
+        """Each Distributed table created, with its local table."""
         self._lock = threading.Lock()
         rows = [
             f"('{name}', {shard}, {replica})"
@@ -67,6 +96,13 @@ class ClusterProxy(ThreadingHTTPServer):
 
     def rewrite(self, statement: str) -> str:
         statement = _ON_CLUSTER.sub("", statement)
+        if match := _DISTRIBUTED.match(statement.strip()):
+            self.distributed[match["name"]] = match["local"]
+            statement = statement.strip()[: match.start("head") + len(match["head"])]
+            statement += f"ENGINE = Merge('{match['db']}', '^{match['local']}$')"
+        if (match := _INSERT.match(statement)) and match[3] in self.distributed:
+            local = self.distributed[match[3]]
+            statement = f"{match[1]}`{local}`{statement[match.end() :]}"
         statement = _REPLICATED.sub(r"\1(", statement)
         statement = _SYNC_REPLICA.sub("SELECT 1", statement)
         statement = _ALL_REPLICAS.sub(r"\1", statement)
@@ -120,14 +156,25 @@ class _Handler(BaseHTTPRequestHandler):
         plain = not self.headers.get("Content-Encoding") and "multipart" not in (
             self.headers.get("Content-Type") or ""
         )
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+        if headers.get("Content-Encoding") == "lz4" and body:
+            # clickhouse-connect's Native inserts: the statement leads the compressed body.
+            body, statement = _lz4_insert(body)
+            if statement is not None:
+                self.server.record(statement)
+                self.server.inserts.append((statement, dict(params)))
+                rewritten = self.server.rewrite(statement).encode()
+                body = rewritten + body[len(statement.encode()) :]
+            headers.pop("Content-Encoding")
         query = dict(params).get("query")
         if query is not None:
             self.server.record(query)
+            if query.lstrip().upper().startswith("INSERT"):
+                self.server.inserts.append((query, dict(params)))
             params = [(k, self.server.rewrite(v) if k == "query" else v) for k, v in params]
         elif plain and body:
             self.server.record(body.decode())
             body = self.server.rewrite(body.decode()).encode()
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
         # One upstream connection per client connection, kept alive as the client keeps
         # its own: the stand-in then runs a connection's requests one after another, as it
         # would the client's (a fresh connection each time could find the session still

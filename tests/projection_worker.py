@@ -1,5 +1,5 @@
 """Run by tests in a subprocess (chDB allows one engine path per process):
-``project`` catches up in small batches; ``follow`` follows until killed, in batches of a
+``project`` catches up; ``follow`` follows until killed, in batches of a
 random size; ``verify`` prints what the read models hold; ``compare`` compares every read
 model with a fresh rebuild from the store (rows and read-API answers)."""
 
@@ -11,6 +11,7 @@ import sys
 import threading
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from auditcore import AuditCore, Settings
 from auditcore.projection.rebuild import rebuild
@@ -33,9 +34,7 @@ def main(command: str, event_store: str, clickhouse: str) -> None:
                 thread.join()
             return
         if command == "project":
-            audit.projections.batch_size = 31
             audit.migrate()
-            print("projecting", flush=True)  # the schema exists: kills now land mid-batch
             audit.project()
             return
         if command == "rebuild":
@@ -86,7 +85,7 @@ def compare(event_store: str, clickhouse: str) -> dict[str, Any]:
     """Each read model as built incrementally beside the same read model built afresh (into
     another database of the same engine), both merged with OPTIMIZE FINAL: row checksums per
     model, what the read API answers for each workspace, and the events parked."""
-    fresh_url = f"{clickhouse}?database=fresh"
+    fresh_url = sibling_database(clickhouse, "fresh")
     with (
         AuditCore(Settings(event_store, clickhouse)) as built,
         AuditCore(Settings(event_store, fresh_url)) as fresh,
@@ -108,6 +107,15 @@ def compare(event_store: str, clickhouse: str) -> dict[str, Any]:
                 ),
             }
         return result
+
+
+def sibling_database(clickhouse: str, suffix: str) -> str:
+    """Another database of the same engine: ``?database=`` of the chDB path, or the server
+    URL's database with ``_suffix``."""
+    if clickhouse.startswith("chdb://"):
+        return f"{clickhouse.partition('?')[0]}?database={suffix}"
+    parts = urlsplit(clickhouse)
+    return urlunsplit(parts._replace(path=f"{parts.path.rstrip('/')}_{suffix}"))
 
 
 def table_checksum(audit: AuditCore, model: ReadModel) -> list[int]:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID, uuid4
@@ -13,6 +14,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from auditcore import AuditCore, Settings
+from tests.clickhouse_server import MISSING, STAND_IN, ClickHouseStandIn
 from tests.conftest import fresh_postgres_store
 
 # The console script installed beside this interpreter, whatever PATH says.
@@ -275,33 +277,65 @@ def test_workspaces_keys_export_and_report_from_the_shell(
     assert "auditcore.export.created" in actions
 
 
+NEW_YORK = "America/New_York"
+
+
+@pytest.fixture
+def new_york_clickhouse_url(clickhouse_engine: str, tmp_path: Path) -> Iterator[str]:
+    """An empty ClickHouse whose own time zone is New York: an embedded engine for the
+    subprocesses (chDB takes the process's ``TZ``), or a server started with
+    ``--timezone America/New_York``."""
+    if clickhouse_engine == "chdb":
+        yield f"chdb://{tmp_path / 'clickhouse'}"
+        return
+    if not STAND_IN.exists():
+        pytest.skip(MISSING)
+    server = ClickHouseStandIn(tmp_path / "new-york", timezone=NEW_YORK)
+    server.directory.mkdir()
+    server.start()
+    try:
+        yield server.url("stats_tz")
+    finally:
+        server.stop()
+
+
 def test_stats_buckets_are_utc_whatever_the_machine_time_zone(
-    postgres_database: str, process_clickhouse_url: str
+    postgres_database: str, new_york_clickhouse_url: str
 ) -> None:
-    """In New York (UTC-5 in March), the day of an event at 23:30 UTC starts at 00:00 UTC."""
-    store = fresh_postgres_store(postgres_database)
-    with AuditCore(Settings(store, process_clickhouse_url)) as audit:
-        audit.record(
-            "incident.comment_added",
-            workspace_id="acme",
-            metadata={"body": "late"},
-            occurred_at=datetime(2024, 3, 5, 23, 30, 15, tzinfo=UTC),
+    """The CLI under ``TZ=America/New_York`` (UTC-5 in March), against a ClickHouse whose own
+    time zone is New York too: an event at 23:30Z and one at 00:30Z the next day fall in two
+    UTC days starting at 00:00Z (New York's day would hold both and start at 05:00Z; a bucket
+    read back in local time and labelled UTC would start at 19:00Z the day before)."""
+    store, clickhouse = fresh_postgres_store(postgres_database), new_york_clickhouse_url
+    with AuditCore(Settings(store, clickhouse)) as audit:
+        audit.record_many(
+            {
+                "action": "incident.comment_added",
+                "workspace_id": "acme",
+                "metadata": {"body": "late"},
+                "occurred_at": at,
+            }
+            for at in (
+                datetime(2024, 3, 5, 23, 30, 15, tzinfo=UTC),
+                datetime(2024, 3, 6, 0, 30, 15, tzinfo=UTC),
+            )
         )  # recorded only: the read side is the subprocesses'
-    new_york = {"TZ": "America/New_York"}
-    run("project", store=store, clickhouse=process_clickhouse_url, env=new_york)
-    starts = {"minute": "23:30:00", "hour": "23:00:00", "day": "00:00:00"}
-    for interval, start in starts.items():
+    new_york = {"TZ": NEW_YORK}
+    run("project", store=store, clickhouse=clickhouse, env=new_york)
+    starts = {
+        "minute": ["2024-03-05T23:30:00", "2024-03-06T00:30:00"],
+        "hour": ["2024-03-05T23:00:00", "2024-03-06T00:00:00"],
+        "day": ["2024-03-05T00:00:00", "2024-03-06T00:00:00"],
+    }
+    for interval, buckets in starts.items():
         done = run(
             "stats", "-w", "acme", "--interval", interval, "-f", "json",
-            "--since", "2024-03-05T00:00:00Z", "--until", "2024-03-07T00:00:00Z",
-            store=store, clickhouse=process_clickhouse_url, env=new_york,
+            "--since", "2024-03-04T00:00:00Z", "--until", "2024-03-08T00:00:00Z",
+            store=store, clickhouse=clickhouse, env=new_york,
         )  # fmt: skip
         assert json.loads(done.stdout)["buckets"] == [
-            {
-                "bucket": f"2024-03-05T{start}+00:00",
-                "key": "incident.comment_added",
-                "events": 1,
-            }
+            {"bucket": f"{start}+00:00", "key": "incident.comment_added", "events": 1}
+            for start in buckets
         ], interval
 
 

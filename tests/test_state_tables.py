@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -19,6 +20,7 @@ from auditcore import AuditCore, DomainRuleError, Incident, Monitor, Settings
 from auditcore.projection.log import LogReader
 from auditcore.projection.runner import ProjectionRunner
 from auditcore.readmodel.registry import ReadModelRegistry
+from tests.clickhouse_server import ClickHouseStandIn
 from tests.conftest import fresh_postgres_store
 
 WHEN = st.datetimes(
@@ -92,74 +94,90 @@ def monitor_row(monitor: Monitor, position: int) -> dict[str, Any]:
     }
 
 
-@settings(
-    max_examples=30,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
-@given(streams=STREAMS, batch_size=st.integers(1, 40))
-# The sequences that once broke the folds, always tried: a monitor paused while down and
-# resumed (it is still down); an incident acknowledged, resolved, reopened and acknowledged
-# again (its time to acknowledge is the first one).
-@example(
-    streams=[
-        (False, datetime(2001, 1, 1, tzinfo=UTC), [(5, datetime(2001, 1, 2, tzinfo=UTC))],
-         [(3, datetime(2001, 1, 3, tzinfo=UTC)), (4, datetime(2001, 1, 4, tzinfo=UTC))]),
-        (True, datetime(1950, 1, 1, tzinfo=UTC),
-         [(0, datetime(1950, 1, 2, tzinfo=UTC)), (6, datetime(1950, 1, 3, tzinfo=UTC))],
-         [(7, datetime(1950, 1, 4, tzinfo=UTC)), (0, datetime(1950, 1, 5, tzinfo=UTC))]),
-    ],
-    batch_size=1,
-)  # fmt: skip
 def test_every_column_of_current_rows_equals_the_aggregate(
-    postgres_database: str, chdb_dir: Path, streams: list[Any], batch_size: int
+    postgres_database: str, clickhouse_engine: str, request: pytest.FixtureRequest
 ) -> None:
-    store = fresh_postgres_store(postgres_database)
-    clickhouse = f"chdb://{chdb_dir}?database=s_{uuid4().hex[:12]}"
-    with AuditCore(Settings(store, clickhouse)) as audit:
-        models = ReadModelRegistry(
-            [audit.read_models.get("incidents"), audit.read_models.get("monitors")]
-        )
-        runner = ProjectionRunner(
-            audit.app, audit.settings.clickhouse_target, models, batch_size=batch_size
-        )
-        aggregates: list[Incident | Monitor] = []
-        for is_incident, opened_at, _, _ in streams:
-            aggregates.append(
-                Incident.open("acme", title="Down", severity="sev2", service="api",
-                              occurred_at=opened_at)
-                if is_incident
-                else Monitor.create("acme", name="Probe", url="https://example.com/",
-                                    occurred_at=opened_at)
-            )  # fmt: skip
-        for round_ in (2, 3):  # two rounds: the second folds rows read back from ClickHouse
-            for aggregate, stream in zip(aggregates, streams, strict=True):
-                commands = (
-                    INCIDENT_COMMANDS if isinstance(aggregate, Incident) else MONITOR_COMMANDS
-                )
-                for index, at in stream[round_]:
-                    with contextlib.suppress(DomainRuleError):
-                        commands[index](aggregate, at)
-            audit.save(*aggregates)
-            runner.catch_up(audit.clickhouse)
+    """On both engines; on the server, 8 examples instead of 30 (each batch takes a few HTTP
+    round trips, and a batch size of 1 makes hundreds of batches)."""
+    if clickhouse_engine == "chdb":
+        chdb_dir: Path = request.getfixturevalue("chdb_dir")
 
-        log = LogReader(audit.app)
-        reader = audit.reader("acme")
-        rows = {
-            **{r["incident_id"]: r for r in reader.current("incidents", limit=1000)},
-            **{r["monitor_id"]: r for r in reader.current("monitors", limit=1000)},
-        }
-        assert len(rows) == len(aggregates)
-        for aggregate in aggregates:
-            position = log.stream(aggregate.id)[-1].position
-            expected = (
-                incident_row(aggregate, position)
-                if isinstance(aggregate, Incident)
-                else monitor_row(aggregate, position)
+        def fresh_clickhouse() -> str:
+            return f"chdb://{chdb_dir}?database=s_{uuid4().hex[:12]}"
+    else:
+        server: ClickHouseStandIn = request.getfixturevalue("clickhouse_server")
+
+        def fresh_clickhouse() -> str:
+            return server.url(f"s_{uuid4().hex[:12]}")
+
+    @settings(
+        max_examples=30 if clickhouse_engine == "chdb" else 8,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+    @given(streams=STREAMS, batch_size=st.integers(1, 40))
+    # The sequences that once broke the folds, always tried: a monitor paused while down and
+    # resumed (it is still down); an incident acknowledged, resolved, reopened and acknowledged
+    # again (its time to acknowledge is the first one).
+    @example(
+        streams=[
+            (False, datetime(2001, 1, 1, tzinfo=UTC), [(5, datetime(2001, 1, 2, tzinfo=UTC))],
+             [(3, datetime(2001, 1, 3, tzinfo=UTC)), (4, datetime(2001, 1, 4, tzinfo=UTC))]),
+            (True, datetime(1950, 1, 1, tzinfo=UTC),
+             [(0, datetime(1950, 1, 2, tzinfo=UTC)), (6, datetime(1950, 1, 3, tzinfo=UTC))],
+             [(7, datetime(1950, 1, 4, tzinfo=UTC)), (0, datetime(1950, 1, 5, tzinfo=UTC))]),
+        ],
+        batch_size=1,
+    )  # fmt: skip
+    def check(streams: list[Any], batch_size: int) -> None:
+        store = fresh_postgres_store(postgres_database)
+        clickhouse = fresh_clickhouse()
+        with AuditCore(Settings(store, clickhouse)) as audit:
+            models = ReadModelRegistry(
+                [audit.read_models.get("incidents"), audit.read_models.get("monitors")]
             )
-            row = rows[aggregate.id]
-            assert set(row) == set(expected), "a column the test does not compare"
-            assert row == expected
+            runner = ProjectionRunner(
+                audit.app, audit.settings.clickhouse_target, models, batch_size=batch_size
+            )
+            aggregates: list[Incident | Monitor] = []
+            for is_incident, opened_at, _, _ in streams:
+                aggregates.append(
+                    Incident.open("acme", title="Down", severity="sev2", service="api",
+                                  occurred_at=opened_at)
+                    if is_incident
+                    else Monitor.create("acme", name="Probe", url="https://example.com/",
+                                        occurred_at=opened_at)
+                )  # fmt: skip
+            for round_ in (2, 3):  # two rounds: the second folds rows read back from ClickHouse
+                for aggregate, stream in zip(aggregates, streams, strict=True):
+                    commands = (
+                        INCIDENT_COMMANDS if isinstance(aggregate, Incident) else MONITOR_COMMANDS
+                    )
+                    for index, at in stream[round_]:
+                        with contextlib.suppress(DomainRuleError):
+                            commands[index](aggregate, at)
+                audit.save(*aggregates)
+                runner.catch_up(audit.clickhouse)
+
+            log = LogReader(audit.app)
+            reader = audit.reader("acme")
+            rows = {
+                **{r["incident_id"]: r for r in reader.current("incidents", limit=1000)},
+                **{r["monitor_id"]: r for r in reader.current("monitors", limit=1000)},
+            }
+            assert len(rows) == len(aggregates)
+            for aggregate in aggregates:
+                position = log.stream(aggregate.id)[-1].position
+                expected = (
+                    incident_row(aggregate, position)
+                    if isinstance(aggregate, Incident)
+                    else monitor_row(aggregate, position)
+                )
+                row = rows[aggregate.id]
+                assert set(row) == set(expected), "a column the test does not compare"
+                assert row == expected
+
+    check()
 
 
 def test_a_batch_touching_4000_incidents_folds_on_every_engine(

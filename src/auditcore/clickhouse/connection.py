@@ -23,7 +23,7 @@ import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
 
-from auditcore.clickhouse.cluster import check_cluster
+from auditcore.clickhouse.cluster import CLUSTER_VARIABLE, SHARDED_VARIABLE, check_cluster
 from auditcore.errors import ConfigurationError, one_line
 
 if TYPE_CHECKING:
@@ -72,6 +72,8 @@ class ClickHouseTarget:
 
     url: str = DEFAULT_CLICKHOUSE
     cluster: str | None = None
+    sharded: bool = False
+    """Several shards: ``Distributed`` tables over local ones, rows sharded by workspace."""
 
     @property
     def embedded(self) -> bool:
@@ -89,7 +91,7 @@ class ClickHouseTarget:
         # which need this module.
         from auditcore.clickhouse.ddl import Ddl  # noqa: PLC0415
 
-        return Ddl(self.database, self.cluster)
+        return Ddl(self.database, self.cluster, self.sharded)
 
     @property
     def database(self) -> str:
@@ -222,10 +224,20 @@ def connect(target: ClickHouseTarget) -> Client:
     from auditcore.clickhouse.ddl import ensure_database  # noqa: PLC0415 - as in ``ddl``
 
     database = target.database  # checked before anything is opened
+    if target.sharded and not target.cluster:
+        raise ConfigurationError(
+            f"{SHARDED_VARIABLE} needs a ClickHouse cluster ({CLUSTER_VARIABLE} or --cluster)"
+        )
     client = _connect_chdb(target) if target.embedded else _connect_server(target)
     try:
         if target.cluster:
-            check_cluster(client, target.cluster, target.describe())
+            check_cluster(client, target.cluster, target.describe(), sharded=target.sharded)
+        if target.sharded:
+            # An insert through a Distributed table returns once every shard committed its
+            # rows (not queued on this node's disk to be forwarded later): positions and
+            # dead letters are then as durable as on one shard, and a batch's rows are
+            # either on a shard or not (auditcore.projection.tracking).
+            client.set_client_setting("distributed_foreground_insert", 1)
         ensure_database(client, target.ddl)
     except BaseException:
         client.close()

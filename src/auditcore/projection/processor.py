@@ -366,8 +366,9 @@ class Processor:
             self._ensure_probe()
         select = rows.select
         if skip:
-            by = self.model.table.partition_by or "''"
-            select = f"SELECT * FROM ({select}) WHERE toString({by}) NOT IN {{skip:Array(String)}}"
+            select = (
+                f"SELECT * FROM ({select}) WHERE {self._part_key()} NOT IN {{skip:Array(String)}}"
+            )
         insert_select(
             self.client,
             self.target,
@@ -411,7 +412,7 @@ class Processor:
         cluster = (self.target.cluster or "").replace("\\", "\\\\").replace("'", "\\'")
         rows = self.client.query(
             f"SELECT count() FROM clusterAllReplicas('{cluster}', system.processes) "
-            "WHERE query_id = {id:String}",
+            "WHERE query_id = {id:String} OR initial_query_id = {id:String}",
             parameters={"id": query_id},
             settings={"skip_unavailable_shards": 1},
         ).result_rows
@@ -427,13 +428,21 @@ class Processor:
     def _partitions_holding(self, after: int, last: int) -> set[str]:
         """Partitions of the table holding a row from events in (after, last]: their parts
         of that batch committed (a part is committed whole)."""
-        by = self.model.table.partition_by or "''"
         rows = self.client.query(
-            f"SELECT DISTINCT toString({by}) FROM `{self.table}` "
+            f"SELECT DISTINCT {self._part_key()} FROM `{self.table}` "
             "WHERE position > {after:UInt64} AND position <= {last:UInt64}",
             parameters={"after": after, "last": last},
         ).result_rows
         return {row[0] for row in rows}
+
+    def _part_key(self) -> str:
+        """Which part of a batch a row is in: its partition; on a sharded cluster its
+        partition and its workspace (the sharding key), so that rows with one key are on
+        one shard, in one part, committed whole."""
+        partition = self.model.table.partition_by or "''"
+        if self.target.sharded:
+            return f"toString(cityHash64(workspace_id, toString({partition})))"
+        return f"toString({partition})"
 
     # Event tables: ClickHouse computes the rows.
 

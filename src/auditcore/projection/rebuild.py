@@ -90,8 +90,9 @@ def rebuild(
     kept = None
     if keep_old:
         kept = f"{live}__old_{datetime.now(UTC):%Y%m%d%H%M%S}"
-        client.command(ddl.rename(building, kept))
-        client.command(ddl.drop(building + PROBE_SUFFIX))
+        for statement in ddl.rename(building, kept):
+            client.command(statement)
+        client.command(ddl.drop_probe(building + PROBE_SUFFIX))
     else:
         _drop(client, ddl, building)
     return RebuildResult(model.name, events, processor.position, resumed_from, kept)
@@ -103,8 +104,9 @@ def _drop(client: Client, ddl: Ddl, table: str) -> None:
     if key is not None:
         tracking.forget(client, ddl, key)
         deadletters.forget(client, ddl, key)
-    client.command(ddl.drop(table))
-    client.command(ddl.drop(table + PROBE_SUFFIX))
+    for statement in ddl.drop(table):
+        client.command(statement)
+    client.command(ddl.drop_probe(table + PROBE_SUFFIX))
 
 
 def rebuild_part(

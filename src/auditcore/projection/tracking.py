@@ -20,7 +20,9 @@ What makes a read model equal the store's log, whatever instant a processor is k
   computes the same rows (events parked meanwhile left out), and inserts them but for the
   partitions already holding a row with a position inside the range: those parts committed.
   Then it records the position. State tables are idempotent besides: a fold skips events
-  whose version the stream's row already holds.
+  whose version the stream's row already holds. On a cluster of several shards a batch is
+  split by shard, each shard committing its own parts, so a "partition" here is a partition
+  and a workspace (the sharding key): its rows are on one shard, in one part.
 - **A dead writer's insert is over before the table is asked.** On a server, an insert sent
   by a process that was then killed runs on to its end. A batch's inserts run under a query
   id made from its intent; a redo first waits until no query runs under that id (a server
@@ -50,7 +52,7 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from auditcore.clickhouse.connection import as_utc
-from auditcore.clickhouse.ddl import TRACKING_TABLE, Ddl
+from auditcore.clickhouse.ddl import LOCAL_SUFFIX, TRACKING_TABLE, Ddl
 
 _NO_UUID = "00000000-0000-0000-0000-000000000000"
 
@@ -80,13 +82,16 @@ class TrackedPosition:
 
 
 def table_keys(client: Client, names: list[str]) -> dict[str, str]:
-    """Each existing table's key (its UUID, or its name), by name."""
+    """Each existing table's key (its UUID, or its name), by name. On a sharded cluster the
+    key is the local table's (``name`` + ``LOCAL_SUFFIX``, which holds the rows and is what
+    a rebuild's swap exchanges), for a table whose ``Distributed`` table exists."""
     rows = client.query(
         "SELECT name, toString(uuid) FROM system.tables "
         "WHERE database = currentDatabase() AND name IN {names:Array(String)}",
-        parameters={"names": names},
+        parameters={"names": [*names, *(name + LOCAL_SUFFIX for name in names)]},
     ).result_rows
-    return {name: (name if uuid == _NO_UUID else uuid) for name, uuid in rows}
+    found = {name: (name if uuid == _NO_UUID else uuid) for name, uuid in rows}
+    return {name: found.get(name + LOCAL_SUFFIX, found[name]) for name in names if name in found}
 
 
 def table_key(client: Client, name: str) -> str | None:

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from eventsourcing.utils import get_topic
 
-from auditcore.clickhouse.cluster import CLUSTER_VARIABLE
+from auditcore.clickhouse.cluster import CLUSTER_VARIABLE, SHARDED_VARIABLE
 from auditcore.clickhouse.connection import (
     CLICKHOUSE_VARIABLE,
     DEFAULT_CLICKHOUSE,
@@ -37,7 +37,9 @@ class Settings:
 
     ``clickhouse`` is where the read models live: ``chdb://PATH`` (the embedded default,
     ``./.auditcore/clickhouse``) or ``http(s)://user:password@host:port/database``;
-    ``clickhouse_cluster`` names a cluster for ``ON CLUSTER`` DDL and Replicated engines.
+    ``clickhouse_cluster`` names a cluster for ``ON CLUSTER`` DDL and Replicated engines;
+    ``clickhouse_sharded`` (``AUDITCORE_CLICKHOUSE_SHARDED=1``) puts every table of a cluster
+    of several shards behind a ``Distributed`` table, rows sharded by workspace.
 
     ``stall_after``: seconds after which a read model with events waiting and no progress is
     reported ``stalled`` (``/readyz`` answers 503); ``AUDITCORE_STALL_AFTER``, 60 by default.
@@ -47,6 +49,7 @@ class Settings:
     clickhouse: str = DEFAULT_CLICKHOUSE
     clickhouse_cluster: str | None = None
     stall_after: float = 60.0
+    clickhouse_sharded: bool = False
 
     def __post_init__(self) -> None:
         if not self.stall_after > 0:
@@ -69,11 +72,12 @@ class Settings:
             clickhouse=environ.get(CLICKHOUSE_VARIABLE) or DEFAULT_CLICKHOUSE,
             clickhouse_cluster=environ.get(CLUSTER_VARIABLE) or None,
             stall_after=seconds,
+            clickhouse_sharded=_flag(environ, SHARDED_VARIABLE),
         )
 
     @property
     def clickhouse_target(self) -> ClickHouseTarget:
-        return ClickHouseTarget(self.clickhouse, self.clickhouse_cluster)
+        return ClickHouseTarget(self.clickhouse, self.clickhouse_cluster, self.clickhouse_sharded)
 
     @property
     def uses_postgres(self) -> bool:
@@ -150,3 +154,10 @@ class Settings:
             "POSTGRES_ENABLE_DB_FUNCTIONS": "n",
             "APPLICATION_RECORDER_TOPIC": get_topic(PostgresAuditRecorder),
         }
+
+
+def _flag(environ: Mapping[str, str], name: str) -> bool:
+    value = (environ.get(name) or "0").strip().lower()
+    if value not in ("0", "1", "true", "false", "yes", "no"):
+        raise ConfigurationError(f"{name}={value!r}: use 1 or 0")
+    return value in ("1", "true", "yes")

@@ -7,7 +7,8 @@ deletion repeated after a crash deletes what is left and nothing else (positions
 are simply not found).
 
 Read models: rows of the pruned events are deleted with one lightweight delete per table and
-range, ``workspace_id = W AND position <= P`` — within a workspace, log order is store order,
+range, ``workspace_id = W AND position <= P`` (but the store's first event's: see
+``retention``) — within a workspace, log order is store order,
 so those are exactly the rows made only from events of the pruned prefix (a state-table row
 whose stream has a newer event has a newer position and stays). Roll-ups are kept: their
 counts are the figures that outlive raw events. A read model that has not yet reached ``P`` is
@@ -77,9 +78,12 @@ def delete_rows(
     models: ReadModelRegistry,
     workspace_id: str,
     last_position: int,
+    *,
+    keep: int = 0,
 ) -> list[str]:
     """Delete the read models' rows made only from the workspace's events up to
-    ``last_position``; return the read models that have not reached it yet (left alone)."""
+    ``last_position`` (but the row of the event at store position ``keep``, which stays in
+    the store); return the read models that have not reached it yet (left alone)."""
     candidates = [
         model for model in models if not (isinstance(model, EventTable) and model.group_by)
     ]
@@ -95,8 +99,9 @@ def delete_rows(
         client.command(
             target.ddl.delete(
                 model.table_name,
-                "workspace_id = {workspace:String} AND position <= {last:UInt64}",
+                "workspace_id = {workspace:String} AND position <= {last:UInt64} "
+                "AND position != {keep:UInt64}",
             ),
-            parameters={"workspace": workspace_id, "last": last_position},
+            parameters={"workspace": workspace_id, "last": last_position, "keep": keep},
         )
     return waiting

@@ -20,13 +20,13 @@ from pathlib import Path
 from uuid import UUID
 
 import orjson
-from eventsourcing.persistence import StoredEvent
 
 from auditcore.errors import ConfigurationError
 from auditcore.facade import AuditCore
 from auditcore.integrity.note import VerifierKey
 from auditcore.lifecycle.archive import ArchivedEvent, check_archive, read_archive
 from auditcore.lifecycle.retention import Retention
+from auditcore.store.mapper import AuditStoredEvent
 
 BATCH = 1_000
 
@@ -84,11 +84,13 @@ def _insert(target: AuditCore, workspace_id: str, events: Sequence[ArchivedEvent
     keys = [(workspace_id, UUID(str(orjson.loads(e.state).get("event_id")))) for e in events]
     there = target.app.event_ids.locate_events(keys)
     missing = [
-        StoredEvent(
+        AuditStoredEvent(
             originator_id=UUID(event.stream_id),
             originator_version=event.version,
             topic=event.action,
             state=event.state,
+            event_id=key[1],
+            workspace_id=workspace_id,
         )
         for event, key in zip(events, keys, strict=True)
         if key not in there

@@ -18,6 +18,9 @@ Failure semantics (each step is durable before the next starts, and a rerun resu
 5. the read models' rows are deleted (once each read model has reached the range) and the row
    moves to ``done``.
 So a kill at any instant loses nothing that is not in an archive whose row is committed.
+
+The store's very first event is never deleted (it is archived like the others): its id is the
+store's identity, by which read models refuse a ClickHouse database built from another store.
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from auditcore.lifecycle.archive import (
 )
 from auditcore.lifecycle.prune import delete_events, delete_rows
 from auditcore.lifecycle.tables import DEFAULT_POLICY, ArchiveRow, Base, RetentionPolicyRow
+from auditcore.projection.log import LogReader
 from auditcore.store.control import control_engine, create_tables
 
 if TYPE_CHECKING:
@@ -371,6 +375,7 @@ class Retention:
         """Take the workspace's unfinished archives through deletion (store, then read
         models)."""
         log = self.audit.integrity.log
+        anchor = self._anchor()
         for row in self.archives(workspace):
             if row.state == "archived":
                 for first in range(row.from_size, row.to_size, batch_size):
@@ -378,7 +383,11 @@ class Retention:
                     run.pruned += delete_events(
                         self.audit.app,
                         workspace,
-                        [(leaf.position, leaf.event_id) for leaf in leaves],
+                        [
+                            (leaf.position, leaf.event_id)
+                            for leaf in leaves
+                            if leaf.position != anchor
+                        ],
                     )
                     if progress:
                         progress(len(leaves))
@@ -403,11 +412,11 @@ class Retention:
                 )
                 self._set_state(row, "pruned")
             if row.state == "pruned":
-                run.waiting_models = self._delete_rows(workspace, row.last_position)
+                run.waiting_models = self._delete_rows(workspace, row.last_position, anchor)
                 if not run.waiting_models:
                     self._set_state(row, "done")
 
-    def _delete_rows(self, workspace: str, last_position: int) -> list[str]:
+    def _delete_rows(self, workspace: str, last_position: int, anchor: int) -> list[str]:
         audit = self.audit
         return delete_rows(
             audit.clickhouse,
@@ -415,7 +424,13 @@ class Retention:
             audit.read_models,
             workspace,
             last_position,
+            keep=anchor,
         )
+
+    def _anchor(self) -> int:
+        """The store position of the store's first event (kept: see the module header)."""
+        first = LogReader(self.audit.app).after(0, 1)
+        return first[0].position if first else 0
 
     def _set_state(self, row: ArchiveRow, state: str) -> None:
         with Session(self.engine) as session, session.begin():

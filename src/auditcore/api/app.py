@@ -31,6 +31,7 @@ from auditcore.api.routes import (
     live,
     models,
     reports,
+    retention,
     stats,
 )
 from auditcore.api.sessions import SessionKind, Sessions
@@ -103,7 +104,8 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     install_error_handlers(app)
     install_docs(app)
     # The export route first: /v1/events/export is not an event id.
-    for module in (export, events, integrity, stats, live, models, deadletters, reports, health):
+    routers = (export, events, integrity, stats, live, models, deadletters, reports, retention)
+    for module in (*routers, health):
         app.include_router(module.router, responses={} if module is health else LIMITED)
     app.mount("/assets", StaticFiles(directory=str(STATIC)), name="assets")
 

@@ -378,3 +378,49 @@ def _nothing_lost(store: Store, original: dict[tuple[str, int], Row]) -> None:
     kept = {(r[0], r[1]): r for r in stored_rows(store, "acme")}
     for key, row in original.items():
         assert kept.get(key) == row or archived.get(key) == row, f"lost {key}"
+
+
+@pytest.mark.store_only
+def test_prune_and_verify_on_postgresql_and_sqlite(
+    store_settings: Settings, tmp_path: Path
+) -> None:
+    made = make_store(store_settings, tmp_path)
+    with made.core() as audit:
+        record(audit, "initech", 1)
+        retention = Retention(audit, tmp_path / "archives")
+        retention.set_policy(None, 7, actor=ALICE, source="cli")  # the default
+        record(audit, "acme", 3)
+        audit.integrity.sign_now()
+        record(audit, "acme", 2)  # not signed yet: kept whatever their age
+        report = retention.run(now=datetime.now(UTC) + LATER)
+        verified = audit.integrity.verify(pruned=retention.pruned_ranges())
+        retention.check_archives(verified, audit.integrity.trusted_keys())
+        retention.close()
+    assert report.pruned == 9 + 2  # acme's 9 signed events, initech's 3 but its first
+    assert verified.ok, [p.describe() for p in verified.problems]
+    assert verified.workspaces["acme"].pruned == 9
+    actions = [orjson.loads(state)["workspace_id"] for _, state in made.events()]
+    assert actions.count("acme") == 6 + 1  # the unsigned ones, and the prune's own event
+
+
+def test_cli_refusals_are_one_line_with_status_2(tmp_path: Path) -> None:
+    store = str(tmp_path / "events.sqlite")
+    at = ["--event-store", store]
+    cases = [
+        ["retention", "set", "-w", "acme", "--days", "0", *at],
+        ["retention", "set", "-w", "acme", "--default", "--days", "3", *at],
+        ["retention", "set", "-w", "acme", "--days", "3", "--forever", *at],
+        ["retention", "set", "-w", "acme corp", "--days", "3", *at],
+        ["retention", "run", *at],  # no archive directory
+        ["archive", "restore", str(tmp_path / "none.jsonl.gz"), "--into", store],
+    ]
+    for arguments in cases:
+        result = subprocess.run(
+            [AUDITCORE, *arguments],
+            capture_output=True,
+            text=True,
+            check=False,
+            env={k: v for k, v in os.environ.items() if k != "AUDITCORE_ARCHIVE_DIR"},
+        )
+        assert result.returncode == 2, (arguments, result.stdout, result.stderr)
+        assert "Traceback" not in result.stderr, arguments

@@ -63,7 +63,8 @@ def delete_events(
             f"DELETE FROM {recorder.events_table_name} WHERE rowid IN ({marks})",  # type: ignore[attr-defined]
             positions,
         )
-        deleted = cursor.rowcount
+        cursor.execute("SELECT changes()")  # the library's cursor has no rowcount
+        deleted = cursor.fetchone()[0]
         cursor.execute(
             f"DELETE FROM {recorder.event_ids_table_name} "  # type: ignore[attr-defined]
             f"WHERE workspace_id = ? AND event_id IN ({id_marks})",

@@ -6,8 +6,8 @@ table's lock for each insert, so a batch holds them up for one batch's deletion 
 deletion repeated after a crash deletes what is left and nothing else (positions that are gone
 are simply not found).
 
-Read models: rows of the pruned events are deleted with one lightweight delete per table and
-range, ``workspace_id = W AND position <= P`` (but the store's first event's: see
+Read models: rows of the pruned events are deleted with one lightweight delete per table for
+every range pruned in a run, ``position <= P(workspace_id)`` (but the store's first event's: see
 ``retention``) — within a workspace, log order is store order,
 so those are exactly the rows made only from events of the pruned prefix (a state-table row
 whose stream has a newer event has a newer position and stays). Roll-ups are kept: their
@@ -17,7 +17,7 @@ left for the next run (a batch it read before the deletion could write those row
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID
 
 from clickhouse_connect.driver.client import Client
@@ -77,32 +77,37 @@ def delete_rows(
     client: Client,
     target: ClickHouseTarget,
     models: ReadModelRegistry,
-    workspace_id: str,
-    last_position: int,
+    pruned: Mapping[str, int],
     *,
     keep: int = 0,
 ) -> list[str]:
-    """Delete the read models' rows made only from the workspace's events up to
-    ``last_position`` (but the row of the event at store position ``keep``, which stays in
-    the store); return the read models that have not reached it yet (left alone)."""
+    """Delete the read models' rows made only from each workspace's events up to its store
+    position in ``pruned`` (but the row of the event at store position ``keep``, which stays in
+    the store), one lightweight delete per table; return the read models that have not reached
+    those positions yet (left alone)."""
     candidates = [
         model for model in models if not (isinstance(model, EventTable) and model.group_by)
     ]
     tracked = tracking.tracked_tables(client, [model.table_name for model in candidates])
+    workspaces = sorted(pruned)
     waiting = []
     for model in candidates:
         reached = tracked.get(model.table_name)
         if reached is None:
             continue  # never written: it holds no rows
-        if reached.position < last_position:
+        if reached.position < max(pruned.values()):
             waiting.append(model.name)
             continue
         client.command(
             target.ddl.delete(
                 model.table_name,
-                "workspace_id = {workspace:String} AND position <= {last:UInt64} "
-                "AND position != {keep:UInt64}",
+                "position <= transform(workspace_id, {workspaces:Array(String)}, "
+                "{lasts:Array(UInt64)}, toUInt64(0)) AND position != {keep:UInt64}",
             ),
-            parameters={"workspace": workspace_id, "last": last_position, "keep": keep},
+            parameters={
+                "workspaces": workspaces,
+                "lasts": [pruned[workspace] for workspace in workspaces],
+                "keep": keep,
+            },
         )
     return waiting

@@ -15,8 +15,8 @@ Failure semantics (each step is durable before the next starts, and a rerun resu
 4. the prune is recorded as an ``auditcore.retention.pruned`` event in the workspace, with an
    event id derived from the range (recorded again after a crash, it is stored once), and the
    row moves to ``pruned``;
-5. the read models' rows are deleted (once each read model has reached the range) and the row
-   moves to ``done``.
+5. at the end of the run, the read models' rows of every pruned range are deleted (one delete
+   per table, once each read model has reached the ranges) and the rows move to ``done``.
 So a kill at any instant loses nothing that is not in an archive whose row is committed.
 
 The store's very first event is never deleted (it is archived like the others): its id is the
@@ -304,6 +304,7 @@ class Retention:
                 workspace, moment - timedelta(days=policy.days), run,
                 batch_size, max_events, pause, progress,
             )  # fmt: skip
+        self._clean_read_models(report)
         return report
 
     def _prune(
@@ -372,8 +373,8 @@ class Retention:
         pause: float,
         progress: Callable[[int], None] | None,
     ) -> None:
-        """Take the workspace's unfinished archives through deletion (store, then read
-        models)."""
+        """Take the workspace's archived ranges through deletion from the store (the read
+        models follow at the end of the run: ``_clean_read_models``)."""
         log = self.audit.integrity.log
         anchor = self._anchor()
         for row in self.archives(workspace):
@@ -411,21 +412,29 @@ class Retention:
                     event_id=uuid5(_NAMESPACE, f"{workspace}\x00{row.from_size}\x00{row.to_size}"),
                 )
                 self._set_state(row, "pruned")
-            if row.state == "pruned":
-                run.waiting_models = self._delete_rows(workspace, row.last_position, anchor)
-                if not run.waiting_models:
-                    self._set_state(row, "done")
 
-    def _delete_rows(self, workspace: str, last_position: int, anchor: int) -> list[str]:
+    def _clean_read_models(self, report: RunReport) -> None:
+        """Delete the read models' rows of every range pruned so far (one delete per table)."""
+        rows = [row for row in self.archives() if row.state == "pruned"]
+        if not rows:
+            return
+        lasts: dict[str, int] = {}
+        for row in rows:
+            lasts[row.workspace_id] = max(lasts.get(row.workspace_id, 0), row.last_position)
         audit = self.audit
-        return delete_rows(
+        waiting = delete_rows(
             audit.clickhouse,
             audit.settings.clickhouse_target,
             audit.read_models,
-            workspace,
-            last_position,
-            keep=anchor,
+            lasts,
+            keep=self._anchor(),
         )
+        for run in report.workspaces:
+            if run.workspace_id in lasts:
+                run.waiting_models = waiting
+        if not waiting:
+            for row in rows:
+                self._set_state(row, "done")
 
     def _anchor(self) -> int:
         """The store position of the store's first event (kept: see the module header)."""

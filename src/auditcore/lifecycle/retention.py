@@ -74,7 +74,6 @@ class RetentionPruned(BaseModel):
     archive: str
     sha256: str
     checkpoint_size: int
-    archived_at: str
 
 
 class RetentionPolicySet(BaseModel):
@@ -405,7 +404,6 @@ class Retention:
                         archive=name,
                         sha256=row.sha256,
                         checkpoint_size=row.checkpoint_size,
-                        archived_at=row.created_at.isoformat(),
                     ),
                     actor=Actor(id="auditcore_retention", type="system", name="retention"),
                     source="system",

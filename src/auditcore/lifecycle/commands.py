@@ -175,6 +175,12 @@ def run(
                     if done.note:
                         line += f" ({done.note})"
                     console.print(line, highlight=False, soft_wrap=True)
+                if not report.workspaces:
+                    console.print(
+                        "No workspace's Merkle log holds events yet: only logged and signed "
+                        "events are pruned (run the integrity follower with a signing key: "
+                        "`auditcore integrity sign`, `serve` or `integrity follow`)."
+                    )
                 console.print(f"Pruned {report.pruned:,} events.")
                 if every is None or stop.wait(every):
                     break

@@ -21,6 +21,8 @@ from uuid import UUID, uuid4
 
 import orjson
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from auditcore import Actor, AuditCore, Incident, Settings
 from auditcore.lifecycle.archive import ArchiveError, check_archive, read_archive
@@ -429,3 +431,31 @@ def test_cli_refusals_are_one_line_with_status_2(tmp_path: Path) -> None:
         )
         assert result.returncode == 2, (arguments, result.stdout, result.stderr)
         assert "Traceback" not in result.stderr, arguments
+
+
+def test_a_forged_archive_row_does_not_hide_a_deletion(
+    pruned: tuple[Store, dict[str, list[Row]], Path],
+) -> None:
+    """An attacker deletes globex's first events and adds an archive row claiming them,
+    pointing at a real archive (acme's): verify checks that archive against globex's
+    retained leaves and says so."""
+    store, _, archive = pruned
+    doomed = store.positions_of("globex")[:3]
+    for position in doomed:
+        store.execute("DELETE FROM {events} WHERE {position} = ?", (position,))
+    with store.core() as audit:
+        retention = Retention(audit)
+        with Session(retention.engine) as session, session.begin():
+            [real] = session.scalars(select(ArchiveRow)).all()
+            session.add(
+                ArchiveRow(
+                    workspace_id="globex", from_size=0, to_size=3,
+                    first_position=doomed[0], last_position=doomed[-1],
+                    checkpoint_size=real.checkpoint_size, location=str(archive),
+                    sha256=real.sha256, state="done", created_at=real.created_at,
+                )
+            )  # fmt: skip
+        report = audit.integrity.verify(pruned=retention.pruned_ranges())
+        retention.check_archives(report, audit.integrity.trusted_keys())
+        retention.close()
+    assert [(p.kind, p.workspace_id) for p in report.problems] == [("archive", "globex")]

@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup, export, integrity, live, neighbours, queries, server
+from benchmarks import (
+    append,
+    catchup,
+    export,
+    integrity,
+    live,
+    neighbours,
+    queries,
+    retention,
+    server,
+)
 from benchmarks.common import console, machine
 
 WORKLOADS = {
@@ -39,6 +49,10 @@ WORKLOADS = {
     "server": {
         "quick": lambda: server.run(catch_up_events=20_000, query_events=20_000),
         "full": lambda: server.run(catch_up_events=1_000_000, query_events=1_000_000),
+    },
+    "retention": {
+        "quick": lambda: retention.run(events=20_000, alone_seconds=3),
+        "full": lambda: retention.run(events=1_000_000),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

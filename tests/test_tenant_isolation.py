@@ -456,6 +456,7 @@ _PLAIN = {
     "/v1/checkpoints/public-key": "/v1/checkpoints/public-key",
     "/v1/checkpoints/consistency": "/v1/checkpoints/consistency?from=1&to=2",
     "/v1/reports": "/v1/reports?since=30d",
+    "/v1/retention": "/v1/retention",
 }
 
 

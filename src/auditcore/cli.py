@@ -42,6 +42,7 @@ from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
 from auditcore.integrity.commands import integrity_app, verify, write_proof_export
+from auditcore.lifecycle.commands import archive_app, retention_app
 from auditcore.progress import EventsProgress
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.runner import ProcessorStatus
@@ -75,6 +76,8 @@ app.add_typer(workspaces_app, name="workspaces")
 app.add_typer(keys_app, name="keys")
 app.add_typer(integrity_app, name="integrity")
 app.add_typer(actions_app, name="actions")
+app.add_typer(retention_app, name="retention")
+app.add_typer(archive_app, name="archive")
 app.command()(serve)
 app.command()(verify)
 

@@ -32,6 +32,7 @@ from auditcore.api.routes import (
     live,
     models,
     reports,
+    retention,
     stats,
     workos,
 )
@@ -119,6 +120,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         models,
         deadletters,
         reports,
+        retention,
         health,
     )
     for module in routes:

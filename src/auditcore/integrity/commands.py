@@ -249,10 +249,22 @@ def verify(
     output: Annotated[
         OutputFormat, typer.Option("--format", "-f", help="table or json.")
     ] = OutputFormat.TABLE,
+    archive: Annotated[
+        Path | None,
+        typer.Option("--archive", help="Check this retention archive on its own instead."),
+    ] = None,
 ) -> None:
     """Recompute every leaf from the store, rebuild the Merkle trees and check them against
     the stored logs and every signed checkpoint (stored, published, and given with
-    --checkpoint). Exit status 0 if everything matches, 1 at the first divergence."""
+    --checkpoint), and every retention archive against the leaves it replaced. Exit status 0
+    if everything matches, 1 at the first divergence."""
+    # Imported here: the lifecycle builds on this module's layer.
+    from auditcore.lifecycle.commands import check_archive_file  # noqa: PLC0415
+    from auditcore.lifecycle.retention import Retention  # noqa: PLC0415
+
+    if archive is not None:
+        check_archive_file(archive, public_key or [])
+        return
     keys = [read_verifier(path) for path in public_key or []]
     outside = []
     for path in checkpoint or []:
@@ -264,9 +276,18 @@ def verify(
         head = audit.app.recorder.max_notification_id() or 0
         with EventsProgress(errors) as progress:
             advance = progress.track("verifying", head)
-            report = audit.integrity.verify(
-                workspace_id=workspace, keys=keys, outside=outside, progress=advance
-            )
+            retention = Retention(audit)
+            try:
+                report = audit.integrity.verify(
+                    workspace_id=workspace,
+                    keys=keys,
+                    outside=outside,
+                    progress=advance,
+                    pruned=retention.pruned_ranges(),
+                )
+                retention.check_archives(report, audit.integrity.trusted_keys(keys))
+            finally:
+                retention.close()
     if output is OutputFormat.TABLE:
         _print_report(report)
     else:
@@ -313,13 +334,23 @@ def write_proof_export(
 
 def _print_report(report: VerifyReport) -> None:
     table = Table(title=f"Verified {report.events:,} stored events", title_justify="left")
-    for column in ("workspace", "leaves", "verified", "checkpoints", "latest signed", "pending"):
+    columns = (
+        "workspace",
+        "leaves",
+        "verified",
+        "pruned",
+        "checkpoints",
+        "latest signed",
+        "pending",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "workspace" else "right")
     for workspace, count in sorted(report.workspaces.items()):
         table.add_row(
             workspace,
             f"{count.leaves:,}",
             f"{count.verified:,}",
+            f"{count.pruned:,}",
             f"{count.checkpoints:,}",
             f"{count.latest_checkpoint:,}"
             + (f" ({count.latest_signed_at:%Y-%m-%d %H:%M})" if count.latest_signed_at else ""),
@@ -354,6 +385,7 @@ def _report_json(report: VerifyReport) -> dict[str, object]:
             workspace: {
                 "leaves": count.leaves,
                 "verified": count.verified,
+                "pruned": count.pruned,
                 "checkpoints": count.checkpoints,
                 "latest_checkpoint": count.latest_checkpoint,
                 "latest_signed_at": count.latest_signed_at.isoformat()

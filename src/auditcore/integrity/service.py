@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import cached_property
 from typing import Any
 from uuid import UUID
@@ -130,8 +130,10 @@ class Integrity:
         keys: Sequence[VerifierKey] = (),
         outside: Sequence[OutsideCheckpoint] = (),
         progress: Callable[[int], None] | None = None,
+        pruned: Mapping[str, Sequence[tuple[int, int]]] | None = None,
     ) -> VerifyReport:
-        """Check the store against its logs and checkpoints (and the published ones)."""
+        """Check the store against its logs and checkpoints (and the published ones);
+        ``pruned``: log ranges archived by retention, whose events may be gone."""
         published = []
         if self.settings.checkpoint_dir is not None:
             published = [
@@ -144,6 +146,7 @@ class Integrity:
             self.trusted_keys(keys),
             workspace_id=workspace_id,
             outside=[*outside, *published],
+            pruned=pruned,
         ).run(progress)
 
     def close(self) -> None:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import struct
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -74,6 +74,8 @@ class WorkspaceCount:
     leaves: int = 0
     verified: int = 0
     pending: int = 0
+    pruned: int = 0
+    """Logged events gone from the store inside an archived range (retention)."""
     checkpoints: int = 0
     latest_checkpoint: int = 0
     latest_signed_at: datetime | None = None
@@ -131,6 +133,7 @@ class Verifier:
         workspace_id: str | None = None,
         outside: Sequence[OutsideCheckpoint] = (),
         batch_size: int = 20_000,
+        pruned: Mapping[str, Sequence[tuple[int, int]]] | None = None,
     ) -> None:
         self.app = app
         self.log = log
@@ -138,6 +141,9 @@ class Verifier:
         self.workspace_id = workspace_id
         self.outside = list(outside)
         self.batch_size = batch_size
+        self.pruned = pruned or {}
+        """Per workspace, the log ranges ``[from, to)`` archived by retention: their events
+        may be gone from the store (their retained leaves still build the tree)."""
         self.reader = LogReader(app)
         self.report = VerifyReport()
         self._expected: dict[str, dict[int, list[_Expected]]] = defaultdict(
@@ -310,12 +316,21 @@ class Verifier:
                     self._foreign(event, leaf)
                 continue
             if event is None:
-                self.report.workspaces[leaf.workspace_id].leaves += 1
-                self._at(leaf, "deleted", "the logged event is gone from the store")
+                self._gone(leaf)
             else:
                 self._compare(event, leaf)
             self._grow(leaf, nodes.pop(position, []))
         self._orphans(nodes)
+
+    def _gone(self, leaf: Leaf) -> None:
+        """A logged event missing from the store: pruned by retention, or deleted."""
+        count = self.report.workspaces[leaf.workspace_id]
+        count.leaves += 1
+        ranges = self.pruned.get(leaf.workspace_id, ())
+        if any(start <= leaf.leaf_index < end for start, end in ranges):
+            count.pruned += 1
+        else:
+            self._at(leaf, "deleted", "the logged event is gone from the store")
 
     def _orphans(self, nodes: dict[int, list[StoredNode]]) -> None:
         """Stored nodes left over: no leaf at their position completes them."""

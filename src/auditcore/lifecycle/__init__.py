@@ -1,0 +1,1 @@
+"""Data lifecycle: retention policies, archives of pruned events, and restoring them."""

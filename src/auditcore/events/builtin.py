@@ -66,6 +66,13 @@ class AuthFailuresThrottled(_Metadata):
     )
 
 
+class SubjectErased(_Metadata):
+    """A subject's data keys were destroyed: its personal fields read as erased from now on."""
+
+    subject_id: str = Field(max_length=256)
+    requested_at: str
+
+
 def register_builtin_actions(registry: ActionRegistry) -> None:
     registry.register("auditcore.workspace.created", WorkspaceCreated)
     registry.register("auditcore.api_key.created", ApiKeyIssued)
@@ -73,3 +80,4 @@ def register_builtin_actions(registry: ActionRegistry) -> None:
     registry.register("auditcore.export.created", ExportCreated)
     registry.register("auditcore.report.generated", ReportGenerated)
     registry.register("auditcore.auth.failures_throttled", AuthFailuresThrottled)
+    registry.register("auditcore.subject.erased", SubjectErased)

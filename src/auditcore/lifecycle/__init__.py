@@ -1,0 +1,1 @@
+"""The data lifecycle: retention and archives, erasure of personal data (crypto-shredding)."""

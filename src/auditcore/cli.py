@@ -41,6 +41,7 @@ from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
 from auditcore.integrity.commands import integrity_app, verify, write_proof_export
+from auditcore.lifecycle.commands import erase, new_master, rotate_master
 from auditcore.progress import EventsProgress
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.runner import ProcessorStatus
@@ -75,6 +76,9 @@ app.add_typer(keys_app, name="keys")
 app.add_typer(integrity_app, name="integrity")
 app.command()(serve)
 app.command()(verify)
+app.command()(erase)
+keys_app.command("new-master")(new_master)
+keys_app.command("rotate-master")(rotate_master)
 
 
 def _project_with_progress(audit: AuditCore) -> dict[str, int]:

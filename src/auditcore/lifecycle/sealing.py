@@ -36,12 +36,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from auditcore.events.actions import ActionRegistry, ActionSpec
+from auditcore.events.envelope import ERASED, UNREADABLE
 from auditcore.lifecycle.keys import SubjectKeys
 
-ERASED = "[erased]"
-"""What an erased personal field reads as, in every read path."""
-UNREADABLE = "[unreadable]"
-"""A sealed field whose ciphertext was altered (``auditcore verify`` reports the event)."""
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _NONCE = 12

@@ -24,6 +24,7 @@ from auditcore.api.openapi import build_openapi
 from auditcore.api.pacing import CpuPacer
 from auditcore.api.routes import (
     deadletters,
+    erasure,
     events,
     export,
     health,
@@ -103,7 +104,18 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     install_error_handlers(app)
     install_docs(app)
     # The export route first: /v1/events/export is not an event id.
-    for module in (export, events, integrity, stats, live, models, deadletters, reports, health):
+    for module in (
+        export,
+        events,
+        integrity,
+        stats,
+        live,
+        models,
+        deadletters,
+        reports,
+        erasure,
+        health,
+    ):
         app.include_router(module.router, responses={} if module is health else LIMITED)
     app.mount("/assets", StaticFiles(directory=str(STATIC)), name="assets")
 

@@ -118,6 +118,7 @@ def _requiring(scope: Scope) -> object:
 
 Reading = Annotated[Principal, Depends(_requiring(Scope.READ))]
 Writing = Annotated[Principal, Depends(_requiring(Scope.WRITE))]
+Administering = Annotated[Principal, Depends(_requiring(Scope.ADMIN))]
 
 
 def _client_address(request: Request, found: Services) -> str | None:

@@ -39,7 +39,6 @@ from auditcore.events.actions import ActionRegistry, ActionSpec
 from auditcore.events.envelope import ERASED, UNREADABLE
 from auditcore.lifecycle.keys import SubjectKeys
 
-
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 _NONCE = 12
 Path = tuple[str | int, ...]

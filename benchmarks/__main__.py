@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup, export, integrity, live, neighbours, queries, server
+from benchmarks import (
+    append,
+    catchup,
+    encryption,
+    export,
+    integrity,
+    live,
+    neighbours,
+    queries,
+    server,
+)
 from benchmarks.common import console, machine
 
 WORKLOADS = {
@@ -27,6 +37,10 @@ WORKLOADS = {
     "neighbours": {
         "quick": lambda: neighbours.run(events=10_000, seconds=4),
         "full": lambda: neighbours.run(events=200_000, seconds=30, compare_unlimited=True),
+    },
+    "encryption": {
+        "quick": lambda: encryption.run(single=1_000, dispatched=10_000, repeats=1),
+        "full": lambda: encryption.run(single=5_000, dispatched=100_000, repeats=3),
     },
     "integrity": {
         "quick": lambda: integrity.run(events=20_000),

@@ -65,13 +65,13 @@ class MasterKeys:
         """Base64 keys of 32 bytes separated by newlines or commas, the current one first
         (``#`` starts a comment)."""
         keys: list[bytes] = []
-        for line in text.replace(",", "\n").splitlines():
-            word = line.split("#", 1)[0].strip()
+        words = [w for line in text.splitlines() for w in line.split("#", 1)[0].split(",")]
+        for word in (w.strip() for w in words):
             if not word:
                 continue
-            word = word.replace("-", "+").replace("_", "/")
+            standard = word.replace("-", "+").replace("_", "/")  # URL-safe base64 too
             try:
-                key = base64.b64decode(word + "=" * (-len(word) % 4), validate=True)
+                key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
             except (binascii.Error, ValueError):
                 key = b""
             if len(key) != 32:

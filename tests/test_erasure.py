@@ -298,7 +298,7 @@ def _stream_of(found: list[dict[str, Any]], event_id: str) -> str:
 def test_a_killed_erasure_is_done_or_redone(
     postgres_database: str, process_clickhouse_url: str
 ) -> None:
-    """``auditcore erase`` SIGKILLed at random instants (``AUDITCORE_CRASH_KILLS`` rounds, 4 by
+    """``auditcore erase`` SIGKILLed at random instants (``AUDITCORE_CRASH_KILLS`` rounds, 3 by
     default); running it again always finishes: keys gone, one event per erasure, every read
     model re-projected."""
     from tests.conftest import fresh_postgres_store  # noqa: PLC0415
@@ -309,7 +309,7 @@ def test_a_killed_erasure_is_done_or_redone(
     url = settings.event_store
     env = {**os.environ, "AUDITCORE_MASTER_KEY": key, "AUDITCORE_EVENT_STORE": url,
            "AUDITCORE_CLICKHOUSE": process_clickhouse_url}  # fmt: skip
-    rounds = int(os.environ.get("AUDITCORE_CRASH_KILLS", "4"))
+    rounds = int(os.environ.get("AUDITCORE_CRASH_KILLS", "3"))
     unfinished = 0
     rng = random.Random(2126)
     for round_ in range(rounds):

@@ -79,15 +79,28 @@ def erase(
                 ERASURES.c.finished_at.is_(None),
             )
         ).scalar()
+        now = datetime.now(UTC)
         if requested_at is None:
-            # Microseconds only: what PostgreSQL and SQLite both keep exactly.
-            requested_at = datetime.now(UTC)
+            requested_at = now
             connection.execute(
                 insert(ERASURES).values(
-                    workspace_id=workspace_id, subject_id=subject_id, requested_at=requested_at
+                    workspace_id=workspace_id,
+                    subject_id=subject_id,
+                    requested_at=requested_at,
+                    attempted_at=now,
                 )
             )
-    keys.forget_cached(workspace_id, subject_id)
+        else:  # a redo: its stamp tells other processes to drop their caches again
+            connection.execute(
+                update(ERASURES)
+                .where(
+                    ERASURES.c.workspace_id == workspace_id,
+                    ERASURES.c.subject_id == subject_id,
+                    ERASURES.c.requested_at == requested_at,
+                )
+                .values(attempted_at=now)
+            )
+    keys.forget_cached()
     keys.scrub()
     event_id = uuid5(
         _IDS, orjson.dumps([workspace_id, subject_id, requested_at.isoformat()]).decode()
@@ -105,7 +118,7 @@ def erase(
             event_id=event_id,
             occurred_at=requested_at,
         )
-    # Other processes keep an opened key up to ``cache_seconds``: re-project after that.
+    # Other processes notice the erasure within ``cache_seconds``: re-project after that.
     time.sleep(keys.cache_seconds)
     streams = sorted(set(subject_streams(audit, workspace_id, subject_id)))
     reason = reproject(audit, workspace_id, streams)

@@ -14,9 +14,14 @@ any more, while the rows record that it was erased and when.
 Failure semantics: a master key that is missing, malformed or not the one that wrapped a key
 raises ``MasterKeyError`` (a one-line ``ConfigurationError``); nothing is decrypted with a
 guess. A key that is unknown or erased reads as ``None`` (the caller shows the fields as
-erased). Database errors reach the caller. Unwrapped keys are cached ``cache_seconds`` (1 s)
-per process, so another process's erasure is seen within that time; writers keep the key they
-encrypt with as long, so an event written in that second by another process is erased too.
+erased). Database errors reach the caller.
+
+Caching: opened keys are kept in the process. Every erasure stamps ``attempted_at`` on its row
+in ``auditcore_erasures`` in the transaction that destroys the keys, and a process reads that
+table's stamp at most every ``cache_seconds`` (1 s) before using its cache, dropping
+everything it holds when the stamp moved: so another process's erasure is seen within about a
+second (an event written in that second with the destroyed key reads as erased too), for the
+price of one small query a second, however many subjects there are.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    func,
     insert,
     select,
     text,
@@ -59,12 +65,6 @@ _NONCE = 12
 
 
 @dataclass
-class _Cached:
-    value: bytes | None
-    at: float
-
-
-@dataclass
 class SubjectKeys:
     """The subjects' data keys, in the control database (opened on first use)."""
 
@@ -73,23 +73,25 @@ class SubjectKeys:
     cache_seconds: float = 1.0
     _engine: Engine | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _by_id: dict[str, _Cached] = field(default_factory=dict)
-    _current: dict[tuple[str, str], tuple[str, bytes, float]] = field(default_factory=dict)
+    _by_id: dict[str, bytes | None] = field(default_factory=dict)
+    _current: dict[tuple[str, str], tuple[str, bytes]] = field(default_factory=dict)
+    _stamp: tuple[object, ...] = ()
+    _checked_at: float = float("-inf")
 
     # Writing.
 
     def current(self, workspace_id: str, subject_id: str) -> tuple[str, bytes]:
         """The (key id, data key) to encrypt a subject's new fields with, made if it has
         none that is not erased."""
-        now = time.monotonic()
+        self._revalidate()
         with self._lock:
             known = self._current.get((workspace_id, subject_id))
-            if known is not None and now - known[2] < self.cache_seconds:
-                return known[0], known[1]
+            if known is not None:
+                return known
 
         table = SUBJECT_KEYS
         engine = self._connected()
-        with engine.connect() as connection:
+        with engine.begin() as connection:
             row = connection.execute(
                 select(table.c.key_id, table.c.wrapped, table.c.master_id)
                 .where(
@@ -100,11 +102,15 @@ class SubjectKeys:
                 .order_by(table.c.created_at.desc())
                 .limit(1)
             ).first()
-        if row is not None:
-            key_id, key = row[0], self._unwrap(row[0], row[1], row[2])
-        else:
-            key_id, key = str(uuid4()), secrets.token_bytes(32)
-            with engine.begin() as connection:
+            if row is not None:
+                key_id, key = row[0], self._unwrap(row[0], row[1], row[2])
+            else:
+                key_id, key = str(uuid4()), secrets.token_bytes(32)
+                if engine.dialect.name == "postgresql":
+                    # No wait for this commit's flush: the event sealed with the key commits
+                    # after it on the same server, and flushing its commit flushes this one
+                    # (WAL is written in order), so no stored event can name a lost key.
+                    connection.execute(text("SET LOCAL synchronous_commit = off"))
                 connection.execute(
                     insert(table).values(
                         key_id=key_id,
@@ -116,22 +122,21 @@ class SubjectKeys:
                     )
                 )
         with self._lock:
-            self._current[(workspace_id, subject_id)] = (key_id, key, now)
-            self._by_id[key_id] = _Cached(key, now)
+            self._current[(workspace_id, subject_id)] = (key_id, key)
+            self._by_id[key_id] = key
         return key_id, key
 
     # Reading.
 
     def data_keys(self, key_ids: Iterable[str]) -> dict[str, bytes | None]:
         """Each key by id: None when it was erased (or is unknown)."""
-        now = time.monotonic()
+        self._revalidate()
         found: dict[str, bytes | None] = {}
         wanted: list[str] = []
         with self._lock:
             for key_id in set(key_ids):
-                cached = self._by_id.get(key_id)
-                if cached is not None and now - cached.at < self.cache_seconds:
-                    found[key_id] = cached.value
+                if key_id in self._by_id:
+                    found[key_id] = self._by_id[key_id]
                 else:
                     wanted.append(key_id)
         if not wanted:
@@ -156,7 +161,7 @@ class SubjectKeys:
                     if row is None or wrapped is None
                     else self._unwrap(key_id, wrapped, row[2])
                 )
-                self._by_id[key_id] = _Cached(value, now)
+                self._by_id[key_id] = value
                 found[key_id] = value
         return found
 
@@ -177,10 +182,29 @@ class SubjectKeys:
         ).rowcount
         return int(destroyed)
 
-    def forget_cached(self, workspace_id: str, subject_id: str) -> None:
+    def forget_cached(self) -> None:
         with self._lock:
-            self._current.pop((workspace_id, subject_id), None)
+            self._current.clear()
             self._by_id.clear()
+
+    def _revalidate(self) -> None:
+        """Drop the cache if an erasure happened anywhere since it was last checked (at most
+        once every ``cache_seconds``)."""
+        now = time.monotonic()
+        if now - self._checked_at < self.cache_seconds:
+            return
+        with self._connected().connect() as connection:
+            stamp = tuple(
+                connection.execute(
+                    select(func.count(), func.max(ERASURES.c.attempted_at)).select_from(ERASURES)
+                ).one()
+            )
+        with self._lock:
+            if stamp != self._stamp:
+                self._current.clear()
+                self._by_id.clear()
+                self._stamp = stamp
+            self._checked_at = now
 
     def scrub(self) -> None:
         """Remove destroyed keys' old row versions from the table's pages (PostgreSQL keeps
@@ -282,5 +306,6 @@ ERASURES = Table(
     Column("workspace_id", String(64), primary_key=True),
     Column("subject_id", String(256), primary_key=True),
     Column("requested_at", UtcDateTime, primary_key=True),
+    Column("attempted_at", UtcDateTime, nullable=False),  # each run: caches elsewhere drop
     Column("finished_at", UtcDateTime, nullable=True),  # NULL: to be finished (redo)
 )

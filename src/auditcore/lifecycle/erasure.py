@@ -30,7 +30,12 @@ from uuid import UUID, uuid5
 import orjson
 from sqlalchemy import insert, select, update
 
-from auditcore.errors import EventIdReusedError, InvalidEventError, one_line
+from auditcore.errors import (
+    EventIdReusedError,
+    FollowedElsewhereError,
+    InvalidEventError,
+    one_line,
+)
 from auditcore.events.envelope import Actor, RequestContext, Target
 from auditcore.lifecycle.keys import ERASURES, SubjectKeys
 from auditcore.projection.log import LogReader
@@ -41,6 +46,8 @@ if TYPE_CHECKING:
 
 ERASED_ACTION = "auditcore.subject.erased"
 _IDS = UUID("6d1e2a8c-52f3-4c55-9b7e-2a1d4c0e7a31")
+LOCK_PATIENCE = 10.0
+"""Seconds to wait for a read model's follower lock held by another process."""
 WHOLE_WORKSPACE_AFTER = 100
 """Past this many streams, the workspace is re-projected whole (one delete, not hundreds)."""
 
@@ -164,18 +171,33 @@ def subject_streams(audit: AuditCore, workspace_id: str, subject_id: str) -> Ite
 
 def reproject(audit: AuditCore, workspace_id: str, streams: list[UUID]) -> str | None:
     """Re-project the streams in every read model holding personal fields; None when done,
-    else why not."""
+    else why not. A read model another process follows is tried again for a few seconds: a
+    holder that just died (an erasure killed while re-projecting) lets go of its lock as soon
+    as its database session ends."""
     if not streams:
         return None
     try:
         for model in audit.read_models:
             if isinstance(model, EventTable) and model.group_by:
                 continue  # a roll-up holds counts, no personal field
-            if len(streams) > WHOLE_WORKSPACE_AFTER:
-                audit.rebuild_part(model.name, workspace_id=workspace_id)
-                continue
-            for stream in streams:
-                audit.rebuild_part(model.name, stream_id=stream)
+            _reproject_model(audit, model.name, workspace_id, streams)
     except Exception as error:
         return one_line(error)
     return None
+
+
+def _reproject_model(audit: AuditCore, name: str, workspace_id: str, streams: list[UUID]) -> None:
+    deadline = time.monotonic() + LOCK_PATIENCE
+    while True:
+        try:
+            if len(streams) > WHOLE_WORKSPACE_AFTER:
+                audit.rebuild_part(name, workspace_id=workspace_id)
+            else:
+                for stream in streams:
+                    audit.rebuild_part(name, stream_id=stream)
+        except FollowedElsewhereError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+        else:
+            return

@@ -41,7 +41,7 @@ from auditcore.events.envelope import Actor, ActorType, Target
 from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
 from auditcore.integrity.commands import integrity_app, verify, write_proof_export
-from auditcore.lifecycle.commands import erase, new_master, rotate_master
+from auditcore.lifecycle.erasure_commands import erase, new_master, rotate_master
 from auditcore.progress import EventsProgress
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.runner import ProcessorStatus

@@ -1,1 +1,1 @@
-"""The data lifecycle: retention and archives, erasure of personal data (crypto-shredding)."""
+"""Data lifecycle: retention policies, archives of pruned events, and restoring them."""

@@ -63,16 +63,6 @@ def _dispatch(mode: str, count: int) -> float:
     return seconds
 
 
-def run() -> int:
-            for draft in drafts:
-                audit.dispatch(**draft)
-            audit.flush()
-            return count
-
-        _, seconds = timed(run)
-    return seconds
-
-
 def run(single: int, dispatched: int, repeats: int) -> None:
     console.print(f"encryption: record {single:,}, dispatch {dispatched:,}, x{repeats}")
     times: dict[tuple[str, str], list[float]] = {}

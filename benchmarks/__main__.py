@@ -39,8 +39,8 @@ WORKLOADS = {
         "full": lambda: neighbours.run(events=200_000, seconds=30, compare_unlimited=True),
     },
     "encryption": {
-        "quick": lambda: encryption.run(single=1_000, dispatched=10_000, repeats=1),
-        "full": lambda: encryption.run(single=5_000, dispatched=100_000, repeats=3),
+        "quick": lambda: encryption.run(single=200, dispatched=2_000, repeats=1),
+        "full": lambda: encryption.run(single=1_000, dispatched=10_000, repeats=3),
     },
     "integrity": {
         "quick": lambda: integrity.run(events=20_000),

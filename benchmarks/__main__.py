@@ -7,6 +7,7 @@ import argparse
 from benchmarks import (
     append,
     catchup,
+    encryption,
     export,
     integrity,
     live,
@@ -41,6 +42,10 @@ WORKLOADS = {
     "neighbours": {
         "quick": lambda: neighbours.run(events=10_000, seconds=4),
         "full": lambda: neighbours.run(events=200_000, seconds=30, compare_unlimited=True),
+    },
+    "encryption": {
+        "quick": lambda: encryption.run(single=200, dispatched=2_000, repeats=1),
+        "full": lambda: encryption.run(single=1_000, dispatched=10_000, repeats=3),
     },
     "integrity": {
         "quick": lambda: integrity.run(events=20_000),

@@ -362,6 +362,15 @@ def _probes(victim: Victim, cursor_elsewhere: str, admin: str) -> list[Probe]:
                 "headers": {"Authorization": f"Bearer {admin}"},
             },
         ),
+        # Erasure needs the admin scope (refused to B's key either way) and names only B's
+        # own workspace's subjects; tests/test_erasure.py erases with admin keys.
+        Probe(
+            "/v1/erasures",
+            "A's actor id as the subject",
+            v.actor_id,
+            f"user-{uuid4().hex}",
+            lambda value: {"method": "POST", "url": "/v1/erasures", "json": {"subject_id": value}},
+        ),
         Probe("/v1/events", "A's event id", v.event_id, uuid4(), post),
         Probe("/v1/events", "A's aggregate event id", v.incident_event_id, uuid4(), post),
         Probe("/v1/events", "an id A is about to use", v.future_id, uuid4(), post),

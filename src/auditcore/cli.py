@@ -43,6 +43,7 @@ from auditcore.events.provenance import Provenance
 from auditcore.facade import AuditCore
 from auditcore.integrity.commands import integrity_app, verify, write_proof_export
 from auditcore.lifecycle.commands import archive_app, retention_app
+from auditcore.lifecycle.erasure_commands import erase, new_master, rotate_master
 from auditcore.progress import EventsProgress
 from auditcore.projection.deadletters import DeadLetter, LetterStatus
 from auditcore.projection.runner import ProcessorStatus
@@ -80,6 +81,9 @@ app.add_typer(retention_app, name="retention")
 app.add_typer(archive_app, name="archive")
 app.command()(serve)
 app.command()(verify)
+app.command()(erase)
+keys_app.command("new-master")(new_master)
+keys_app.command("rotate-master")(rotate_master)
 
 
 def _project_with_progress(audit: AuditCore) -> dict[str, int]:

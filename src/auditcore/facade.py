@@ -35,6 +35,7 @@ from auditcore.events.envelope import AuditEvent, to_utc
 from auditcore.events.factory import build_standalone_event
 from auditcore.events.ids import stream_id_for
 from auditcore.events.provenance import Provenance
+from auditcore.lifecycle.master import configured as master_key_configured
 from auditcore.projection.rebuild import RebuildResult, rebuild, rebuild_part
 from auditcore.projection.runner import Progress, ProjectionRunner
 from auditcore.readmodel.queries import WorkspaceReader
@@ -49,7 +50,7 @@ from auditcore.store.dispatcher import (
     DispatchSettings,
     DrainReport,
 )
-from auditcore.store.mapper import AuditStoredEvent
+from auditcore.store.mapper import AuditMapper, AuditStoredEvent
 from auditcore.store.recorders import BulkAppender
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
@@ -58,6 +59,9 @@ from auditcore.store.standalone import StandaloneEncoder
 if TYPE_CHECKING:
     from auditcore.integrity.service import Integrity
     from auditcore.integrity.settings import IntegritySettings
+    from auditcore.lifecycle.erasure import ErasureResult
+    from auditcore.lifecycle.keys import SubjectKeys
+    from auditcore.lifecycle.master import MasterKeys
     from auditcore.store.action_schemas import ActionCatalog, Registered
     from auditcore.store.heartbeats import Heartbeats
     from auditcore.store.secrets import ServerSecrets
@@ -94,6 +98,7 @@ class AuditCore:
         registry: ActionRegistry | None = None,
         dispatch: DispatchSettings | None = None,
         integrity: IntegritySettings | None = None,
+        master_keys: MasterKeys | None = None,
     ) -> None:
         self.settings = settings or Settings()
         self._integrity_settings = integrity
@@ -113,6 +118,11 @@ class AuditCore:
                 f"cannot open the event store ({self.settings.describe_event_store()}): {error}. "
                 "Check AUDITCORE_EVENT_STORE and that the database is running."
             ) from error
+        self.subject_keys: SubjectKeys | None = None
+        """Personal data's keys, when a master key is set (``master_keys`` or the
+        environment: ``auditcore.lifecycle.master``); otherwise nothing is encrypted."""
+        if master_keys is not None or master_key_configured():
+            self._seal_personal_data(master_keys)
         self._standalone = StandaloneEncoder(self.registry, self.app.mapper)
         self._heartbeats: Heartbeats | None = None
         self.clickhouse_clients = ThreadClients(self.settings.clickhouse_target)
@@ -152,6 +162,22 @@ class AuditCore:
             python_actions=python_actions,
         )
 
+    def _seal_personal_data(self, master_keys: MasterKeys | None) -> None:
+        # Imported here: only processes that encrypt need cryptography and SQLAlchemy.
+        from auditcore.lifecycle.keys import SubjectKeys  # noqa: PLC0415
+        from auditcore.lifecycle.master import MasterKeys  # noqa: PLC0415
+        from auditcore.lifecycle.sealing import Sealer  # noqa: PLC0415
+
+        keys = SubjectKeys(self.settings, master_keys or MasterKeys.from_env())
+        try:
+            keys.check_master()  # a wrong master key: one line now, not at the first read
+        except BaseException:
+            keys.close()
+            self.app.close()
+            raise
+        self.subject_keys = keys
+        cast("AuditMapper", self.app.mapper).sealer = Sealer(self.registry, keys)
+
     @classmethod
     def from_env(
         cls,
@@ -186,6 +212,8 @@ class AuditCore:
         if self._heartbeats is not None:
             self._heartbeats.close()
         self.clickhouse_clients.close()
+        if self.subject_keys is not None:
+            self.subject_keys.close()
         if "integrity" in self.__dict__:
             self.integrity.close()
         if "projections" in self.__dict__:
@@ -525,6 +553,21 @@ class AuditCore:
         from auditcore.integrity.settings import IntegritySettings  # noqa: PLC0415
 
         return Integrity(self.app, self._integrity_settings or IntegritySettings.from_env())
+
+    # Erasure (crypto-shredding).
+
+    def erase(self, workspace_id: str, subject_id: str, **recorded_as: Any) -> ErasureResult:
+        """Destroy a subject's data keys in a workspace, record it, and re-project its streams
+        (``auditcore.lifecycle.erasure``; ``recorded_as``: actor, source, context)."""
+        from auditcore.lifecycle.erasure import erase  # noqa: PLC0415
+
+        if self.subject_keys is None:
+            from auditcore.lifecycle.master import MasterKeyError  # noqa: PLC0415
+
+            raise MasterKeyError(
+                "erasure needs encryption: set AUDITCORE_MASTER_KEY_FILE or AUDITCORE_MASTER_KEY"
+            )
+        return erase(self, self.subject_keys, workspace_id, subject_id, **recorded_as)
 
     # The read side (ClickHouse).
 

@@ -25,6 +25,7 @@ from auditcore.api.pacing import CpuPacer
 from auditcore.api.routes import (
     actions,
     deadletters,
+    erasure,
     events,
     export,
     health,
@@ -121,6 +122,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         deadletters,
         reports,
         retention,
+        erasure,
         health,
     )
     for module in routes:

@@ -73,6 +73,13 @@ class ActionSchemaRegistered(_Metadata):
     version: int
 
 
+class SubjectErased(_Metadata):
+    """A subject's data keys were destroyed: its personal fields read as erased from now on."""
+
+    subject_id: str = Field(max_length=256)
+    requested_at: str
+
+
 def register_builtin_actions(registry: ActionRegistry) -> None:
     registry.register("auditcore.workspace.created", WorkspaceCreated)
     registry.register("auditcore.api_key.created", ApiKeyIssued)
@@ -81,3 +88,4 @@ def register_builtin_actions(registry: ActionRegistry) -> None:
     registry.register("auditcore.report.generated", ReportGenerated)
     registry.register("auditcore.auth.failures_throttled", AuthFailuresThrottled)
     registry.register("auditcore.action_schema.registered", ActionSchemaRegistered)
+    registry.register("auditcore.subject.erased", SubjectErased)

@@ -51,9 +51,16 @@ PartyMetadata = Annotated[
 _IPV4 = re.compile(r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}")
 
 
+ERASED = "[erased]"
+"""What a personal field reads as once its subject was erased (``auditcore.lifecycle``)."""
+UNREADABLE = "[unreadable]"
+"""A sealed personal field whose stored ciphertext was altered (``auditcore verify`` says so)."""
+
+
 def _ip_address(value: str) -> str:
-    """An IP address, IPv6 in its canonical form (a regex settles the common IPv4 case)."""
-    if _IPV4.fullmatch(value):
+    """An IP address, IPv6 in its canonical form (a regex settles the common IPv4 case), or
+    the marker of an erased (or altered) one."""
+    if _IPV4.fullmatch(value) or value in (ERASED, UNREADABLE):
         return value
     return str(ip_address(value))
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 from uuid import UUID
 
 import orjson
@@ -43,6 +43,7 @@ from auditcore.projection.wakeup import wakeup_for
 from auditcore.readmodel.fields import SOURCE_SETTINGS, SOURCE_STRUCTURE
 from auditcore.readmodel.model import EventTable, ReadModel, Row, StateTable
 from auditcore.store.application import AuditApplication
+from auditcore.store.mapper import AuditMapper
 
 _REFERENCES = 20
 """Events before a batch tried when all of it is refused, to tell bad events from a bad model."""
@@ -285,7 +286,10 @@ class Processor:
         self, batch: Sequence[LoggedEvent], *, key: str = "", from_scratch: bool = False
     ) -> Rows:
         """``batch`` made ready to write (``from_scratch``: state tables fold without the
-        streams' current rows)."""
+        streams' current rows). Read models hold personal fields opened (or erased)."""
+        opened = cast("AuditMapper", self.app.mapper).readable_states([e.state for e in batch])
+        if any(s is not e.state for e, s in zip(batch, opened, strict=True)):
+            batch = [e._replace(state=s) for e, s in zip(batch, opened, strict=True)]
         if isinstance(self.model, EventTable):
             return self._computed(self.model, batch, key)
         if isinstance(self.model, StateTable):

@@ -6,13 +6,16 @@ renaming or moving code never orphans history, and the store can filter by actio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, Protocol, cast
 from uuid import UUID
 
+import orjson
 from eventsourcing.domain import DomainEventProtocol
 from eventsourcing.persistence import Mapper, MapperDeserialisationError, StoredEvent
 
+from auditcore.errors import ConfigurationError
 from auditcore.events.actions import ActionRegistry
 from auditcore.events.envelope import AuditEvent
 from auditcore.store.codec import CanonicalJSONTranscoder, encode_envelope
@@ -36,12 +39,43 @@ def event_key_of(stored_event: StoredEvent) -> tuple[str, UUID]:
     return stored_event.workspace_id, stored_event.event_id
 
 
+class StateSealer(Protocol):
+    """Encrypts an event's personal fields in its stored state, and opens them on read
+    (``auditcore.lifecycle.sealing``)."""
+
+    def seal(self, state: bytes, action: str) -> bytes: ...
+
+    def unseal_many(self, states: Sequence[bytes]) -> list[bytes]: ...
+
+
+NO_MASTER_KEY = (
+    "the event store holds encrypted personal data, but no master key is set: set "
+    "AUDITCORE_MASTER_KEY_FILE (a file) or AUDITCORE_MASTER_KEY"
+)
+
+
 class AuditMapper(Mapper[UUID]):
-    """Stores the envelope as canonical JSON under its action."""
+    """Stores the envelope as canonical JSON under its action (its personal fields sealed
+    when a ``sealer`` is set)."""
 
     def __init__(self, registry: ActionRegistry) -> None:
         super().__init__(transcoder=CanonicalJSONTranscoder())
         self.registry = registry
+        self.sealer: StateSealer | None = None
+
+    def stored_state(self, state: bytes, action: str) -> bytes:
+        """The state as stored: its personal fields sealed if encryption is on."""
+        return state if self.sealer is None else self.sealer.seal(state, action)
+
+    def readable_states(self, states: Sequence[bytes]) -> list[bytes]:
+        """Stored states with their personal fields opened (or marked erased). Without a
+        sealer, a sealed state is refused in one line rather than read half-empty."""
+        if self.sealer is not None:
+            return self.sealer.unseal_many(states)
+        for state in states:
+            if b'"sealed":' in state and "sealed" in orjson.loads(state):
+                raise ConfigurationError(NO_MASTER_KEY)
+        return list(states)
 
     def to_stored_event(self, domain_event: DomainEventProtocol[UUID]) -> StoredEvent:
         event = cast("AuditEvent", domain_event)
@@ -49,7 +83,7 @@ class AuditMapper(Mapper[UUID]):
             originator_id=event.stream_id,
             originator_version=event.version,
             topic=event.action,
-            state=encode_envelope(event),
+            state=self.stored_state(encode_envelope(event), event.action),
             event_id=event.event_id,
             workspace_id=event.workspace_id,
         )
@@ -57,8 +91,9 @@ class AuditMapper(Mapper[UUID]):
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
         stream_id = UUID(str(stored_event.originator_id))
         action, version = stored_event.topic, stored_event.originator_version
+        state = self.readable_states([stored_event.state])[0]
         try:
-            fields: dict[str, Any] = self.transcoder.decode(stored_event.state)
+            fields: dict[str, Any] = self.transcoder.decode(state)
             fields["schema_version"], fields["metadata"] = self.registry.upcast(
                 action, fields.get("schema_version", 1), fields.get("metadata", {})
             )

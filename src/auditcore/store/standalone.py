@@ -31,7 +31,7 @@ from auditcore.events.limits import occurred_at_problems
 from auditcore.events.provenance import PROVENANCE_FIELDS, Provenance, with_ambient
 from auditcore.events.reserved import is_reserved
 from auditcore.store.codec import COLUMN_FIELDS
-from auditcore.store.mapper import AuditStoredEvent
+from auditcore.store.mapper import AuditMapper, AuditStoredEvent
 
 _ENVELOPE_WITHOUT_METADATA = dict.fromkeys((*COLUMN_FIELDS, "metadata"), True)
 
@@ -116,6 +116,7 @@ class StandaloneEncoder:
         state = b"".join((head[:-1], b',"metadata":', sorted_metadata, b"}"))
         if self.registry.event_limits.check(event.targets, len(state)):
             return None
+        state = cast("AuditMapper", self.mapper).stored_state(state, spec.name)
         return AuditStoredEvent(
             originator_id=event.stream_id,
             originator_version=1,

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -35,6 +36,7 @@ from auditcore.cli_options import (
     parse_moment_option,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
+from auditcore.clickhouse.owner import own_engine
 from auditcore.domain import AuditedAggregate, Incident, Monitor
 from auditcore.errors import AuditcoreError, CatchUpFailedError, one_line
 from auditcore.events.envelope import Actor, ActorType, Target
@@ -159,7 +161,13 @@ def project(
 ) -> None:
     """Bring every read model up to date with the event store, then exit (or --follow: keep
     following, whatever fails meanwhile; each read model retries on its own)."""
-    with open_core(event_store, clickhouse, cluster) as audit:
+    with open_core(event_store, clickhouse, cluster) as audit, ExitStack() as owning:
+        if follow:  # other commands reach the embedded engine through this process meanwhile
+            owning.enter_context(
+                own_engine(
+                    audit.settings.clickhouse_target, lambda: audit.clickhouse, "project --follow"
+                )
+            )
         failed: dict[str, str] = {}
         try:
             done = _project_with_progress(audit)

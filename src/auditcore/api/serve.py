@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ import uvicorn
 
 from auditcore.api.app import create_app
 from auditcore.api.config import ApiConfig, ResourceLimits, ServerTimeouts
-from auditcore.api.server import server_config
+from auditcore.api.server import listening_socket, server_config
 from auditcore.cli_options import (
     ClickHouseOption,
     ClusterOption,
@@ -20,6 +21,7 @@ from auditcore.cli_options import (
     open_core,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
+from auditcore.clickhouse.owner import own_engine
 from auditcore.store.settings import DEFAULT_EVENT_STORE
 from auditcore.tenancy.directory import Directory
 
@@ -142,10 +144,12 @@ def serve(
     cluster: ClusterOption = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs) and the web viewer (at /)."""
+    sock = listening_socket(host, port)
     for module in actions or []:
         importlib.import_module(module)
-    with open_core(event_store, clickhouse, cluster) as audit:
-        embedded = audit.settings.clickhouse_target.embedded
+    with open_core(event_store, clickhouse, cluster) as audit, ExitStack() as owning:
+        target = audit.settings.clickhouse_target
+        embedded = target.embedded
         config = ApiConfig(
             trusted_proxies=ApiConfig.networks(trusted_proxy or []),
             max_body_bytes=max_body,
@@ -172,9 +176,9 @@ def serve(
             server=ServerTimeouts(header_timeout, body_timeout, keepalive_timeout, max_connections),
             frame_ancestors=frame_ancestors,
         )
-        audit.migrate()
         directory = Directory(audit.settings)
         try:
+            owning.enter_context(own_engine(target, audit.migrate, "serve"))
             console.print(
                 f"auditcore on http://{host}:{port}/ (API docs: /docs) — events in "
                 f"{audit.settings.describe_event_store()}, read models in "
@@ -182,6 +186,6 @@ def serve(
                 + (", projecting in this process" if config.run_processors else "")
             )
             app = create_app(audit, directory, config)
-            uvicorn.Server(server_config(app, host, port, config.server)).run()
+            uvicorn.Server(server_config(app, host, port, config.server)).run(sockets=[sock])
         finally:
             directory.close()

@@ -12,6 +12,7 @@ not a number, an unknown option) or an unreachable server is a one-line
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -221,7 +222,7 @@ def connect(target: ClickHouseTarget) -> Client:
     from auditcore.clickhouse.ddl import ensure_database  # noqa: PLC0415 - as in ``ddl``
 
     database = target.database  # checked before anything is opened
-    client = _connect_chdb(target) if target.embedded else _connect_server(target)
+    client = _connect_embedded(target) if target.embedded else _connect_server(target)
     try:
         if target.cluster:
             check_cluster(client, target.cluster, target.describe())
@@ -259,6 +260,43 @@ def _connect_server(target: ClickHouseTarget) -> Client:
             f"cannot reach {target.describe()}: {one_line(error)}. Check {CLICKHOUSE_VARIABLE}."
         ) from error
     return client
+
+
+def _connect_embedded(target: ClickHouseTarget) -> Client:
+    """Through the process that owns the chDB directory if one answers (``owner``), else by
+    opening it here; one that is opened by another process that is not serving it yet (an owner
+    starting up) is waited for a few seconds before its lock is reported."""
+    from auditcore.clickhouse import owner  # noqa: PLC0415 - embedded only
+
+    path = target.chdb_path
+    if owner.claimed(path):
+        return _connect_chdb(target)
+    deadline = time.monotonic() + OWNER_WAIT
+    while True:
+        through = _through_owner(path)
+        if through is not None:
+            return through
+        try:
+            return _connect_chdb(target)
+        except ClickHouseLockedError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.25)
+
+
+OWNER_WAIT = 5.0
+"""Seconds to wait for the process holding a chDB directory to serve it (it starts serving
+right after opening it)."""
+
+
+def _through_owner(path: Path) -> Client | None:
+    from auditcore.clickhouse.owner import read_owner  # noqa: PLC0415 - embedded only
+    from auditcore.clickhouse.remote import OwnerClient, reachable  # noqa: PLC0415
+
+    record = read_owner(path)
+    if record is None or not reachable(record):
+        return None
+    return OwnerClient(record, path)
 
 
 def _connect_chdb(target: ClickHouseTarget) -> Client:

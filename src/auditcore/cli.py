@@ -882,5 +882,6 @@ def main() -> None:
     try:
         app()
     except AuditcoreError as error:
-        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        # One line whatever the terminal's width (scripts and people grep for it).
+        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)

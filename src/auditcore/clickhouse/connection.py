@@ -11,8 +11,12 @@ not a number, an unknown option) or an unreachable server is a one-line
 
 from __future__ import annotations
 
+import os
 import re
+import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -264,29 +268,48 @@ def _connect_server(target: ClickHouseTarget) -> Client:
 
 def _connect_embedded(target: ClickHouseTarget) -> Client:
     """Through the process that owns the chDB directory if one answers (``owner``), else by
-    opening it here; one that is opened by another process that is not serving it yet (an owner
+    opening it here. A directory another process holds but does not serve yet (an owner
     starting up) is waited for a few seconds before its lock is reported."""
     from auditcore.clickhouse import owner  # noqa: PLC0415 - embedded only
 
     path = target.chdb_path
     if owner.claimed(path):
         return _connect_chdb(target)
-    deadline = time.monotonic() + OWNER_WAIT
-    while True:
-        through = _through_owner(path)
-        if through is not None:
-            return through
-        try:
+    through = _through_owner(path)
+    if through is not None:
+        return through
+    try:
+        with _engine_messages_silenced():
             return _connect_chdb(target)
-        except ClickHouseLockedError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.25)
+    except ClickHouseLockedError:
+        deadline = time.monotonic() + OWNER_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            through = _through_owner(path)
+            if through is not None:
+                return through
+        raise
 
 
 OWNER_WAIT = 5.0
 """Seconds to wait for the process holding a chDB directory to serve it (it starts serving
 right after opening it)."""
+
+
+@contextmanager
+def _engine_messages_silenced() -> Iterator[None]:
+    """chDB prints its lock failure to the process's stderr itself; the error raised says it
+    (one line, with what to do), so the engine's own line is dropped. Only in processes that
+    do not own the engine (CLI commands), while they open it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _through_owner(path: Path) -> Client | None:
@@ -313,10 +336,11 @@ def _connect_chdb(target: ClickHouseTarget) -> Client:
             ) from error
         raise ClickHouseLockedError(
             f"cannot open the embedded ClickHouse (chDB) at {path}: another process is using "
-            "it. Only one process at a time can open a chDB directory: stop the other one "
-            "(e.g. a running `auditcore project --follow` or `auditcore serve`), use another "
+            "it and does not serve it to others (`auditcore serve` and `project --follow` "
+            "do). Only one process at a time can open a chDB directory: stop the other one, "
+            "or run it as `auditcore serve` or `project --follow`, use another "
             f"directory with {CLICKHOUSE_VARIABLE}=chdb:///other/path, or run a ClickHouse "
-            f"server and set {CLICKHOUSE_VARIABLE}=http://host:8123/auditcore. ({error})"
+            f"server and set {CLICKHOUSE_VARIABLE}=http://host:8123/auditcore."
         ) from error
     return client
 

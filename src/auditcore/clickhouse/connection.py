@@ -11,8 +11,11 @@ not a number, an unknown option) or an unreachable server is a one-line
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import socket
+import ssl
 import sys
 import time
 from collections.abc import Iterator
@@ -36,6 +39,11 @@ if TYPE_CHECKING:
 CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
 DEFAULT_CLICKHOUSE = "chdb://.auditcore/clickhouse"
 DATABASE = "auditcore"
+CONNECT_TIMEOUT = 5
+
+# clickhouse-connect logs a failed request before raising it; the error raised says it in one
+# line. Without a handler of its own, Python's last-resort handler would print it too.
+logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
 
 
 class ClickHouseLockedError(ConfigurationError):
@@ -253,7 +261,7 @@ def _connect_server(target: ClickHouseTarget) -> Client:
             ca_cert=server.ca_cert,
             client_cert=server.client_cert,
             client_cert_key=server.client_cert_key,
-            connect_timeout=5,
+            connect_timeout=CONNECT_TIMEOUT,
             # No HTTP session: a server refuses concurrent queries in one session, and
             # nothing here keeps state between statements (settings travel with each query).
             autogenerate_session_id=False,
@@ -261,9 +269,29 @@ def _connect_server(target: ClickHouseTarget) -> Client:
         )
     except (ClickHouseError, OSError) as error:
         raise ConfigurationError(
-            f"cannot reach {target.describe()}: {one_line(error)}. Check {CLICKHOUSE_VARIABLE}."
+            f"cannot reach {target.describe()}: {_unreachable(error, server.username)}. "
+            f"Check {CLICKHOUSE_VARIABLE}."
         ) from error
     return client
+
+
+def _unreachable(error: BaseException, user: str) -> str:
+    """Why a server cannot be reached, in a user's words: the socket error at the bottom of
+    the HTTP client's chain of exceptions (its own texts quote pools, retries and URLs)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is ClickHouse running on that port?)"
+        if isinstance(cause, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(cause, TimeoutError) or "timed out" in str(cause):
+            return f"no answer within {CONNECT_TIMEOUT} s (timeout): is the host or port right?"
+        if "AUTHENTICATION_FAILED" in str(cause):
+            return f"the server refused user {user!r}: authentication failed"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({one_line(cause)})"
+        cause = cause.__cause__ or cause.__context__
+    return one_line(error)
 
 
 def _connect_embedded(target: ClickHouseTarget) -> Client:

@@ -32,8 +32,10 @@ from auditcore.cli_options import (
     cli_actor,
     console,
     errors,
+    known_workspace,
     open_core,
     parse_moment_option,
+    typed_command,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.clickhouse.owner import own_engine
@@ -95,26 +97,31 @@ def demo(
 ) -> None:
     """Record a realistic afternoon of incident and monitor activity, project it into
     ClickHouse and answer a few questions from the read model."""
-    from auditcore.demo import ALICE, run_demo  # noqa: PLC0415 - only the demo needs these
+    from auditcore.demo import ALICE, INCIDENT_TITLE, run_demo  # noqa: PLC0415 - demo only
 
     with open_core(event_store, clickhouse) as audit:
         run = run_demo(audit, workspace)
-        console.print(
-            f"Recorded {len(run.events)} events in {audit.settings.describe_event_store()}."
-        )
-        console.print("[bold]Refused by the domain rules (nothing recorded):[/bold]")
-        for refusal in run.refused:
-            console.print(f"  • {refusal}")
+        if run.recorded_before:
+            console.print(
+                f"The demo's story is already in workspace {workspace!r} (recorded "
+                f"{run.recorded_before:%Y-%m-%d %H:%M} UTC): nothing recorded again."
+            )
+        else:
+            console.print(
+                f"Recorded {len(run.events)} events in {audit.settings.describe_event_store()}."
+            )
+            console.print("[bold]Refused by the domain rules (nothing recorded):[/bold]")
+            for refusal in run.refused:
+                console.print(f"  • {refusal}")
         console.print(f"\nProjecting into {audit.settings.clickhouse_target.describe()}:")
         _project_with_progress(audit)
         reader = audit.reader(workspace)
-        assert run.incident is not None
         console.print()
         print_events(
             console,
-            reader.history(run.incident.id),
+            reader.history(run.incident_id),
             OutputFormat.TABLE,
-            f"Q1. What happened to incident {run.incident.title!r}?",
+            f"Q1. What happened to incident {INCIDENT_TITLE!r}?",
         )
         recent = reader.events(EventQuery(filters={"actor_id": [ALICE.id]}, limit=5))
         print_events(
@@ -123,16 +130,17 @@ def demo(
             OutputFormat.TABLE,
             f"Q2. What did {ALICE.name} do most recently?",
         )
-        since = min(event.occurred_at for event in run.events)
         console.print(
             stats_table(
-                reader.stats(group_by="action", interval="hour", since=since),
+                reader.stats(group_by="action", interval="hour", since=run.since),
                 "Q3. Activity per hour, by action",
             )
         )
+        command = typed_command()
         console.print(
-            f"\nTry: [bold]auditcore query -w {workspace} --action-prefix incident. "
-            f"--limit 5[/bold]  or  [bold]auditcore stats -w {workspace} --group-by actor[/bold]"
+            f"\nTry: [bold]{command} query -w {workspace} --action-prefix incident. "
+            f"--limit 5[/bold]  or  [bold]{command} stats -w {workspace} --group-by actor[/bold]",
+            highlight=False,
         )
 
 
@@ -178,7 +186,7 @@ def project(
                 raise
             errors.print(f"catch-up failed: {one_line(away)}; following anyway", highlight=False)
             done = {}
-        console.print(f"Caught up: {sum(done.values()):,} events projected.")
+        console.print(caught_up(done), highlight=False)
         for name, holder in audit.projections.elsewhere.items():
             console.print(
                 f"  {name}: another process follows it ({holder}); left to it"
@@ -209,6 +217,19 @@ def project(
             stop.set()
         for thread in threads:
             thread.join(timeout=10)
+
+
+def caught_up(done: dict[str, int]) -> str:
+    """What a catch-up did, per read model (each reads the same events: never their sum)."""
+    counts = set(done.values())
+    if len(counts) == 1:
+        count = counts.pop()
+        noun = "read model" if len(done) == 1 else f"each of {len(done)} read models"
+        return f"Caught up: {count:,} new events projected into {noun}."
+    if not done:
+        return "Caught up: no read model projected here."
+    each = ", ".join(f"{name} {count:,}" for name, count in sorted(done.items()))
+    return f"Caught up; new events projected per read model: {each}."
 
 
 def _follow_status(audit: AuditCore) -> Group | str:
@@ -669,7 +690,7 @@ def query(
         recorded_until=recorded_until,
     )
     with open_core(event_store, clickhouse) as audit:
-        page = audit.reader(workspace).events(request)
+        page = audit.reader(known_workspace(audit, workspace)).events(request)
     if output is OutputFormat.JSON:
         console.out(
             json.dumps(
@@ -738,7 +759,7 @@ def export(
         if out is None:
             raise typer.BadParameter("give the file to write", param_hint="--out")
         with open_core(event_store, clickhouse) as audit:
-            write_proof_export(audit, workspace, out, from_size, to_size)
+            write_proof_export(audit, known_workspace(audit, workspace), out, from_size, to_size)
         return
     filters: dict[str, list[str]] = {}
     for item in filter_ or []:
@@ -750,7 +771,7 @@ def export(
         filters, since, until, text, recorded_since=recorded_since, recorded_until=recorded_until
     )
     with open_core(event_store, clickhouse) as audit:
-        reader = audit.reader(workspace)
+        reader = audit.reader(known_workspace(audit, workspace))
         record_export(audit, workspace, request, output_format, actor=cli_actor(), source="cli")
         if out is None:
             for chunk in export_chunks(reader, request, output_format):
@@ -782,6 +803,7 @@ def report(
     from auditcore.report import generate_report  # noqa: PLC0415 - Jinja2 only for reports
 
     with open_core(event_store, clickhouse) as audit:
+        known_workspace(audit, workspace)
         _project_with_progress(audit)
         html = generate_report(
             audit,
@@ -812,7 +834,7 @@ def stats(
     """Count events per interval, by action, actor or source (default: the last 24 hours)."""
     filters = {"action_prefix": [action_prefix]} if action_prefix else {}
     with open_core(event_store, clickhouse) as audit:
-        result = audit.reader(workspace).stats(
+        result = audit.reader(known_workspace(audit, workspace)).stats(
             group_by=group_by,  # type: ignore[arg-type]  # validated by stats()
             interval=interval,  # type: ignore[arg-type]
             since=since,

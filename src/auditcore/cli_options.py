@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import getpass
+import os
+import shutil
 import socket
 import sys
 from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -14,6 +17,7 @@ from rich.console import Console
 
 from auditcore.clickhouse.cluster import CLUSTER_VARIABLE
 from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
+from auditcore.errors import NotFoundError, UnknownWorkspaceError
 from auditcore.events.envelope import Actor, ActorType
 from auditcore.facade import AuditCore
 from auditcore.render import OutputFormat
@@ -90,3 +94,36 @@ def cli_actor() -> Actor:
         type=ActorType.USER,
         name=f"{user} (auditcore CLI)"[:256],
     )
+
+
+def known_workspace(audit: AuditCore, workspace: str) -> str:
+    """``workspace`` if it holds events or was created; otherwise a one-line error (exit 2):
+    a misspelt workspace must not read as an empty answer."""
+    if audit.app.event_ids.holds_workspace(workspace):
+        return workspace
+    # Only now: the directory's SQLAlchemy takes a while to import.
+    from auditcore.tenancy.directory import Directory  # noqa: PLC0415
+
+    directory = Directory(audit.settings)
+    try:
+        directory.workspace(workspace)
+    except NotFoundError:
+        raise UnknownWorkspaceError(
+            f"no workspace {workspace!r}: nothing was ever recorded in it and it was not "
+            "created (`auditcore workspaces list` shows the created ones)"
+        ) from None
+    finally:
+        directory.close()
+    return workspace
+
+
+def typed_command() -> str:
+    """How the user can type this command again: ``auditcore`` when that is on PATH, else its
+    path (``.venv/bin/auditcore`` after the README's set-up, which activates nothing)."""
+    script = Path(sys.argv[0])
+    found = shutil.which(script.name)
+    if found and Path(found).resolve() == script.resolve():
+        return script.name
+    typed = os.path.abspath(script)  # as typed: a symlinked .venv stays .venv
+    relative = os.path.relpath(typed)
+    return relative if not relative.startswith("..") else typed

@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.exceptions import ClickHouseError
+from urllib3 import Timeout
 
 from auditcore.clickhouse.cluster import check_cluster
 from auditcore.errors import ConfigurationError, one_line
@@ -40,6 +41,8 @@ CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
 DEFAULT_CLICKHOUSE = "chdb://.auditcore/clickhouse"
 DATABASE = "auditcore"
 CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 300
+"""Seconds a statement may wait for the server's answer (clickhouse-connect's default)."""
 
 # clickhouse-connect logs a failed request before raising it; the error raised says it in one
 # line. Without a handler of its own, Python's last-resort handler would print it too.
@@ -262,6 +265,9 @@ def _connect_server(target: ClickHouseTarget) -> Client:
             client_cert=server.client_cert,
             client_cert_key=server.client_cert_key,
             connect_timeout=CONNECT_TIMEOUT,
+            # The first statements are the client's handshake: a server that accepts the
+            # connection and never answers is reported within seconds, not after 300.
+            send_receive_timeout=CONNECT_TIMEOUT,
             # No HTTP session: a server refuses concurrent queries in one session, and
             # nothing here keeps state between statements (settings travel with each query).
             autogenerate_session_id=False,
@@ -272,6 +278,7 @@ def _connect_server(target: ClickHouseTarget) -> Client:
             f"cannot reach {target.describe()}: {_unreachable(error, server.username)}. "
             f"Check {CLICKHOUSE_VARIABLE}."
         ) from error
+    client.timeout = Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)  # type: ignore[attr-defined]
     return client
 
 

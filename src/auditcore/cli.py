@@ -58,7 +58,6 @@ from auditcore.render import (
     stats_table,
 )
 from auditcore.store.dispatcher import DispatchHandle
-from auditcore.store.heartbeats import Heartbeats
 from auditcore.store.settings import (
     DEFAULT_EVENT_STORE,
 )
@@ -249,6 +248,8 @@ def status(
     default): queue depth, events accepted, written and failed, batches, latencies. A running
     dispatcher that misses three reports is flagged silent. Read models: `projections status`.
     """
+    from auditcore.store.heartbeats import Heartbeats  # noqa: PLC0415 - SQLAlchemy
+
     with open_core(event_store) as audit:
         head = audit.app.recorder.max_notification_id() or 0
         heartbeats = Heartbeats(audit.settings)

@@ -10,7 +10,7 @@ import sys
 from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -19,10 +19,12 @@ from auditcore.clickhouse.cluster import CLUSTER_VARIABLE
 from auditcore.clickhouse.connection import CLICKHOUSE_VARIABLE, DEFAULT_CLICKHOUSE
 from auditcore.errors import NotFoundError, UnknownWorkspaceError
 from auditcore.events.envelope import Actor, ActorType
-from auditcore.facade import AuditCore
 from auditcore.render import OutputFormat
 from auditcore.store.settings import EVENT_STORE_VARIABLE, Settings
 from auditcore.timespec import parse_moment
+
+if TYPE_CHECKING:
+    from auditcore.facade import AuditCore
 
 # Piped output is read by people too (less, CI logs): do not squeeze it into 80 columns.
 console = Console(width=None if sys.stdout.isatty() else 180)
@@ -76,6 +78,8 @@ RecordedOption = typer.Option(
 def open_core(
     event_store: str, clickhouse: str = DEFAULT_CLICKHOUSE, cluster: str | None = None
 ) -> AuditCore:
+    from auditcore.facade import AuditCore  # noqa: PLC0415 - not for --help
+
     # The options given; the rest (AUDITCORE_STALL_AFTER) from the environment.
     settings = replace(
         Settings.from_env(),

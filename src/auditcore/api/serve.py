@@ -8,11 +8,8 @@ from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
-from auditcore.api.app import create_app
 from auditcore.api.config import ApiConfig, ResourceLimits, ServerTimeouts
-from auditcore.api.server import listening_socket, server_config
 from auditcore.cli_options import (
     ClickHouseOption,
     ClusterOption,
@@ -23,7 +20,6 @@ from auditcore.cli_options import (
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.clickhouse.owner import own_engine
 from auditcore.store.settings import DEFAULT_EVENT_STORE
-from auditcore.tenancy.directory import Directory
 
 _LIMITS, _TIMEOUTS = ResourceLimits(), ServerTimeouts()
 
@@ -144,6 +140,14 @@ def serve(
     cluster: ClusterOption = None,
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs) and the web viewer (at /)."""
+    # Imported here: the server stack takes a second or more to import, and every other
+    # command would pay for it at start-up.
+    import uvicorn  # noqa: PLC0415
+
+    from auditcore.api.app import create_app  # noqa: PLC0415
+    from auditcore.api.server import listening_socket, server_config  # noqa: PLC0415
+    from auditcore.tenancy.directory import Directory  # noqa: PLC0415
+
     sock = listening_socket(host, port)
     for module in actions or []:
         importlib.import_module(module)

@@ -19,7 +19,11 @@ read capacity.
 
 from __future__ import annotations
 
-from clickhouse_connect.driver.client import Client
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
 
 from auditcore.errors import ConfigurationError
 

@@ -26,15 +26,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import clickhouse_connect
-from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
-from urllib3 import Timeout
-
 from auditcore.clickhouse.cluster import check_cluster
 from auditcore.errors import ConfigurationError, one_line
 
 if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
     from auditcore.clickhouse.ddl import Ddl
 
 CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
@@ -250,6 +247,10 @@ def connect(target: ClickHouseTarget) -> Client:
 
 
 def _connect_server(target: ClickHouseTarget) -> Client:
+    import clickhouse_connect  # noqa: PLC0415 - only when a command opens ClickHouse
+    from clickhouse_connect.driver.exceptions import ClickHouseError  # noqa: PLC0415
+    from urllib3 import Timeout  # noqa: PLC0415
+
     server = target.server()
     # Only when asked for: clickhouse-connect picks its own default from the certificate.
     tls: dict[str, Any] = {"tls_mode": server.tls_mode} if server.tls_mode else {}
@@ -358,6 +359,9 @@ def _through_owner(path: Path) -> Client | None:
 
 
 def _connect_chdb(target: ClickHouseTarget) -> Client:
+    import clickhouse_connect  # noqa: PLC0415 - only when a command opens ClickHouse
+    from clickhouse_connect.driver.exceptions import ClickHouseError  # noqa: PLC0415
+
     path = target.chdb_path
     path.mkdir(parents=True, exist_ok=True)
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from benchmarks import append, catchup, export, integrity, live, neighbours, queries, server
+from benchmarks import append, catchup, cli, export, integrity, live, neighbours, queries, server
 from benchmarks.common import console, machine
 
 WORKLOADS = {
@@ -35,6 +35,10 @@ WORKLOADS = {
     "server": {
         "quick": lambda: server.run(catch_up_events=20_000, query_events=20_000),
         "full": lambda: server.run(catch_up_events=1_000_000, query_events=1_000_000),
+    },
+    "cli": {
+        "quick": lambda: cli.run(runs=1),
+        "full": lambda: cli.run(runs=5),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

@@ -183,6 +183,8 @@ def serve(
         directory = Directory(audit.settings)
         try:
             owning.enter_context(own_engine(target, audit.migrate, "serve"))
+            if not embedded:
+                audit.migrate()
             console.print(
                 f"auditcore on http://{host}:{port}/ (API docs: /docs) — events in "
                 f"{audit.settings.describe_event_store()}, read models in "

@@ -229,16 +229,15 @@ def _write_private(path: Path, text: str) -> None:
 
 @contextmanager
 def own_engine(
-    target: ClickHouseTarget, open_read_side: Callable[[], object], command: str
+    target: ClickHouseTarget, open_engine: Callable[[], object], command: str
 ) -> Iterator[None]:
-    """Open the read side with ``open_read_side``; while the block runs, this process owns
-    the embedded engine (opened here, whatever another process serves) and serves it to other
-    local processes. On a ClickHouse server there is nothing to own."""
+    """While the block runs, this process owns the embedded engine (``open_engine`` opens it
+    here, whatever another process serves) and serves it to other local processes. On a
+    ClickHouse server there is nothing to own, and nothing is opened."""
     if not target.embedded:
-        open_read_side()
         yield
         return
     claim(target.chdb_path)
-    open_read_side()
+    open_engine()
     with EngineEndpoint(target.chdb_path, command):
         yield

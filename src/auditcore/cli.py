@@ -185,7 +185,11 @@ def project(
                 raise
             errors.print(f"catch-up failed: {one_line(away)}; following anyway", highlight=False)
             done = {}
-        console.print(caught_up(done), highlight=False)
+        # A failed read model is named below, not counted as caught up.
+        console.print(
+            caught_up({name: n for name, n in done.items() if name not in failed}),
+            highlight=False,
+        )
         for name, holder in audit.projections.elsewhere.items():
             console.print(
                 f"  {name}: another process follows it ({holder}); left to it"

@@ -695,7 +695,9 @@ def query(
         recorded_until=recorded_until,
     )
     with open_core(event_store, clickhouse) as audit:
-        page = audit.reader(known_workspace(audit, workspace)).events(request)
+        page = audit.reader(workspace).events(request)  # a bad parameter is told first
+        if not page.items:
+            known_workspace(audit, workspace)
     if output is OutputFormat.JSON:
         console.out(
             json.dumps(
@@ -839,13 +841,15 @@ def stats(
     """Count events per interval, by action, actor or source (default: the last 24 hours)."""
     filters = {"action_prefix": [action_prefix]} if action_prefix else {}
     with open_core(event_store, clickhouse) as audit:
-        result = audit.reader(known_workspace(audit, workspace)).stats(
+        result = audit.reader(workspace).stats(
             group_by=group_by,  # type: ignore[arg-type]  # validated by stats()
             interval=interval,  # type: ignore[arg-type]
             since=since,
             until=until,
             filters=filters,
         )
+        if not result.buckets:  # a bad parameter is told first
+            known_workspace(audit, workspace)
     if output is OutputFormat.TABLE:
         console.print(stats_table(result, f"Events per {result.interval} by {group_by}"))
         return

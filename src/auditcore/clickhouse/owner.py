@@ -12,9 +12,9 @@ chDB's lock.
 The protocol is one statement per request, on a new connection: ``POST /statement`` with
 ``Authorization: Bearer <token>`` and a body of one JSON line (``format``, ``params``,
 ``database``, ``settings``) followed by the statement's text. The answer is 200 with the
-result in that format (``X-Rows-Read``, ``X-Bytes-Read``, ``X-Elapsed`` give the engine's
-counts), 400 with the engine's error text, or 401 without the credential. ``GET /ping`` with
-the credential answers 200.
+result in that format (``X-Rows-Read`` and ``X-Bytes-Read`` give the engine's counts), 400
+with the engine's error text, or 401 without the credential. ``GET /ping`` with the
+credential answers 200.
 
 Failure semantics: each statement runs on a fresh handle of the owner's engine (its settings
 and database applied first, as clickhouse-connect's chDB backend applies them), so callers
@@ -171,7 +171,6 @@ class EngineEndpoint:
             counts = {
                 "X-Rows-Read": str(result.rows_read()),
                 "X-Bytes-Read": str(result.bytes_read()),
-                "X-Elapsed": str(result.elapsed()),
             }
             return result.bytes() or b"", counts
         finally:

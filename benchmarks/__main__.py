@@ -7,6 +7,7 @@ import argparse
 from benchmarks import (
     append,
     catchup,
+    cli,
     encryption,
     export,
     integrity,
@@ -58,6 +59,10 @@ WORKLOADS = {
     "retention": {
         "quick": lambda: retention.run(events=20_000, alone_seconds=3),
         "full": lambda: retention.run(events=1_000_000),
+    },
+    "cli": {
+        "quick": lambda: cli.run(runs=1),
+        "full": lambda: cli.run(runs=5),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

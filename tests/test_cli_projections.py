@@ -51,7 +51,7 @@ def test_dead_letters_from_the_shell(pg_settings: Settings, process_clickhouse_u
         )
         poison = store_unprojectable(audit, "acme")
     assert (
-        "Caught up: 124 events projected."
+        "Caught up: 31 new events projected into each of 4 read models."
         in ok(run("project", settings=pg_settings, clickhouse=ch)).stdout
     )
     states = status(pg_settings, ch)
@@ -153,7 +153,7 @@ def test_a_failing_read_model_is_named_and_the_others_catch_up(
         audit.record("incident.comment_added", workspace_id="acme", metadata={"body": "b"})
     done = run("project", settings=pg_settings, clickhouse=ch)
     assert done.returncode == 1
-    assert "Caught up: 6 events projected." in done.stdout  # 2 each for the three others
+    assert "Caught up: 2 new events projected into each of 3 read models." in done.stdout
     assert "✗ monitors failed:" in done.stderr
     assert "1 of 4 read models failed (the others are up to date)" in done.stderr
     assert "Traceback" not in done.stderr

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import threading
+from contextlib import ExitStack
 from dataclasses import asdict
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -32,10 +33,13 @@ from auditcore.cli_options import (
     cli_actor,
     console,
     errors,
+    known_workspace,
     open_core,
     parse_moment_option,
+    typed_command,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
+from auditcore.clickhouse.owner import own_engine
 from auditcore.domain import AuditedAggregate, Incident, Monitor
 from auditcore.errors import AuditcoreError, CatchUpFailedError, one_line
 from auditcore.events.envelope import Actor, ActorType, Target
@@ -57,7 +61,6 @@ from auditcore.render import (
     stats_table,
 )
 from auditcore.store.dispatcher import DispatchHandle
-from auditcore.store.heartbeats import Heartbeats
 from auditcore.store.settings import (
     DEFAULT_EVENT_STORE,
 )
@@ -102,26 +105,31 @@ def demo(
 ) -> None:
     """Record a realistic afternoon of incident and monitor activity, project it into
     ClickHouse and answer a few questions from the read model."""
-    from auditcore.demo import ALICE, run_demo  # noqa: PLC0415 - only the demo needs these
+    from auditcore.demo import ALICE, INCIDENT_TITLE, run_demo  # noqa: PLC0415 - demo only
 
     with open_core(event_store, clickhouse) as audit:
         run = run_demo(audit, workspace)
-        console.print(
-            f"Recorded {len(run.events)} events in {audit.settings.describe_event_store()}."
-        )
-        console.print("[bold]Refused by the domain rules (nothing recorded):[/bold]")
-        for refusal in run.refused:
-            console.print(f"  • {refusal}")
+        if run.recorded_before:
+            console.print(
+                f"The demo's story is already in workspace {workspace!r} (recorded "
+                f"{run.recorded_before:%Y-%m-%d %H:%M} UTC): nothing recorded again."
+            )
+        else:
+            console.print(
+                f"Recorded {len(run.events)} events in {audit.settings.describe_event_store()}."
+            )
+            console.print("[bold]Refused by the domain rules (nothing recorded):[/bold]")
+            for refusal in run.refused:
+                console.print(f"  • {refusal}")
         console.print(f"\nProjecting into {audit.settings.clickhouse_target.describe()}:")
         _project_with_progress(audit)
         reader = audit.reader(workspace)
-        assert run.incident is not None
         console.print()
         print_events(
             console,
-            reader.history(run.incident.id),
+            reader.history(run.incident_id),
             OutputFormat.TABLE,
-            f"Q1. What happened to incident {run.incident.title!r}?",
+            f"Q1. What happened to incident {INCIDENT_TITLE!r}?",
         )
         recent = reader.events(EventQuery(filters={"actor_id": [ALICE.id]}, limit=5))
         print_events(
@@ -130,16 +138,17 @@ def demo(
             OutputFormat.TABLE,
             f"Q2. What did {ALICE.name} do most recently?",
         )
-        since = min(event.occurred_at for event in run.events)
         console.print(
             stats_table(
-                reader.stats(group_by="action", interval="hour", since=since),
+                reader.stats(group_by="action", interval="hour", since=run.since),
                 "Q3. Activity per hour, by action",
             )
         )
+        command = typed_command()
         console.print(
-            f"\nTry: [bold]auditcore query -w {workspace} --action-prefix incident. "
-            f"--limit 5[/bold]  or  [bold]auditcore stats -w {workspace} --group-by actor[/bold]"
+            f"\nTry: [bold]{command} query -w {workspace} --action-prefix incident. "
+            f"--limit 5[/bold]  or  [bold]{command} stats -w {workspace} --group-by actor[/bold]",
+            highlight=False,
         )
 
 
@@ -168,7 +177,13 @@ def project(
 ) -> None:
     """Bring every read model up to date with the event store, then exit (or --follow: keep
     following, whatever fails meanwhile; each read model retries on its own)."""
-    with open_core(event_store, clickhouse, cluster) as audit:
+    with open_core(event_store, clickhouse, cluster) as audit, ExitStack() as owning:
+        if follow:  # other commands reach the embedded engine through this process meanwhile
+            owning.enter_context(
+                own_engine(
+                    audit.settings.clickhouse_target, lambda: audit.clickhouse, "project --follow"
+                )
+            )
         failed: dict[str, str] = {}
         try:
             done = _project_with_progress(audit)
@@ -179,7 +194,11 @@ def project(
                 raise
             errors.print(f"catch-up failed: {one_line(away)}; following anyway", highlight=False)
             done = {}
-        console.print(f"Caught up: {sum(done.values()):,} events projected.")
+        # A failed read model is named below, not counted as caught up.
+        console.print(
+            caught_up({name: n for name, n in done.items() if name not in failed}),
+            highlight=False,
+        )
         for name, holder in audit.projections.elsewhere.items():
             console.print(
                 f"  {name}: another process follows it ({holder}); left to it"
@@ -212,6 +231,19 @@ def project(
             thread.join(timeout=10)
 
 
+def caught_up(done: dict[str, int]) -> str:
+    """What a catch-up did, per read model (each reads the same events: never their sum)."""
+    counts = set(done.values())
+    if len(counts) == 1:
+        count = counts.pop()
+        noun = "read model" if len(done) == 1 else f"each of {len(done)} read models"
+        return f"Caught up: {count:,} new events projected into {noun}."
+    if not done:
+        return "Caught up: no read model projected here."
+    each = ", ".join(f"{name} {count:,}" for name, count in sorted(done.items()))
+    return f"Caught up; new events projected per read model: {each}."
+
+
 def _follow_status(audit: AuditCore) -> Group | str:
     """The read models' status, or why it cannot be read now (the followers keep retrying)."""
     try:
@@ -229,6 +261,8 @@ def status(
     default): queue depth, events accepted, written and failed, batches, latencies. A running
     dispatcher that misses three reports is flagged silent. Read models: `projections status`.
     """
+    from auditcore.store.heartbeats import Heartbeats  # noqa: PLC0415 - SQLAlchemy
+
     with open_core(event_store) as audit:
         head = audit.app.recorder.max_notification_id() or 0
         heartbeats = Heartbeats(audit.settings)
@@ -677,7 +711,9 @@ def query(
         recorded_until=recorded_until,
     )
     with open_core(event_store, clickhouse) as audit:
-        page = audit.reader(workspace).events(request)
+        page = audit.reader(workspace).events(request)  # a bad parameter is told first
+        if not page.items:
+            known_workspace(audit, workspace)
     if output is OutputFormat.JSON:
         console.out(
             json.dumps(
@@ -746,7 +782,7 @@ def export(
         if out is None:
             raise typer.BadParameter("give the file to write", param_hint="--out")
         with open_core(event_store, clickhouse) as audit:
-            write_proof_export(audit, workspace, out, from_size, to_size)
+            write_proof_export(audit, known_workspace(audit, workspace), out, from_size, to_size)
         return
     filters: dict[str, list[str]] = {}
     for item in filter_ or []:
@@ -758,7 +794,7 @@ def export(
         filters, since, until, text, recorded_since=recorded_since, recorded_until=recorded_until
     )
     with open_core(event_store, clickhouse) as audit:
-        reader = audit.reader(workspace)
+        reader = audit.reader(known_workspace(audit, workspace))
         record_export(audit, workspace, request, output_format, actor=cli_actor(), source="cli")
         if out is None:
             for chunk in export_chunks(reader, request, output_format):
@@ -790,6 +826,7 @@ def report(
     from auditcore.report import generate_report  # noqa: PLC0415 - Jinja2 only for reports
 
     with open_core(event_store, clickhouse) as audit:
+        known_workspace(audit, workspace)
         _project_with_progress(audit)
         html = generate_report(
             audit,
@@ -827,6 +864,8 @@ def stats(
             until=until,
             filters=filters,
         )
+        if not result.buckets:  # a bad parameter is told first
+            known_workspace(audit, workspace)
     if output is OutputFormat.TABLE:
         console.print(stats_table(result, f"Events per {result.interval} by {group_by}"))
         return
@@ -870,5 +909,6 @@ def main() -> None:
     try:
         app()
     except AuditcoreError as error:
-        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False)
+        # One line whatever the terminal's width (scripts and people grep for it).
+        errors.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         sys.exit(2)

@@ -6,13 +6,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
-from uuid import uuid4
+from uuid import UUID, uuid4, uuid5
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from auditcore.domain import Incident, Monitor
 from auditcore.errors import DomainRuleError
 from auditcore.events.envelope import Actor, ActorType, AuditEvent, RequestContext, Target
+from auditcore.events.ids import stream_id_for
 from auditcore.events.provenance import acting_as
 from auditcore.facade import AuditCore
 
@@ -66,21 +67,44 @@ BROWSER = RequestContext.model_validate(
 
 @dataclass
 class DemoRun:
-    """What a demo run recorded, and the rule violations it tried and was refused."""
+    """What a demo run recorded, and the rule violations it tried and was refused; or, when the
+    workspace already held the demo's story, nothing recorded and when it was."""
 
+    incident_id: UUID
+    since: datetime
+    """When the story begins."""
     events: list[AuditEvent] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
-    incident: Incident | None = None
+    recorded_before: datetime | None = None
+
+
+INCIDENT_TITLE = "Public API returning 503"
+_DEMO = UUID("6f1c2b4e-8d0a-5c3e-9b7f-2a4d6e8c0b1f")
+"""Namespace of the demo's own event ids: its first event and its incident's have fixed ids
+per workspace, so a second run finds the story recorded and records nothing again."""
+
+
+def _demo_id(workspace_id: str, what: str) -> UUID:
+    return uuid5(_DEMO, f"{workspace_id}/{what}")
 
 
 def run_demo(audit: AuditCore, workspace_id: str) -> DemoRun:
+    """Record the demo's story in ``workspace_id``, unless it is there already."""
     register_product_actions(audit)
-    run = DemoRun()
+    first_id = _demo_id(workspace_id, "first")
+    incident_id = stream_id_for(workspace_id, _demo_id(workspace_id, "incident"))
+    if audit.app.event_ids.locate_events([(workspace_id, first_id)]):
+        first = audit.event(first_id, workspace_id=workspace_id)
+        return DemoRun(incident_id, first.occurred_at, recorded_before=first.recorded_at)
     clock = _clock(datetime.now(UTC) - timedelta(hours=5))
-
+    run = DemoRun(incident_id, since=next(clock))
     with acting_as(ALICE, source="dashboard", context=BROWSER):
         homepage = Monitor.create(
-            workspace_id, name="Homepage", url="https://acme.example/", occurred_at=next(clock)
+            workspace_id,
+            name="Homepage",
+            url="https://acme.example/",
+            occurred_at=run.since,
+            event_id=first_id,
         )
         api = Monitor.create(
             workspace_id,
@@ -134,7 +158,8 @@ def run_demo(audit: AuditCore, workspace_id: str) -> DemoRun:
     )
     incident = Incident.open(
         workspace_id,
-        title="Public API returning 503",
+        title=INCIDENT_TITLE,
+        event_id=_demo_id(workspace_id, "incident"),
         severity="sev2",
         service="public-api",
         actor=PAGER,
@@ -197,7 +222,6 @@ def run_demo(audit: AuditCore, workspace_id: str) -> DemoRun:
         except DomainRuleError as error:
             run.refused.append(str(error))
 
-    run.incident = incident
     return run
 
 

@@ -90,6 +90,10 @@ class EventIdReusedError(AuditcoreError):
         )
 
 
+class UnknownWorkspaceError(AuditcoreError, LookupError):
+    """A workspace named at the command line holds no events and was never created."""
+
+
 class InvalidQueryError(AuditcoreError, ValueError):
     """A read request has a bad parameter; ``parameter`` names it."""
 

@@ -111,6 +111,10 @@ class AuditCore:
         self._dispatch_settings = dispatch or DispatchSettings()
         self._dispatcher: Dispatcher | None = None
         self._dispatcher_lock = threading.Lock()
+        if self.settings.uses_postgres:  # what is wrong, in one line, before the pool retries
+            from auditcore.store.probe import probe_postgres  # noqa: PLC0415 - PostgreSQL only
+
+            probe_postgres(self.settings.eventsourcing_env())
         try:
             self.app = AuditApplication(self.settings, self.registry)
         except (OperationalError, OSError) as error:

@@ -9,15 +9,18 @@ import json
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
 
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.export import CSV_COLUMNS, csv_cells
-from auditcore.readmodel.queries import Stats
-from auditcore.store.dispatcher import DispatcherStats
-from auditcore.store.heartbeats import DispatcherReport
+
+if TYPE_CHECKING:
+    from auditcore.readmodel.queries import Stats
+    from auditcore.store.dispatcher import DispatcherStats
+    from auditcore.store.heartbeats import DispatcherReport
 
 
 class OutputFormat(StrEnum):

@@ -7,7 +7,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from ipaddress import IPv4Network, IPv6Network, ip_network
 
-from auditcore.api.headers import checked_frame_ancestors
 from auditcore.errors import ConfigurationError
 
 Network = IPv4Network | IPv6Network
@@ -96,7 +95,7 @@ class ApiConfig:
     def __post_init__(self) -> None:
         try:
             object.__setattr__(
-                self, "frame_ancestors", checked_frame_ancestors(self.frame_ancestors)
+                self, "frame_ancestors", _checked_frame_ancestors(self.frame_ancestors)
             )
         except ValueError as error:
             raise ConfigurationError(str(error)) from None
@@ -112,3 +111,11 @@ class ApiConfig:
                     f"trusted proxy {value!r} is not an address or network, e.g. 10.0.0.0/8"
                 ) from None
         return tuple(networks)
+
+
+def _checked_frame_ancestors(value: str) -> str:
+    # Imported here: the headers middleware needs Starlette, and the command line reads this
+    # module's defaults for `serve`'s options without serving.
+    from auditcore.api.headers import checked_frame_ancestors  # noqa: PLC0415
+
+    return checked_frame_ancestors(value)

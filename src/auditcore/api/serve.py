@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
-import uvicorn
 
-from auditcore.api.app import create_app
 from auditcore.api.config import ApiConfig, ResourceLimits, ServerTimeouts
-from auditcore.api.server import server_config
 from auditcore.cli_actions import ActionsOption, load_actions
 from auditcore.cli_options import (
     ClickHouseOption,
@@ -21,8 +19,8 @@ from auditcore.cli_options import (
     open_core,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
+from auditcore.clickhouse.owner import own_engine
 from auditcore.store.settings import DEFAULT_EVENT_STORE
-from auditcore.tenancy.directory import Directory
 
 _LIMITS, _TIMEOUTS = ResourceLimits(), ServerTimeouts()
 
@@ -145,9 +143,19 @@ def serve(
     """Serve the HTTP API (OpenAPI docs at /docs) and the web viewer (at /)."""
     if switch_interval <= 0:
         raise typer.BadParameter("give a number of seconds above 0", param_hint="--switch-interval")
+    # Imported here: the server stack takes a second or more to import, and every other
+    # command would pay for it at start-up.
+    import uvicorn  # noqa: PLC0415
+
+    from auditcore.api.app import create_app  # noqa: PLC0415
+    from auditcore.api.server import listening_socket, server_config  # noqa: PLC0415
+    from auditcore.tenancy.directory import Directory  # noqa: PLC0415
+
+    sock = listening_socket(host, port)
     load_actions(actions)
-    with open_core(event_store, clickhouse, cluster) as audit:
-        embedded = audit.settings.clickhouse_target.embedded
+    with open_core(event_store, clickhouse, cluster) as audit, ExitStack() as owning:
+        target = audit.settings.clickhouse_target
+        embedded = target.embedded
         config = ApiConfig(
             trusted_proxies=ApiConfig.networks(trusted_proxy or []),
             max_body_bytes=max_body,
@@ -175,9 +183,11 @@ def serve(
             server=ServerTimeouts(header_timeout, body_timeout, keepalive_timeout, max_connections),
             frame_ancestors=frame_ancestors,
         )
-        audit.migrate()
         directory = Directory(audit.settings)
         try:
+            owning.enter_context(own_engine(target, audit.migrate, "serve"))
+            if not embedded:
+                audit.migrate()
             console.print(
                 f"auditcore on http://{host}:{port}/ (API docs: /docs) — events in "
                 f"{audit.settings.describe_event_store()}, read models in "
@@ -187,6 +197,6 @@ def serve(
             app = create_app(audit, directory, config)
             # The whole process's setting, so only here, where auditcore owns the process.
             sys.setswitchinterval(config.limits.switch_interval)
-            uvicorn.Server(server_config(app, host, port, config.server)).run()
+            uvicorn.Server(server_config(app, host, port, config.server)).run(sockets=[sock])
         finally:
             directory.close()

@@ -14,6 +14,8 @@ reading cannot be mistaken for the client's.
 from __future__ import annotations
 
 import asyncio
+import errno
+import socket
 from typing import Any
 
 import h11
@@ -24,6 +26,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from auditcore.api.config import ServerTimeouts
 from auditcore.api.headers import content_security_policy
+from auditcore.errors import ConfigurationError
 
 _BUSY = orjson.dumps(
     {
@@ -129,3 +132,25 @@ def server_config(
         proxy_headers=False,
         log_level=log_level,
     )
+
+
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before anything else is opened, so a port in use is a
+    one-line ``ConfigurationError`` (the CLI exits 2), not uvicorn's log and exit status."""
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise ConfigurationError(f"cannot listen on {host!r}: {error.strerror}") from error
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ConfigurationError(
+                f"port {port} on {host} is already in use (another `auditcore serve`?): stop "
+                "that process or choose another port with --port"
+            ) from error
+        raise ConfigurationError(f"cannot listen on {host}:{port}: {error.strerror}") from error
+    return sock

@@ -20,7 +20,11 @@ on any replica (``initial_query_id`` included: a shard's part of a dead writer's
 
 from __future__ import annotations
 
-from clickhouse_connect.driver.client import Client
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
 
 from auditcore.errors import ConfigurationError
 

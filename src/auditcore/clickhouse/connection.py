@@ -11,27 +11,39 @@ not a number, an unknown option) or an unreachable server is a one-line
 
 from __future__ import annotations
 
+import logging
+import os
 import re
-from collections.abc import Mapping
+import socket
+import ssl
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import clickhouse_connect
-from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import ClickHouseError
-
 from auditcore.clickhouse.cluster import CLUSTER_VARIABLE, SHARDED_VARIABLE, check_cluster
 from auditcore.errors import ConfigurationError, one_line
 
 if TYPE_CHECKING:
+    from clickhouse_connect.driver.client import Client
+
     from auditcore.clickhouse.ddl import Ddl
 
 CLICKHOUSE_VARIABLE = "AUDITCORE_CLICKHOUSE"
 DEFAULT_CLICKHOUSE = "chdb://.auditcore/clickhouse"
 DATABASE = "auditcore"
+CONNECT_TIMEOUT = 5
+READ_TIMEOUT = 300
+"""Seconds a statement may wait for the server's answer (clickhouse-connect's default)."""
+
+# clickhouse-connect logs a failed request before raising it; the error raised says it in one
+# line. Without a handler of its own, Python's last-resort handler would print it too.
+logging.getLogger("clickhouse_connect").addHandler(logging.NullHandler())
 
 
 class ClickHouseLockedError(ConfigurationError):
@@ -228,7 +240,7 @@ def connect(target: ClickHouseTarget) -> Client:
         raise ConfigurationError(
             f"{SHARDED_VARIABLE} needs a ClickHouse cluster ({CLUSTER_VARIABLE} or --cluster)"
         )
-    client = _connect_chdb(target) if target.embedded else _connect_server(target)
+    client = _connect_embedded(target) if target.embedded else _connect_server(target)
     try:
         if target.cluster:
             check_cluster(client, target.cluster, target.describe(), sharded=target.sharded)
@@ -247,6 +259,10 @@ def connect(target: ClickHouseTarget) -> Client:
 
 
 def _connect_server(target: ClickHouseTarget) -> Client:
+    import clickhouse_connect  # noqa: PLC0415 - only when a command opens ClickHouse
+    from clickhouse_connect.driver.exceptions import ClickHouseError  # noqa: PLC0415
+    from urllib3 import Timeout  # noqa: PLC0415
+
     server = target.server()
     # Only when asked for: clickhouse-connect picks its own default from the certificate.
     tls: dict[str, Any] = {"tls_mode": server.tls_mode} if server.tls_mode else {}
@@ -261,7 +277,10 @@ def _connect_server(target: ClickHouseTarget) -> Client:
             ca_cert=server.ca_cert,
             client_cert=server.client_cert,
             client_cert_key=server.client_cert_key,
-            connect_timeout=5,
+            connect_timeout=CONNECT_TIMEOUT,
+            # The first statements are the client's handshake: a server that accepts the
+            # connection and never answers is reported within seconds, not after 300.
+            send_receive_timeout=CONNECT_TIMEOUT,
             # No HTTP session: a server refuses concurrent queries in one session, and
             # nothing here keeps state between statements (settings travel with each query).
             autogenerate_session_id=False,
@@ -269,12 +288,92 @@ def _connect_server(target: ClickHouseTarget) -> Client:
         )
     except (ClickHouseError, OSError) as error:
         raise ConfigurationError(
-            f"cannot reach {target.describe()}: {one_line(error)}. Check {CLICKHOUSE_VARIABLE}."
+            f"cannot reach {target.describe()}: {_unreachable(error, server.username)}. "
+            f"Check {CLICKHOUSE_VARIABLE}."
         ) from error
+    client.timeout = Timeout(connect=CONNECT_TIMEOUT, read=READ_TIMEOUT)  # type: ignore[attr-defined]
     return client
 
 
+def _unreachable(error: BaseException, user: str) -> str:
+    """Why a server cannot be reached, in a user's words: the socket error at the bottom of
+    the HTTP client's chain of exceptions (its own texts quote pools, retries and URLs)."""
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused (is ClickHouse running on that port?)"
+        if isinstance(cause, socket.gaierror):
+            return "the host name does not resolve"
+        if isinstance(cause, TimeoutError) or "timed out" in str(cause):
+            return f"no answer within {CONNECT_TIMEOUT} s (timeout): is the host or port right?"
+        if "AUTHENTICATION_FAILED" in str(cause):
+            return f"the server refused user {user!r}: authentication failed"
+        if isinstance(cause, ssl.SSLError):
+            return f"TLS failed ({one_line(cause)})"
+        cause = cause.__cause__ or cause.__context__
+    return one_line(error)
+
+
+def _connect_embedded(target: ClickHouseTarget) -> Client:
+    """Through the process that owns the chDB directory if one answers (``owner``), else by
+    opening it here. A directory another process holds but does not serve yet (an owner
+    starting up) is waited for a few seconds before its lock is reported."""
+    from auditcore.clickhouse import owner  # noqa: PLC0415 - embedded only
+
+    path = target.chdb_path
+    if owner.claimed(path):
+        return _connect_chdb(target)
+    through = _through_owner(path)
+    if through is not None:
+        return through
+    try:
+        with _engine_messages_silenced():
+            return _connect_chdb(target)
+    except ClickHouseLockedError:
+        deadline = time.monotonic() + OWNER_WAIT
+        while time.monotonic() < deadline:
+            time.sleep(0.2)
+            through = _through_owner(path)
+            if through is not None:
+                return through
+        raise
+
+
+OWNER_WAIT = 5.0
+"""Seconds to wait for the process holding a chDB directory to serve it (it starts serving
+right after opening it)."""
+
+
+@contextmanager
+def _engine_messages_silenced() -> Iterator[None]:
+    """chDB prints its lock failure to the process's stderr itself; the error raised says it
+    (one line, with what to do), so the engine's own line is dropped. Only in processes that
+    do not own the engine (CLI commands), while they open it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _through_owner(path: Path) -> Client | None:
+    from auditcore.clickhouse.owner import read_owner  # noqa: PLC0415 - embedded only
+    from auditcore.clickhouse.remote import OwnerClient, reachable  # noqa: PLC0415
+
+    record = read_owner(path)
+    if record is None or not reachable(record):
+        return None
+    return OwnerClient(record, path)
+
+
 def _connect_chdb(target: ClickHouseTarget) -> Client:
+    import clickhouse_connect  # noqa: PLC0415 - only when a command opens ClickHouse
+    from clickhouse_connect.driver.exceptions import ClickHouseError  # noqa: PLC0415
+
     path = target.chdb_path
     path.mkdir(parents=True, exist_ok=True)
     try:
@@ -288,10 +387,11 @@ def _connect_chdb(target: ClickHouseTarget) -> Client:
             ) from error
         raise ClickHouseLockedError(
             f"cannot open the embedded ClickHouse (chDB) at {path}: another process is using "
-            "it. Only one process at a time can open a chDB directory: stop the other one "
-            "(e.g. a running `auditcore project --follow` or `auditcore serve`), use another "
+            "it and does not serve it to others (`auditcore serve` and `project --follow` "
+            "do). Only one process at a time can open a chDB directory: stop the other one, "
+            "or run it as `auditcore serve` or `project --follow`, use another "
             f"directory with {CLICKHOUSE_VARIABLE}=chdb:///other/path, or run a ClickHouse "
-            f"server and set {CLICKHOUSE_VARIABLE}=http://host:8123/auditcore. ({error})"
+            f"server and set {CLICKHOUSE_VARIABLE}=http://host:8123/auditcore."
         ) from error
     return client
 

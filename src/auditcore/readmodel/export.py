@@ -14,14 +14,12 @@ import csv
 import io
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from auditcore.events.envelope import Actor, AuditEvent, RequestContext, Target
 from auditcore.events.limits import MetadataLimits
-from auditcore.facade import AuditCore
-from auditcore.readmodel.queries import EventQuery, WorkspaceReader
 
 CSV_COLUMNS = (
     "occurred_at", "event_id", "workspace_id", "stream_id", "version", "action",
@@ -35,6 +33,10 @@ the targets cell holds each target's own metadata."""
 # A spreadsheet runs a cell starting with one of these as a formula (tab and CR included:
 # some spreadsheets strip them first).
 _FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+if TYPE_CHECKING:
+    from auditcore.facade import AuditCore
+    from auditcore.readmodel.queries import EventQuery, WorkspaceReader
 
 
 class ExportFormat(StrEnum):
@@ -84,6 +86,9 @@ def export_chunks(
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[bytes]:
     """The export's bytes, one page of events per chunk, newest event first."""
+    # Imported here: the query layer is heavy, and the command line imports this module for
+    # its formats' names at start-up.
+
     if output is ExportFormat.CSV:
         yield _csv_text([list(CSV_COLUMNS)])
     line = CSV_LINE if output is ExportFormat.CSV else JSONL_LINE

@@ -49,6 +49,10 @@ class EventIdIndex(ABC):
     def locate_events(self, keys: Sequence[EventKey]) -> dict[EventKey, EventLocation]:
         """Map each given (workspace_id, event_id) that is stored to its (stream_id, version)."""
 
+    @abstractmethod
+    def holds_workspace(self, workspace_id: str) -> bool:
+        """Whether any event of the workspace is stored (one index lookup)."""
+
 
 class BulkAppender(ABC):
     """Appends a batch of events in one transaction and one attempt, by the fastest means for
@@ -251,6 +255,16 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
                 for row in curs.fetchall()
             }
 
+    def holds_workspace(self, workspace_id: str) -> bool:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(
+                SQL("SELECT 1 FROM {0} WHERE workspace_id = %s LIMIT 1").format(
+                    self._event_ids_table
+                ),
+                (workspace_id,),
+            )
+            return curs.fetchone() is not None
+
 
 _COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + bytes(8)  # signature, flags, no header extension
 _COPY_TRAILER = b"\xff\xff"
@@ -402,3 +416,11 @@ class SQLiteAuditRecorder(SQLiteApplicationRecorder, EventIdIndex):
                         row["originator_version"],
                     )
         return found
+
+    def holds_workspace(self, workspace_id: str) -> bool:
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT 1 FROM {self.event_ids_table_name} WHERE workspace_id = ? LIMIT 1",
+                (workspace_id,),
+            )
+            return c.fetchone() is not None

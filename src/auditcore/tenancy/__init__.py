@@ -1,7 +1,36 @@
-"""The control plane: workspaces (tenants) and their API keys, kept in SQL beside the store."""
+"""The control plane: workspaces (tenants) and their API keys, kept in SQL beside the store.
 
-from auditcore.tenancy.directory import Directory, IssuedKey, KeyInfo, Principal, Scope
-from auditcore.tenancy.tables import ApiKeyRow, WorkspaceRow
+Names are imported on first use: the directory needs SQLAlchemy, which the command line
+imports only for the commands that use it."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from auditcore.tenancy.directory import Directory, IssuedKey, KeyInfo, Principal
+    from auditcore.tenancy.scopes import Scope
+    from auditcore.tenancy.tables import ApiKeyRow, WorkspaceRow
+
+_WHERE = {
+    "Directory": "auditcore.tenancy.directory",
+    "IssuedKey": "auditcore.tenancy.directory",
+    "KeyInfo": "auditcore.tenancy.directory",
+    "Principal": "auditcore.tenancy.directory",
+    "Scope": "auditcore.tenancy.scopes",
+    "ApiKeyRow": "auditcore.tenancy.tables",
+    "WorkspaceRow": "auditcore.tenancy.tables",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name]), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ApiKeyRow",

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -23,9 +23,11 @@ from auditcore.cli_options import (
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.events.envelope import Target
 from auditcore.facade import AuditCore
-from auditcore.store.secrets import CURSOR_SECRET
 from auditcore.store.settings import DEFAULT_EVENT_STORE
-from auditcore.tenancy.directory import Directory, Scope
+from auditcore.tenancy.scopes import Scope
+
+if TYPE_CHECKING:
+    from auditcore.tenancy.directory import Directory
 
 workspaces_app = typer.Typer(help="Create and list workspaces (tenants).", no_args_is_help=True)
 keys_app = typer.Typer(
@@ -40,6 +42,8 @@ def _opened(
 ) -> Iterator[tuple[AuditCore, Directory]]:
     """The event store (to record each change) and the control plane's tables."""
     with open_core(event_store, clickhouse) as audit:
+        from auditcore.tenancy.directory import Directory  # noqa: PLC0415 - SQLAlchemy
+
         directory = Directory(audit.settings)
         try:
             yield audit, directory
@@ -201,5 +205,7 @@ def rotate_secret(event_store: EventStoreOption = DEFAULT_EVENT_STORE) -> None:
     refused from then on (running servers pick the new secret up within 30 s). API keys are
     not affected."""
     with open_core(event_store) as audit:
+        from auditcore.store.secrets import CURSOR_SECRET  # noqa: PLC0415 - SQLAlchemy
+
         audit.secrets.rotate(CURSOR_SECRET)
     console.print("Cursor secret rotated: earlier next_cursor values are no longer accepted.")

@@ -13,7 +13,6 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -23,16 +22,10 @@ from auditcore.errors import ConfigurationError, NotFoundError
 from auditcore.events.envelope import WORKSPACE_PATTERN
 from auditcore.store.control import control_engine, create_tables
 from auditcore.store.settings import Settings
+from auditcore.tenancy.scopes import Scope as Scope  # noqa: PLC0414 - re-exported
 from auditcore.tenancy.tables import ApiKeyRow, Base, WorkspaceRow
 
 _TOKEN = re.compile(r"ack_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
-
-
-class Scope(StrEnum):
-    READ = "read"
-    WRITE = "write"
-    ADMIN = "admin"
-    """The operator's view of the installation (``/readyz`` details: paths, positions, errors)."""
 
 
 @dataclass(frozen=True)

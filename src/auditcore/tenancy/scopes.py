@@ -1,0 +1,13 @@
+"""What an API key may do: its scopes (apart from the directory, so the command line can
+name them without importing SQLAlchemy)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+    """The operator's view of the installation (``/readyz`` details: paths, positions, errors)."""

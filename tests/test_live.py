@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
@@ -363,3 +364,32 @@ def test_catch_up_hands_over_to_the_follower_without_gaps_or_repeats(audit: Audi
     for first, seen, _ in results:
         assert seen == [p for p in workspace_a if p > first]
     assert any(resumes for _, _, resumes in results)  # overflow and resume were exercised
+
+
+def test_live_ids_reveal_nothing_of_other_workspaces(live_api: Deployment) -> None:
+    """A live id once was the store position, which counts every workspace's events: the gap
+    between two of acme's ids told acme how much globex wrote. Now ids are opaque, and valid
+    only in the workspace they were sent to."""
+    api = live_api
+    tail = Tail(api, "acme", {})
+    first = _post(api, "acme", _titled("before"))
+    for _ in range(3):
+        _post(api, "globex", _titled("their business"))
+    second = _post(api, "acme", _titled("after"))
+    eventually(lambda: len(tail.events) == 2)
+    tail.close()
+    assert [e["event_id"] for e in tail.events] == first + second
+    for ident in tail.ids:
+        assert not ident.isdigit()
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", ident), ident
+    # The same position in another workspace's stream is another id, and neither is accepted
+    # there: globex cannot resume at (or learn from) acme's ids.
+    with api.client("globex") as client:
+        for ident in tail.ids:
+            refused = client.get("/v1/live", headers={"Last-Event-ID": ident})
+            assert refused.status_code == 400, refused.text
+    # acme resumes at its own first id and gets exactly its second event.
+    resumed = Tail(api, "acme", {}, last_id=tail.ids[0])
+    eventually(lambda: resumed.events)
+    resumed.close()
+    assert [e["event_id"] for e in resumed.events] == second

@@ -21,6 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from auditcore.api.errors import ERROR_BODY
+from auditcore.api.live_ids import HEADER_PATTERN
 from auditcore.api.schemas import EventIn, WorkosCreateEvent
 from auditcore.events.actions import ActionRegistry
 from auditcore.events.limits import MetadataLimits
@@ -60,7 +61,7 @@ PARAMETERS: dict[str, dict[str, Any]] = {
     "format": {"type": "string", "enum": ["csv", "jsonl"]},
     "status": {"type": "string", "enum": ["parked", "retried", "skipped", "all"]},
     "idempotency-key": {"type": "string", "pattern": "^[\\x21-\\x7e]{1,255}$"},
-    "last-event-id": {"type": "string", "pattern": "^[0-9]{0,19}$"},
+    "last-event-id": {"type": "string", "pattern": HEADER_PATTERN},
 }
 """Each parameter's schema, by name (headers in lower case): what the server reads (FastAPI
 sees strings)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -13,14 +12,11 @@ from fastapi.responses import StreamingResponse
 from auditcore.api import params
 from auditcore.api.deps import ReaderDep, Reading, ServicesDep
 from auditcore.api.live import OVERFLOW, REVOKED, LiveHub, Watcher
+from auditcore.api.live_ids import LiveIds
 from auditcore.api.sessions import SessionKind, SessionResponse
-from auditcore.errors import InvalidQueryError
 from auditcore.readmodel.queries import live_matcher
 
 router = APIRouter(prefix="/v1", tags=["live"])
-
-# A store position is a bigint: 19 digits at most (ASCII only: ``str.isdigit`` accepts "²").
-_EVENT_ID = re.compile(r"[0-9]{1,19}")
 
 
 @router.get(
@@ -39,19 +35,21 @@ async def live(
     last_event_id: Annotated[
         str | None,
         Header(
-            description="Resume after this event's `id` (browsers send it on reconnect): "
-            "digits only; an id past the newest event resumes from the newest."
+            description="Resume after this event's `id` (browsers send it on reconnect), or "
+            "`0`: from the start. Ids are opaque and valid in their own workspace only."
         ),
     ] = None,
 ) -> StreamingResponse:
     """Each new event matching the filters as ``event: audit_event`` with the event as JSON
-    and its store position as ``id``. ``event: overflow`` means this client fell too far
-    behind (more than the server's per-watcher buffer): reconnect with ``Last-Event-ID`` to
-    resume where it stopped, losing nothing. ``event: revoked`` ends the stream of a key that
+    and an opaque ``id`` to resume after it (it reveals nothing of other workspaces).
+    ``event: overflow`` means this client fell too far behind (more than the server's
+    per-watcher buffer): reconnect with ``Last-Event-ID`` to resume where it stopped, losing
+    nothing. ``event: revoked`` ends the stream of a key that
     has been revoked."""
     filters = params.filters_from(request.query_params, reader.model("audit_events"), ("text",))
     matches = live_matcher(reader.model("audit_events"), filters, text)
-    after = _resume_position(last_event_id)
+    ids = LiveIds(reader.cursor_key(), reader.workspace_id)
+    after = ids.read(last_event_id)
     session = found.sessions.open(SessionKind.LIVE, principal)
     try:
         hub = found.hub
@@ -62,7 +60,7 @@ async def live(
         raise
     session.on_end(lambda _: watcher.end(REVOKED))
     return SessionResponse(
-        _stream(hub, watcher, found.config.live_keepalive),
+        _stream(hub, watcher, found.config.live_keepalive, ids),
         session,
         grace=1.0,
         media_type="text/event-stream",
@@ -70,18 +68,9 @@ async def live(
     )
 
 
-def _resume_position(last_event_id: str | None) -> int | None:
-    """``Last-Event-ID`` as a store position; empty means none (browsers send none)."""
-    if last_event_id is None or not last_event_id.strip():
-        return None
-    if not _EVENT_ID.fullmatch(last_event_id.strip()):
-        raise InvalidQueryError(
-            "Last-Event-ID", "must be the `id` of an event of this stream: 1 to 19 digits"
-        )
-    return int(last_event_id.strip())
-
-
-async def _stream(hub: LiveHub, watcher: Watcher, keepalive: float) -> AsyncIterator[str]:
+async def _stream(
+    hub: LiveHub, watcher: Watcher, keepalive: float, ids: LiveIds
+) -> AsyncIterator[str]:
     try:
         yield "retry: 2000\n: following the event store\n\n"
         while True:
@@ -90,7 +79,7 @@ async def _stream(hub: LiveHub, watcher: Watcher, keepalive: float) -> AsyncIter
                 yield ": keep-alive\n\n"
             elif isinstance(item, list):
                 yield "".join(
-                    f"id: {position}\nevent: audit_event\ndata: {data.decode()}\n\n"
+                    f"id: {ids.make(position)}\nevent: audit_event\ndata: {data.decode()}\n\n"
                     for position, data in item
                 )
             else:

@@ -52,7 +52,7 @@ class ResourceLimits:
     """ClickHouse ``max_threads`` of each export page query, so exports leave cores free."""
     export_page_rows: int = 500
     """Rows per export page: the step at which an export yields to other requests."""
-    bulk_cpu: float = 0.5
+    bulk_cpu: float = 0.25
     """CPU cores that exports and live catch-ups together may use in the API process
     (they hold Python's interpreter lock while they work; requests must not wait for it)."""
     switch_interval: float = 0.001

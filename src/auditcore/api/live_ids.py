@@ -5,8 +5,9 @@ as it is, the gap between two of A's ids would tell A how much B wrote in betwee
 watcher sees is the position and a tag of its workspace, encrypted as one AES block under a
 key derived from the installation's cursor secret: a pseudorandom permutation of the pair, so
 ids reveal neither positions nor their order, and an id is accepted back only in the workspace
-it was made for. ``0`` (from the beginning) and plain digits (a position the client chose,
-which reveals nothing to it) are accepted too.
+it was made for. ``0`` means from the beginning. Other positions are refused: resuming at
+positions of its choosing and watching which of its events follow, a client could find each
+event's position by bisection, which is what the ids hide.
 
 Failure semantics: an id that does not decrypt to this workspace is an ``InvalidQueryError``
 (a 400), like any malformed one. Rotating the cursor secret retires every live id: a client
@@ -25,11 +26,9 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from auditcore.errors import InvalidQueryError
 
-_POSITION = re.compile(r"[0-9]{1,19}")
-"""A bigint: 19 digits at most (ASCII only: ``str.isdigit`` accepts "²")."""
 _OPAQUE = re.compile(r"[A-Za-z0-9_-]{22}")
 """One AES block, base64url without padding."""
-HEADER_PATTERN = r"^([0-9]{0,19}|[A-Za-z0-9_-]{22})$"
+HEADER_PATTERN = r"^(0|[A-Za-z0-9_-]{22})?$"
 """What the OpenAPI document says a ``Last-Event-ID`` is."""
 
 
@@ -52,8 +51,8 @@ class LiveIds:
         if text is None or not text.strip():
             return None
         text = text.strip()
-        if _POSITION.fullmatch(text):
-            return int(text)
+        if text == "0":
+            return 0
         if _OPAQUE.fullmatch(text):
             try:
                 raw = base64.urlsafe_b64decode(text + "==")

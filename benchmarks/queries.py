@@ -58,10 +58,13 @@ def fill_clickhouse(audit: AuditCore, count: int) -> None:
             [concat('inc_', toString(intDiv(number, 10))), concat('user_', toString(number % 977))]
                 AS target_ids,
             ['', ''] AS target_names,
+            '' AS actor_metadata,
+            ['', ''] AS target_metadata,
             ['api', 'dashboard', 'cli'][1 + number % 3] AS source,
             occurred_at AS recorded_at,
             '10.0.0.1' AS ip, '' AS user_agent, concat('req_', toString(number)) AS request_id,
             concat('key_', toString(number % 20)) AS api_key_id,
+            '' AS location,
             concat('{{"note":"checked ', toString(cityHash64(number, 3) % 100000), '"}}')
                 AS metadata,
             lower(concat_ws(' ', action, actor_id, actor_name, source, metadata)) AS search_text

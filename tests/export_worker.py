@@ -17,6 +17,7 @@ from pathlib import Path
 from auditcore import AuditCore, Settings
 from auditcore.cli import app
 from auditcore.readmodel.queries import EventQuery
+from auditcore.tenancy.directory import Directory
 
 
 def settings(directory: Path, clickhouse: str) -> Settings:
@@ -26,7 +27,15 @@ def settings(directory: Path, clickhouse: str) -> Settings:
 
 
 def load(directory: Path, clickhouse: str, count: int) -> None:
-    with AuditCore(settings(directory, clickhouse)) as audit:
+    config = settings(directory, clickhouse)
+    # Rows go straight into the read model, so the store has no event of the workspace: it is
+    # created, as a user would, or `export` refuses it as unknown.
+    workspaces = Directory(config)
+    try:
+        workspaces.create_workspace("acme")
+    finally:
+        workspaces.close()
+    with AuditCore(config) as audit:
         audit.migrate()
         audit.clickhouse.command(
             f"""

@@ -1,5 +1,6 @@
 """Run by tests in a subprocess (chDB allows one engine path per process):
-``project`` catches up; ``follow`` follows until killed, in batches of a
+``project`` catches up (``project-to-be-killed``: in small batches, saying when the kills may
+begin); ``follow`` follows until killed, in batches of a
 random size; ``verify`` prints what the read models hold; ``compare`` compares every read
 model with a fresh rebuild from the store (rows and read-API answers)."""
 
@@ -35,6 +36,12 @@ def main(command: str, event_store: str, clickhouse: str) -> None:
             return
         if command == "project":
             audit.migrate()
+            audit.project()
+            return
+        if command == "project-to-be-killed":
+            audit.projections.batch_size = 31
+            audit.migrate()
+            print("projecting", flush=True)  # the schema exists: kills now land mid-batch
             audit.project()
             return
         if command == "rebuild":

@@ -464,8 +464,8 @@ def test_reports_between_sigkills_of_a_projector_count_the_store_up_to_their_sna
     positions = []
     for _ in range(KILLS):
         process = subprocess.Popen(
-            [sys.executable, "-m", "tests.projection_worker", "project", settings.event_store,
-             settings.clickhouse],
+            [sys.executable, "-m", "tests.projection_worker", "project-to-be-killed",
+             settings.event_store, settings.clickhouse],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
         )  # fmt: skip
         assert process.stdout is not None

@@ -5,8 +5,9 @@ without FastAPI unless it serves."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from auditcore.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from auditcore.api.app import create_app
@@ -15,12 +16,7 @@ if TYPE_CHECKING:
 _WHERE = {"create_app": "auditcore.api.app", "ApiConfig": "auditcore.api.config"}
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, globals(), _WHERE)
 
 
 __all__ = ["ApiConfig", "create_app"]

@@ -5,8 +5,9 @@ imports only for the commands that use it."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from auditcore.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from auditcore.tenancy.directory import Directory, IssuedKey, KeyInfo, Principal
@@ -24,12 +25,7 @@ _WHERE = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    if name not in _WHERE:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(_WHERE[name]), name)
-    globals()[name] = value
-    return value
+__getattr__ = lazy_attributes(__name__, globals(), _WHERE)
 
 
 __all__ = [

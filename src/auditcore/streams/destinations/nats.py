@@ -33,14 +33,15 @@ import nats
 import orjson
 from nats import errors
 from nats.aio.client import Client
-from nats.js import JetStreamContext
-from nats.js import errors as js_errors
+from nats.aio.msg import Msg
+from nats.js import api
 from pydantic import BaseModel, ConfigDict, Field
 
 from auditcore.streams.base import Batch, DeliveryError, Destination
 
 SUBJECT_PATTERN = r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$"
-_NO_STREAM_CODE = 10060  # JetStream: expected stream does not match / no stream for subject
+_WRONG_STREAM = 10060  # JetStream's err_code: the expected stream does not match
+_NO_RESPONDERS = "503"  # NATS's status when nothing (no stream) listens on the subject
 
 
 class NatsSettings(BaseModel):
@@ -76,7 +77,9 @@ class NatsJetStreamDestination(Destination):
         )
         self._thread.start()
         self._client: Client | None = None
-        self._jetstream: JetStreamContext | None = None
+        self._inbox = ""
+        self._acks: dict[str, asyncio.Future[None]] = {}
+        self._sent = 0
 
     def deliver(self, batch: Batch) -> None:
         if not batch.events:
@@ -92,52 +95,96 @@ class NatsJetStreamDestination(Destination):
 
     async def _deliver(self, batch: Batch) -> None:
         try:
-            jetstream = await self._connected()
-            acks = [
-                await jetstream.publish_async(
+            client = await self._connected()
+            headers = {"Auditcore-Batch": batch.batch_id}
+            if self._config.stream is not None:
+                headers["Nats-Expected-Stream"] = self._config.stream
+            acks = []
+            for event in batch.events:
+                # Published in commit order on one connection: JetStream stores them so.
+                self._sent += 1
+                token = str(self._sent)
+                ack = self._acks[token] = self._loop.create_future()
+                acks.append(ack)
+                await client.publish(
                     self._config.subject,
                     orjson.dumps(event.payload),
-                    stream=self._config.stream,
-                    headers={
+                    reply=f"{self._inbox}.{token}",
+                    headers=headers
+                    | {
                         "Nats-Msg-Id": event.delivery_id,
                         "Auditcore-Position": str(event.position),
                         "Auditcore-Workspace": event.workspace_id,
-                        "Auditcore-Batch": batch.batch_id,
                     },
                 )
-                for event in batch.events
-            ]
             await asyncio.wait_for(asyncio.gather(*acks), self._config.timeout_seconds)
         except Exception as error:
             await self._disconnect()
             raise _delivery_error(error) from None
 
-    async def _connected(self) -> JetStreamContext:
-        if self._jetstream is not None and self._client is not None and self._client.is_connected:
-            return self._jetstream
+    async def _connected(self) -> Client:
+        if self._client is not None and self._client.is_connected:
+            return self._client
 
         async def ignore(_error: Exception) -> None:
             """nats-py logs callback errors by default, with texts that may quote servers."""
 
         config = self._config
-        self._client = await nats.connect(
+        client = await nats.connect(
             servers=config.servers,
             user=config.user,
             password=config.password,
             token=config.token,
             connect_timeout=config.timeout_seconds,
+            # Try each server twice, at once, then fail: the streamer retries with backoff.
             allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0,
             error_cb=ignore,
             name="auditcore-stream",
         )
-        self._jetstream = self._client.jetstream(
-            timeout=config.timeout_seconds,
-            publish_async_max_pending=10_000,
+        self._inbox = client.new_inbox()
+        await client.subscribe(f"{self._inbox}.*", cb=self._on_ack)
+        self._client = client
+        return client
+
+    async def _on_ack(self, message: Msg) -> None:
+        """JetStream's answer to one publish: its ack, its refusal, or no stream at all.
+
+        (nats-py's own ``publish_async`` never completes a refused publish: its reply handler
+        raises where it should fail the publish's future, so acks are collected here.)"""
+        future = self._acks.pop(message.subject.rpartition(".")[2], None)
+        if future is None or future.done():
+            return
+        if message.headers and message.headers.get(api.Header.STATUS) == _NO_RESPONDERS:
+            future.set_exception(
+                DeliveryError(
+                    "nats: no JetStream stream captures the subject (create it, then replay)",
+                    retryable=False,
+                )
+            )
+            return
+        try:
+            answer = orjson.loads(message.data)
+        except orjson.JSONDecodeError:
+            answer = {"error": {"code": None, "err_code": None}}
+        error = answer.get("error") if isinstance(answer, dict) else None
+        if error is None:
+            future.set_result(None)  # stored, or stored before (``duplicate``: true)
+            return
+        code, err_code = error.get("code"), error.get("err_code")
+        future.set_exception(
+            DeliveryError(
+                f"nats: JetStream refused the message ({code} {err_code})",
+                retryable=(code is None or code >= 500) and err_code != _WRONG_STREAM,
+            )
         )
-        return self._jetstream
 
     async def _disconnect(self) -> None:
-        client, self._client, self._jetstream = self._client, None, None
+        client, self._client = self._client, None
+        for future in self._acks.values():
+            future.cancel()
+        self._acks.clear()
         if client is not None and not client.is_closed:
             # Closing a broken connection may fail too; it is gone either way.
             with contextlib.suppress(Exception):
@@ -152,19 +199,8 @@ class NatsJetStreamDestination(Destination):
 
 def _delivery_error(error: Exception) -> DeliveryError:
     """What a failed publish means for the stream; the text names the kind of failure only."""
-    if isinstance(error, js_errors.APIError):
-        retryable = error.code == 503 or error.code is None
-        if error.err_code == _NO_STREAM_CODE:
-            retryable = False
-        return DeliveryError(
-            f"nats: JetStream refused the message ({error.code} {error.err_code})",
-            retryable=retryable,
-        )
-    if isinstance(error, errors.NoRespondersError):
-        return DeliveryError(
-            "nats: no JetStream stream captures the subject (create it, then replay)",
-            retryable=False,
-        )
+    if isinstance(error, DeliveryError):
+        return error
     if isinstance(error, errors.AuthorizationError):
         return DeliveryError("nats: the server refused the credentials", retryable=False)
     if isinstance(error, asyncio.TimeoutError | errors.TimeoutError):

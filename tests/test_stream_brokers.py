@@ -16,7 +16,6 @@ import nats
 import orjson
 import pytest
 import redis
-from nats.js import api
 
 from auditcore.streams.base import DeliveryError
 from auditcore.streams.destinations.nats import NatsJetStreamDestination, NatsSettings

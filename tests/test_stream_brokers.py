@@ -70,7 +70,7 @@ def stored(stream: str) -> list[tuple[str, dict[str, Any]]]:
 
     async def read(js: Any) -> list[tuple[str, dict[str, Any]]]:
         info = await js.stream_info(stream)
-        messages = []
+        messages: list[tuple[str, dict[str, Any]]] = []
         if not info.state.messages:
             return messages
         for sequence in range(info.state.first_seq, info.state.last_seq + 1):
@@ -226,7 +226,7 @@ def redis_destination(key: str, **settings: Any) -> RedisStreamsDestination:
 def entries(key: str) -> list[dict[bytes, bytes]]:
     client = redis.Redis.from_url(REDIS_URL)
     try:
-        return [fields for _, fields in client.xrange(key)]
+        return [fields for _, fields in client.xrange(key)]  # type: ignore[union-attr,misc]
     finally:
         client.close()
 

@@ -279,7 +279,7 @@ def test_activity_comes_from_the_action_verb(action: str, expected: int) -> None
 def test_every_builtin_action_and_hostile_event_is_valid_ocsf(audit: AuditCore) -> None:
     hostile = scripts_sample()
     workspace = "w" * 64
-    control = {
+    control: dict[str, dict[str, Any]] = {
         "auditcore.workspace.created": {"name": hostile[:200]},
         "auditcore.api_key.created": {"key_id": "k1", "name": "ci", "scopes": ["read"]},
         "auditcore.api_key.revoked": {"key_id": "k1", "name": "ci"},

@@ -16,6 +16,7 @@ from benchmarks import (
     queries,
     retention,
     server,
+    streams_destinations,
 )
 from benchmarks.common import console, machine
 
@@ -67,6 +68,10 @@ WORKLOADS = {
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),
         "full": lambda: catchup.run(events=1_000_000, library_slice=20_000),
+    },
+    "streams-destinations": {
+        "quick": lambda: streams_destinations.run(events=5_000),
+        "full": lambda: streams_destinations.run(events=200_000),
     },
 }
 

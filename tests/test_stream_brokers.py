@@ -356,3 +356,15 @@ def test_redis_silent_server_times_out_retryably(redis_key: str) -> None:
 def test_redis_settings_refuse_credentials_in_the_url() -> None:
     with pytest.raises(ValueError, match="pattern"):
         RedisStreamsSettings(url=f"redis://:{SECRET}@127.0.0.1:6379/0", key="k")
+
+
+def test_nats_event_over_max_payload_is_not_retryable(nats_stream: tuple[str, str]) -> None:
+    name, subject = nats_stream
+    destination = nats_destination(subject)
+    try:
+        with pytest.raises(DeliveryError) as raised:
+            destination.deliver(make_batch(range(1, 3), text="x" * (2 * 1024 * 1024)))
+    finally:
+        destination.close()
+    assert not raised.value.retryable
+    assert stored(name) == []

@@ -52,6 +52,10 @@ OBJECT_SUFFIX = ".jsonl.gz"
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_:-]{0,127}")
 MANIFEST_SUFFIX = ".manifest.json"
 _PERMANENT_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR})
+_TRANSIENT_S3_CODES = frozenset(
+    {"RequestTimeout", "SlowDown", "RequestTimeTooSkewed", "Throttling", "ThrottlingException"}
+)
+"""S3 errors answered with a 4xx status that a later attempt can get past."""
 _PERMANENT_S3_CODES = frozenset(
     {
         "AccessDenied",
@@ -237,7 +241,8 @@ class _S3Store(_Store):
             status = int(error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
             raise DeliveryError(
                 f"files: s3://{self._bucket}/{key}: {redact(code, self._secrets)} ({status})",
-                retryable=code not in _PERMANENT_S3_CODES and status not in (400, 401, 403, 404),
+                retryable=code in _TRANSIENT_S3_CODES
+                or (code not in _PERMANENT_S3_CODES and status not in (400, 401, 403, 404)),
             ) from None
         except BotoCoreError as error:
             raise DeliveryError(

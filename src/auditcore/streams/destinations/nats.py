@@ -201,6 +201,10 @@ def _delivery_error(error: Exception) -> DeliveryError:
     """What a failed publish means for the stream; the text names the kind of failure only."""
     if isinstance(error, DeliveryError):
         return error
+    if isinstance(error, errors.MaxPayloadError):
+        return DeliveryError(
+            "nats: an event is larger than the server's max_payload", retryable=False
+        )
     if isinstance(error, errors.AuthorizationError):
         return DeliveryError("nats: the server refused the credentials", retryable=False)
     if isinstance(error, asyncio.TimeoutError | errors.TimeoutError):

@@ -83,7 +83,8 @@ class DatadogLogsDestination(Destination):
     def entries(self, batch: Batch) -> list[bytes]:
         """Each event's log entry as JSON, in commit order."""
         config = self._config
-        tags = f"workspace:{batch.workspace_id},stream:{batch.stream_id}"
+        # A comma would split the tag in two (workspace ids hold none; stream ids, who knows).
+        tags = f"workspace:{batch.workspace_id},stream:{batch.stream_id.replace(',', '_')}"
         if config.ddtags:
             tags += "," + config.ddtags
         encoded = []

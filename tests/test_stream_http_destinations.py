@@ -5,6 +5,7 @@ retryable or not, and the credentials in no error message."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -273,3 +274,26 @@ def test_an_empty_batch_sends_nothing() -> None:
         splunk(receiver.url).deliver(empty)
         datadog(receiver.url).deliver(empty)
     assert receiver.requests == []
+
+
+def test_a_slow_receiver_is_waited_for_and_one_too_slow_is_retried() -> None:
+    batch = make_batch(range(1, 21))
+    with http_receiver() as receiver:
+        receiver.delay = 0.1  # slower than usual, within the timeout: delivered
+        splunk(receiver.url, timeout_seconds=2.0).deliver(batch)
+        receiver.delay = 1.0  # past the timeout: the sender cannot know whether it took it
+        with pytest.raises(DeliveryError) as raised:
+            splunk(receiver.url, timeout_seconds=0.3).deliver(batch)
+        assert raised.value.retryable
+        receiver.delay = 0.0
+        splunk(receiver.url).deliver(batch)
+        deadline = time.monotonic() + 30  # the slow answer's handler records it late
+        while len(receiver.requests) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # At least once: every event arrived, in order, in each copy the receiver took.
+    copies = [
+        [orjson.loads(line)["event"]["position"] for line in request.body.split(b"\n")]
+        for request in receiver.requests
+    ]
+    assert len(copies) == 3
+    assert all(copy == list(range(1, 21)) for copy in copies)

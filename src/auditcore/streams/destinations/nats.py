@@ -12,7 +12,10 @@ A missing ack (timeout), a lost or refused connection and JetStream's 503 raise 
 ``DeliveryError``; no stream for the subject, a wrong expected stream or refused credentials
 raise a non-retryable one. The retry publishes the same ids, so within the stream's duplicate
 window (JetStream's default: 2 minutes) no message is stored twice; a retry after the window
-may store one again (at least once; consumers drop by ``Nats-Msg-Id``).
+may store one again (at least once; consumers drop by ``Nats-Msg-Id``). Publishes are
+pipelined (all sent, then all acks awaited): should JetStream refuse one message of a batch
+but store later ones, the retry stores it after them, so consumers that need commit order
+sort by ``Auditcore-Position`` rather than by stream sequence.
 
 nats-py is asyncio-only; the destination runs its connection on a private event loop in a
 thread of its own (one per destination) and blocks the caller on each batch. A loop per

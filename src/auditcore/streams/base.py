@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from auditcore.errors import AuditcoreError
+from auditcore.events.envelope import AuditEvent
 from auditcore.projection.records import EventRecord
 
 
@@ -65,6 +66,12 @@ class PayloadFormat(ABC):
     @abstractmethod
     def format(self, event: EventRecord) -> dict[str, Any]:
         """The event's payload."""
+
+    def payload(self, record: EventRecord, event: AuditEvent) -> dict[str, Any]:
+        """What the streamer calls: the same event as a record and as the API's validated
+        envelope (which alone carries every field, the actor's metadata included). Formats
+        built from the record need not override it."""
+        return self.format(record)
 
 
 class Destination(ABC):

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
 from auditcore.cli_options import (
     ClickHouseOption,
@@ -153,7 +154,9 @@ def add(
             info = configs.add(workspace, spec, head)
         finally:
             configs.close()
-    console.print(f"{info.id}  {info.name}  ({info.kind}, {info.format})", highlight=False)
+    console.print(
+        f"{info.id}  {info.name}  ({info.kind}, {info.format})", highlight=False, markup=False
+    )
     if not info.encrypted:
         errors.print(
             "note: no master key is set, so the stream's credentials are stored unencrypted "
@@ -183,7 +186,7 @@ def _table(streams: list[StreamInfo], head: int | None = None) -> Table:
         if head is not None:
             row.append(f"{max(head - info.position, 0):,}")
         row.append(info.last_error or "")
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))  # names are text, not markup
     return table
 
 
@@ -207,6 +210,7 @@ def list_streams(
             f"{info.id}  {info.workspace_id}  {info.name}  {info.kind}/{info.format}  "
             f"{info.state}  [{shown}]" + (f"  filters: {filters}" if filters else ""),
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
 

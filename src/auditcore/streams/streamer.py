@@ -235,7 +235,7 @@ class StreamFollower:
             retry=retry_if_exception(lambda e: isinstance(e, DeliveryError) and e.retryable),
             stop=give_up,
             wait=wait_exponential_jitter(
-                initial=self.tuning.retry_initial, max=self.tuning.retry_max
+                multiplier=self.tuning.retry_initial, max=self.tuning.retry_max
             ),
             sleep=lambda seconds: _sleep(stop, seconds),
             after=failed,

@@ -175,9 +175,7 @@ def test_500s_time_outs_and_slow_answers_are_retried_until_delivered(
     assert done.attempts == 0  # reset by the delivery
     ids = [r.webhook_id for r in receiver.requests]
     assert len(ids) >= 5 and len(set(ids)) == 1  # one batch, retried under one id
-    assert [e["event"]["event_id"] for e in receiver.accepted[-1].body["events"]] == acme_ids(
-        audit
-    )
+    assert [e["event"]["event_id"] for e in receiver.accepted[-1].body["events"]] == acme_ids(audit)
 
 
 def test_a_refused_connection_is_retried_until_the_receiver_is_back(
@@ -219,7 +217,7 @@ def test_dead_letter_after_n_failures_then_replay_delivers(
         running.close()
     assert dead.attempts == 3 and len(receiver.requests) == 3
     assert dead.position == info.position  # nothing was passed
-    assert dead.last_error == f"webhook 127.0.0.1 answered 500"
+    assert dead.last_error == "webhook 127.0.0.1 answered 500"
     receiver.plan = lambda _: Answer(200)
     replayed = configs.replay("acme", info.id, before)
     assert replayed.state == ACTIVE

@@ -18,7 +18,7 @@ import pytest
 
 from auditcore import AuditCore, Settings
 from auditcore.projection.log import LogReader
-from auditcore.streams.config import stream_configs
+from auditcore.streams.config import StreamConfigs, stream_configs
 from tests.test_streams import Running, add, caught_up, record
 from tests.webhook_receiver import Answer, Receiver
 
@@ -35,6 +35,21 @@ def positions(audit: AuditCore, workspace: str) -> dict[str, int]:
         for event in LogReader(audit.app).after(0, 1_000_000)
         if (state := orjson.loads(event.state))["workspace_id"] == workspace
     }
+
+
+def assert_covered(
+    audit: AuditCore, configs: StreamConfigs, stream_id: str, receiver: Receiver, round_: int
+) -> None:
+    """The stored position never passes an event the receiver did not accept."""
+    stored = configs.running(stream_id)
+    assert stored is not None
+    accepted = {e["event"]["event_id"] for e in receiver.events()}
+    behind = [
+        event_id
+        for event_id, position in positions(audit, "acme").items()
+        if position <= stored.position and event_id not in accepted
+    ]
+    assert not behind, (round_, stored.position, behind[:3])
 
 
 def test_streamer_killed_at_random_instants_delivers_everything_in_order(
@@ -67,16 +82,7 @@ def test_streamer_killed_at_random_instants_delivers_everything_in_order(
                     time.sleep(rng.uniform(0.0, 0.2))
                     process.send_signal(signal.SIGKILL)
                     kills += process.wait(timeout=30) == -signal.SIGKILL
-                    # The position never passes an event the receiver did not accept.
-                    stored = configs.running(info.id)
-                    assert stored is not None
-                    accepted = {e["event"]["event_id"] for e in receiver.events()}
-                    behind = [
-                        event_id
-                        for event_id, position in positions(audit, "acme").items()
-                        if position <= stored.position and event_id not in accepted
-                    ]
-                    assert not behind, (round_, stored.position, behind[:3])
+                    assert_covered(audit, configs, info.id, receiver, round_)
                 running = Running(audit, configs, info.id)  # finish the job in this process
                 try:
                     caught_up(audit, configs, info.id)

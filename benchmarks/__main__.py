@@ -16,6 +16,7 @@ from benchmarks import (
     queries,
     retention,
     server,
+    streams,
 )
 from benchmarks.common import console, machine
 
@@ -63,6 +64,10 @@ WORKLOADS = {
     "cli": {
         "quick": lambda: cli.run(runs=1),
         "full": lambda: cli.run(runs=5),
+    },
+    "streams": {
+        "quick": lambda: streams.run(events=5_000, lag_seconds=3),
+        "full": lambda: streams.run(events=200_000, lag_seconds=30),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

@@ -10,6 +10,7 @@ import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import orjson
 import pytest
@@ -130,7 +131,8 @@ def test_every_event_of_the_workspace_arrives_signed_in_commit_order(
     assert {r.body["workspace_id"] for r in receiver.requests} == {"acme"}
     # The API's envelope, stable delivery ids, the batch id as the webhook id.
     first = sent[0]
-    assert first["delivery_id"] == delivery_id(info.id, first["event"]["event_id"])
+    assert first["delivery_id"] == delivery_id(info.id, UUID(first["event"]["event_id"]))
+    assert len({e["delivery_id"] for e in sent}) == len(sent)
     assert first["event"]["actor"]["name"] == "User ünï 0"
     assert first["event"]["metadata"] == {"body": "comment 0 ✓"}
     assert set(first["event"]) >= {"event_id", "stream_id", "version", "action", "occurred_at"}
@@ -283,6 +285,8 @@ def test_a_replay_after_erasure_shows_the_fields_erased(
         ids = acme_ids(audit)
     assert len(ids) == 5  # the 4, and the erasure's own event
     replayed = [e["event"] for e in receiver.events()[-5:]]
+    first_ids = [e["delivery_id"] for e in receiver.events()[:4]]
+    assert [e["delivery_id"] for e in receiver.events()[-5:-1]] == first_ids  # stable ids
     assert [e["event_id"] for e in replayed] == ids
     by_actor = {e["actor"]["id"]: e["actor"].get("name") for e in replayed}
     assert by_actor["user-1"] == ERASED

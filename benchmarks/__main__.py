@@ -66,7 +66,7 @@ WORKLOADS = {
         "full": lambda: cli.run(runs=5),
     },
     "streams": {
-        "quick": lambda: streams.run(events=5_000, lag_seconds=3),
+        "quick": lambda: streams.run(events=2_000, lag_seconds=2),
         "full": lambda: streams.run(events=200_000, lag_seconds=30),
     },
     "catchup": {

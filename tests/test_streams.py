@@ -62,7 +62,7 @@ def record(audit: AuditCore, count: int, workspace: str = "acme", **extra: Any) 
 
 
 def add(configs: StreamConfigs, audit: AuditCore, url: str, **spec: Any) -> StreamInfo:
-    settings = {"url": url, "secret": SECRET, "timeout": 0.5} | spec.pop("settings", {})
+    settings = {"url": url, "secret": SECRET, "timeout_seconds": 0.5} | spec.pop("settings", {})
     fields: dict[str, Any] = {
         "name": "siem", "kind": "webhook", "settings": settings, "start": LONG_AGO,
         "max_events": 20, "max_wait": 0.05, "max_attempts": 4,
@@ -310,7 +310,7 @@ def test_credentials_never_show_in_logs_cli_output_or_rows(
     added = cli.invoke(
         cli_app,
         ["streams", "add", "-w", "acme", "--name", "siem", "--set", f"url={receiver.url}",
-         "--set-env", "secret=HOOK_SECRET", "--set", "timeout=2", "--from", "2000-01-01",
+         "--set-env", "secret=HOOK_SECRET", "--set", "timeout_seconds=2", "--from", "2000-01-01",
          "--max-wait", "0.05", *store],
     )  # fmt: skip
     assert added.exit_code == 0, added.output

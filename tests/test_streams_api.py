@@ -40,7 +40,7 @@ def receiver() -> Iterator[Receiver]:
 def _stream(url: str, **extra: Any) -> dict[str, Any]:
     return {
         "name": "siem",
-        "settings": {"url": url, "secret": SECRET, "timeout": 2},
+        "settings": {"url": url, "secret": SECRET, "timeout_seconds": 2},
         "max_wait": 0.05,
         **extra,
     }
@@ -67,7 +67,7 @@ def test_an_admin_key_runs_its_own_workspace_streams(
         created = admin.post("/v1/streams", json=_stream(receiver.url))
         assert created.status_code == 201, created.text
         stream = created.json()
-        assert stream["settings"] == {"url": receiver.url, "secret": "***", "timeout": 2.0}
+        assert stream["settings"] == {"url": receiver.url, "secret": "***", "timeout_seconds": 2.0}
         assert (stream["state"], stream["workspace_id"], stream["kind"]) == (
             "active", "acme", "webhook",
         )  # fmt: skip
@@ -123,7 +123,7 @@ BAD_BODIES: list[tuple[dict[str, Any], int, str]] = [
     ({"settings": {"url": "http://127.0.0.1:9", "secret": "nope"}}, 422, "invalid_stream"),
     ({"settings": {"url": "file:///etc/passwd", "secret": SECRET}}, 422, "invalid_stream"),
     ({"settings": {"url": "http://h", "secret": SECRET, "extra": 1}}, 422, "invalid_stream"),
-    ({"settings": {"url": "http://h", "secret": SECRET, "timeout": 0}}, 422, "invalid_stream"),
+    ({"settings": {"url": "h://", "secret": SECRET, "timeout_seconds": 0}}, 422, "invalid_stream"),
     ({"filters": {"nope": ["x"]}}, 422, "invalid_stream"),
     ({"filters": {"event_id": ["not-a-uuid"]}}, 422, "invalid_stream"),
     ({"filters": {"action": []}}, 422, "invalid_stream"),

@@ -42,7 +42,8 @@ class LogStreamIn(BaseModel):
     kind: str = Field(default="webhook", max_length=32)
     """The destination: ``webhook``, …"""
     settings: dict[str, Any]
-    """The destination's settings (a webhook: ``url``, ``secret`` (``whsec_…``), ``timeout``)."""
+    """The destination's settings (a webhook: ``url``, ``secret`` (``whsec_…``),
+    ``timeout_seconds``)."""
     format: str = Field(default="envelope", max_length=32)
     filters: dict[str, list[str]] = Field(default_factory=dict)
     """The event list's filters (``action``, ``actor_id``, ``target_type``, …): only matching

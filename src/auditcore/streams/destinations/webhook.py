@@ -43,7 +43,7 @@ class WebhookSettings(BaseModel):
     """Where batches are POSTed (http or https)."""
     secret: str = Field(max_length=200)
     """The Standard Webhooks signing secret: ``whsec_`` and base64 of 24 to 64 bytes."""
-    timeout: float = Field(default=10.0, gt=0, le=300)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
     """Seconds to connect and for the receiver to answer."""
 
     @field_validator("url")
@@ -75,7 +75,7 @@ class WebhookDestination(Destination):
         super().__init__(settings)
         self.config: WebhookSettings = WebhookSettings.model_validate(settings.model_dump())
         self._signer = Webhook(self.config.secret)
-        self._client = httpx.Client(timeout=self.config.timeout, follow_redirects=False)
+        self._client = httpx.Client(timeout=self.config.timeout_seconds, follow_redirects=False)
         self._where = urlsplit(self.config.url).hostname or "?"
 
     def body(self, batch: Batch) -> bytes:

@@ -30,6 +30,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -140,6 +141,7 @@ class StreamFollower:
         mapper = cast("AuditMapper", self.app.mapper)
         registry = self.app.registry
         workspace = info.workspace_id
+        marker = b'"%s"' % workspace.encode()
         position = scanned = info.position
         pending: list[StreamEvent] = []
         size = 0
@@ -167,14 +169,14 @@ class StreamFollower:
             while not stop.is_set():
                 self._check(info)
                 events = self.reader.after(scanned, self.tuning.read_batch)
-                mine = [e for e in events if _workspace_of(e) == workspace]
+                mine = [e for e in events if _maybe_of(e, marker) and _workspace_of(e) == workspace]
                 opened = mapper.readable_states([e.state for e in mine])
                 for stored, state in zip(mine, opened, strict=True):
                     logged = stored._replace(state=state)
                     event = _envelope(mapper, logged)
                     if matches is None or matches(event):
                         since = since if pending else time.monotonic()
-                        payload = payloads.payload(decode_logged(registry, logged), event)
+                        payload = payloads.payload(event, partial(decode_logged, registry, logged))
                         size += len(orjson.dumps(payload))
                         pending.append(self._stream_event(logged.position, event, payload))
                     scanned = logged.position
@@ -290,6 +292,13 @@ def _sleep(stop: threading.Event, seconds: float) -> None:
 def _workspace_of(event: LoggedEvent) -> str:
     workspace: str = orjson.loads(event.state)["workspace_id"]
     return workspace
+
+
+def _maybe_of(event: LoggedEvent, marker: bytes) -> bool:
+    """Cheap test first: a state without the workspace id as a JSON string is another
+    workspace's (ids are plain ASCII, never escaped, whatever wrote the JSON); one with it
+    is checked in full."""
+    return marker in event.state
 
 
 def _envelope(mapper: AuditMapper, logged: LoggedEvent) -> AuditEvent:

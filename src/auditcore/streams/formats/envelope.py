@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from auditcore.events.envelope import AuditEvent
@@ -15,9 +16,9 @@ class EnvelopeFormat(PayloadFormat):
 
     def format(self, event: EventRecord) -> dict[str, Any]:
         """From a record alone (a record does not keep the actor's metadata)."""
-        return self.payload(event, envelope_of(event))
+        return envelope_of(event).model_dump(mode="json")
 
-    def payload(self, record: EventRecord, event: AuditEvent) -> dict[str, Any]:
+    def payload(self, event: AuditEvent, record: Callable[[], EventRecord]) -> dict[str, Any]:
         return event.model_dump(mode="json")
 
 

@@ -30,6 +30,16 @@ def api(pg_settings: Settings) -> Iterator[Deployment]:
     next(deployment, None)
 
 
+def _refused_without_admin(api: Deployment, path: str, url: str) -> None:
+    for key in ("acme", "acme_read", "acme_write"):
+        with api.client(key) as client:
+            assert client.get("/v1/streams").status_code == 403
+            assert client.post("/v1/streams", json=_stream(url)).status_code == 403
+            assert client.get(path).status_code == 403
+    with api.client(None) as client:
+        assert client.get("/v1/streams").status_code == 401
+
+
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
     server = Receiver().start()
@@ -74,7 +84,7 @@ def test_an_admin_key_runs_its_own_workspace_streams(
         assert "position" not in stream
         path = f"/v1/streams/{stream['id']}"
         _events(api, 3)
-        eventually(lambda: len(receiver.events()) == 3, timeout=30)
+        eventually(lambda: len(receiver.events()) == 3, timeout=60)
         assert admin.post("/v1/streams", json=_stream(receiver.url)).status_code == 409
         listed = admin.get("/v1/streams")
         shown = admin.get(path)
@@ -87,7 +97,11 @@ def test_an_admin_key_runs_its_own_workspace_streams(
         replayed = admin.post(f"{path}/replay", json={"from": "1h"})
         answers.append(replayed.text)
         assert replayed.json()["state"] == "active"
-        eventually(lambda: len(receiver.events()) == 3 + 6, timeout=30)
+        # The replay sends all 6 again, in order, after what was sent before (the event
+        # recorded as the pause was asked for may or may not have gone out before it).
+        eventually(lambda: len(receiver.events()) >= 3 + 6, timeout=60)
+        tail = [e["event"]["metadata"]["body"] for e in receiver.events()[-6:]]
+        assert tail == ["c0", "c1", "c0", "c1", "c2", "c0"]
         resumed = admin.post(f"{path}/resume")
         assert resumed.json()["state"] == "active"
         answers.append(resumed.text)
@@ -103,13 +117,7 @@ def test_an_admin_key_runs_its_own_workspace_streams(
             refused = other.request(method, path + suffix, json=body)
             assert refused.status_code == 404, (method, suffix, refused.text)
             answers.append(refused.text)
-    for key in ("acme", "acme_read", "acme_write"):
-        with api.client(key) as client:
-            assert client.get("/v1/streams").status_code == 403
-            assert client.post("/v1/streams", json=_stream(receiver.url)).status_code == 403
-            assert client.get(path).status_code == 403
-    with api.client(None) as client:
-        assert client.get("/v1/streams").status_code == 401
+    _refused_without_admin(api, path, receiver.url)
     with api.client("admin") as admin:
         assert admin.delete(path).status_code == 204
         assert admin.get(path).status_code == 404
@@ -128,9 +136,9 @@ BAD_BODIES: list[tuple[dict[str, Any], int, str]] = [
     ({"filters": {"event_id": ["not-a-uuid"]}}, 422, "invalid_stream"),
     ({"filters": {"action": []}}, 422, "invalid_stream"),
     ({"format": "xml"}, 422, "invalid_stream"),
-    ({"max_events": 0}, 422, "invalid_stream"),
-    ({"max_wait": -1}, 422, "invalid_stream"),
-    ({"max_bytes": 10**12}, 422, "invalid_stream"),
+    ({"max_events": 0}, 400, "invalid_request"),
+    ({"max_wait": -1}, 400, "invalid_request"),
+    ({"max_bytes": 10**12}, 400, "invalid_request"),
     ({"from": "yesterday-ish"}, 400, "invalid_query"),
     ({"name": ""}, 400, "invalid_request"),
     ({"name": "x\u0000y"}, 422, "invalid_stream"),

@@ -76,7 +76,8 @@ def test_streamer_killed_at_random_instants_delivers_everything_in_order(
                         cwd=Path(__file__).parent.parent,
                     )
                     assert process.stdout is not None
-                    assert process.stdout.readline().strip() == "following", process.stderr
+                    started = process.stdout.readline().strip()
+                    assert started == "following", process.communicate(timeout=30)[1][-3000:]
                     record(audit, 5)  # and new events arrive while it delivers
                     record(audit, 3, workspace="globex")
                     time.sleep(rng.uniform(0.0, 0.2))

@@ -19,6 +19,7 @@ from auditcore.api.deps import Administering, ServicesDep
 from auditcore.api.errors import ApiError
 from auditcore.errors import InvalidQueryError
 from auditcore.streams.config import (
+    LIMITS,
     StreamConfigError,
     StreamConfigs,
     StreamExistsError,
@@ -48,10 +49,10 @@ class LogStreamIn(BaseModel):
     filters: dict[str, list[str]] = Field(default_factory=dict)
     """The event list's filters (``action``, ``actor_id``, ``target_type``, …): only matching
     events are delivered."""
-    max_events: int = 500
-    max_bytes: int = 1_000_000
-    max_wait: float = 1.0
-    max_attempts: int = 8
+    max_events: int = Field(default=500, ge=LIMITS["max_events"][0], le=LIMITS["max_events"][1])
+    max_bytes: int = Field(default=1_000_000, ge=LIMITS["max_bytes"][0], le=LIMITS["max_bytes"][1])
+    max_wait: float = Field(default=1.0, ge=LIMITS["max_wait"][0], le=LIMITS["max_wait"][1])
+    max_attempts: int = Field(default=8, ge=LIMITS["max_attempts"][0], le=LIMITS["max_attempts"][1])
     from_: str | None = Field(default=None, alias="from", max_length=64)
     """Deliver from the first event recorded at or after this time (ISO 8601 or an age such as
     7d); absent: only events recorded from now on."""

@@ -16,6 +16,7 @@ from benchmarks import (
     queries,
     retention,
     server,
+    streams,
     streams_destinations,
 )
 from benchmarks.common import console, machine
@@ -64,6 +65,10 @@ WORKLOADS = {
     "cli": {
         "quick": lambda: cli.run(runs=1),
         "full": lambda: cli.run(runs=5),
+    },
+    "streams": {
+        "quick": lambda: streams.run(events=2_000, lag_seconds=2),
+        "full": lambda: streams.run(events=200_000, lag_seconds=30),
     },
     "catchup": {
         "quick": lambda: catchup.run(events=50_000, library_slice=2_000),

@@ -64,6 +64,8 @@ class Victim:
     key_id: str = ""
     action: str = ""
     """An action A registered as JSON Schema, for A only."""
+    log_stream: str = ""
+    """A's log stream's id."""
 
     def markers(self) -> set[str]:
         """Strings of A's that no answer to B may hold (unless B sent that very string)."""
@@ -78,6 +80,7 @@ class Victim:
             self.service,
             self.key_id,
             self.action,
+            self.log_stream,
             *self.used_key_ids,
         }
 
@@ -167,6 +170,12 @@ def _populate(api: Deployment) -> tuple[Victim, str]:
             json={"schema": {"properties": {"zq7": {"type": "string"}}}, "description": SECRET},
         )
         assert registered.status_code == 201, registered.text
+        streamed = admin.post(
+            "/v1/streams",
+            json={"name": SECRET, "settings": {"url": "http://127.0.0.1:9/zq7",
+                  "secret": "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"}},
+        )  # fmt: skip
+        assert streamed.status_code == 201, streamed.text
     used_key = f"a-used-{uuid4().hex}"
     used = _post(api, A, [_event(f"{SECRET} keyed")], **{"Idempotency-Key": used_key})
     incident = Incident.open(A, title=SECRET, severity="sev1", service=service)
@@ -194,6 +203,7 @@ def _populate(api: Deployment) -> tuple[Victim, str]:
         used_key_ids=used.json()["ids"],
         key_id=api.keys[A].split("_")[1],
         action=action,
+        log_stream=streamed.json()["id"],
     )
     return victim, _cursor(api, C)
 
@@ -389,7 +399,28 @@ def _probes(victim: Victim, cursor_elsewhere: str, admin: str) -> list[Probe]:
             lambda value: post(None, **{"Idempotency-Key": str(value)}),
         ),
     ]
-    return reads + writes
+    streams = [
+        Probe(
+            f"/v1/streams/{{log_stream_id}}{suffix}",
+            "A's log stream id, by B's admin key",
+            v.log_stream,
+            f"ls_{uuid4().hex[:24]}",
+            lambda value, method=method, suffix=suffix, body=body: {
+                "method": method,
+                "url": f"/v1/streams/{value}{suffix}",
+                "json": body,
+                "headers": {"Authorization": f"Bearer {admin}"},
+            },
+        )
+        for method, suffix, body in (
+            ("GET", "", None),
+            ("POST", "/pause", None),
+            ("POST", "/resume", None),
+            ("POST", "/replay", {"from": "1h"}),
+            ("DELETE", "", None),
+        )
+    ]
+    return reads + writes + streams
 
 
 def _normalised(text: str, values: dict[str, str]) -> Any:
@@ -466,6 +497,7 @@ _PLAIN = {
     "/v1/checkpoints/consistency": "/v1/checkpoints/consistency?from=1&to=2",
     "/v1/reports": "/v1/reports?since=30d",
     "/v1/retention": "/v1/retention",
+    "/v1/streams": "/v1/streams",
 }
 
 

@@ -64,6 +64,7 @@ from auditcore.store.dispatcher import DispatchHandle
 from auditcore.store.settings import (
     DEFAULT_EVENT_STORE,
 )
+from auditcore.streams.commands import streams_app
 from auditcore.tenancy.commands import keys_app, workspaces_app
 
 app = typer.Typer(
@@ -82,6 +83,7 @@ app.add_typer(integrity_app, name="integrity")
 app.add_typer(actions_app, name="actions")
 app.add_typer(retention_app, name="retention")
 app.add_typer(archive_app, name="archive")
+app.add_typer(streams_app, name="streams")
 app.command()(serve)
 app.command()(verify)
 app.command()(erase)

@@ -35,10 +35,13 @@ from auditcore.api.routes import (
     reports,
     retention,
     stats,
+    streams,
     workos,
 )
 from auditcore.api.sessions import SessionKind, Sessions
 from auditcore.facade import AuditCore
+from auditcore.streams.config import stream_configs
+from auditcore.streams.streamer import StreamRunner
 from auditcore.tenancy.directory import Directory
 
 STATIC = files("auditcore.api") / "static"
@@ -75,6 +78,9 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
             if config.run_processors
             else []
         )
+        if config.run_streams:
+            audit_events = audit.read_models.get("audit_events")
+            threads += StreamRunner(audit.app, configs, audit_events).follow(stop)
         sessions.start()
         try:
             yield
@@ -84,6 +90,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
             stop.set()
             for thread in threads:
                 thread.join(timeout=10)
+            configs.close()
 
     app = FastAPI(
         docs_url=None,  # served from files shipped with the package (install_docs)
@@ -96,6 +103,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         # redirect); a path with a trailing slash is simply not found.
         redirect_slashes=False,
     )
+    configs = app.state.stream_configs = stream_configs(audit)
     app.state.services = Services(
         audit, directory, hub, config, RequestGuard(limits), sessions, pacer
     )
@@ -123,6 +131,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         reports,
         retention,
         erasure,
+        streams,
         health,
     )
     for module in routes:

@@ -91,6 +91,9 @@ class ApiConfig:
     frame_ancestors: str = "'none'"
     """Who may show the viewer, docs and reports in a frame (CSP ``frame-ancestors``):
     ``'none'``, ``'self'`` or origins such as ``https://intranet.example.com``."""
+    run_streams: bool = False
+    """Deliver the log streams inside the server (``auditcore serve`` does unless
+    ``--no-streams``; ``auditcore streams run`` is the same follower on its own)."""
 
     def __post_init__(self) -> None:
         try:

@@ -180,6 +180,17 @@ class ReadinessSummary(BaseModel):
     ready: bool
 
 
+class StreamsHealth(BaseModel):
+    """The log streams of the installation, by state (a dead-lettered stream does not make
+    the service unready: the events wait in the store)."""
+
+    active: int
+    paused: int
+    dead_letter: int
+    dead_lettered: list[str]
+    """``<id> (<workspace>): <last error>`` of each stream in dead-letter."""
+
+
 class Readiness(ReadinessSummary):
     """What it tells a key with the ``admin`` scope."""
 
@@ -188,6 +199,8 @@ class Readiness(ReadinessSummary):
     processors: list[ProcessorOut]
     live_watchers: int
     live_following: bool
+    streams: StreamsHealth | None = None
+    """None when the control database cannot be read."""
 
 
 class _WorkosStrict(BaseModel):

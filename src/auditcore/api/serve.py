@@ -50,6 +50,14 @@ def serve(
         ),
     ] = None,
     actions: ActionsOption = None,
+    streams: Annotated[
+        bool,
+        typer.Option(
+            "--streams/--no-streams",
+            help="Deliver the log streams in this process (`auditcore streams run` does it "
+            "on its own).",
+        ),
+    ] = True,
     max_body: Annotated[int, typer.Option(help="Largest request body, in bytes.")] = 1_048_576,
     max_batch: Annotated[int, typer.Option(help="Most events in one POST.")] = 1000,
     frame_ancestors: Annotated[
@@ -182,6 +190,7 @@ def serve(
             ),
             server=ServerTimeouts(header_timeout, body_timeout, keepalive_timeout, max_connections),
             frame_ancestors=frame_ancestors,
+            run_streams=streams,
         )
         directory = Directory(audit.settings)
         try:

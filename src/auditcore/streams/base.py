@@ -12,7 +12,7 @@ retries and restarts); ``Batch.batch_id`` is stable across retries of the same b
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel
 
 from auditcore.errors import AuditcoreError
+from auditcore.events.envelope import AuditEvent
 from auditcore.projection.records import EventRecord
 
 
@@ -65,6 +66,12 @@ class PayloadFormat(ABC):
     @abstractmethod
     def format(self, event: EventRecord) -> dict[str, Any]:
         """The event's payload."""
+
+    def payload(self, event: AuditEvent, record: Callable[[], EventRecord]) -> dict[str, Any]:
+        """What the streamer calls: the event as the API's validated envelope (which alone
+        carries every field, the actor's metadata included), and a way to get it as a record
+        (decoded only when asked for). Formats built from the record need not override it."""
+        return self.format(record())
 
 
 class Destination(ABC):

@@ -11,7 +11,14 @@ from fastapi.security import HTTPAuthorizationCredentials
 
 from auditcore.api.deps import Services, ServicesDep, authenticated, bearer
 from auditcore.api.errors import ApiError
-from auditcore.api.schemas import Check, ProcessorOut, Readiness, ReadinessSummary
+from auditcore.api.schemas import (
+    Check,
+    ProcessorOut,
+    Readiness,
+    ReadinessSummary,
+    StreamsHealth,
+)
+from auditcore.streams.config import ACTIVE, DEAD_LETTER, PAUSED, StreamConfigs
 from auditcore.tenancy.directory import Scope
 
 router = APIRouter(tags=["health"])
@@ -51,6 +58,8 @@ def readyz(
     scope."""
     admin = credentials is not None and _admin(request, found, credentials)
     body = _readiness(found)
+    if admin:
+        body.streams = _streams(request)
     status = 200 if body.ready else 503
     if not admin:
         return JSONResponse({"ready": body.ready}, status_code=status)
@@ -107,4 +116,19 @@ def _readiness(found: Services) -> Readiness:
         processors=processors,
         live_watchers=found.hub.watchers,
         live_following=found.hub.following,
+    )
+
+
+def _streams(request: Request) -> StreamsHealth | None:
+    configs: StreamConfigs = request.app.state.stream_configs
+    try:
+        streams = configs.streams()
+    except Exception:
+        return None
+    dead = [info for info in streams if info.state == DEAD_LETTER]
+    return StreamsHealth(
+        active=sum(info.state == ACTIVE for info in streams),
+        paused=sum(info.state == PAUSED for info in streams),
+        dead_letter=len(dead),
+        dead_lettered=[f"{i.id} ({i.workspace_id}): {i.last_error}" for i in dead],
     )

@@ -32,6 +32,7 @@ from auditcore.lifecycle.retention import Retention
 from auditcore.lifecycle.runlock import runner_lock
 from auditcore.lifecycle.schedule import RetentionSchedule
 from tests.cli_run import AUDITCORE
+from tests.conftest import fresh_postgres_store
 from tests.integrity_support import Store, make_store
 from tests.test_retention import ALICE, LATER, record, stored_rows
 
@@ -93,6 +94,7 @@ def test_a_writer_gets_in_between_prune_batches(store: Store, tmp_path: Path) ->
             if len(batches) == 2:  # batch 2 has committed; batch 3 has not begun
                 writer_in_before_batch_3.append(writer_done.wait(BOUND))
 
+        writer = store.core()  # opened first: only its insert should meet the prune
         pruning = threading.Thread(
             target=lambda: retention.run(
                 now=datetime.now(UTC) + LATER, batch_size=3, progress=after_batch
@@ -109,12 +111,11 @@ def test_a_writer_gets_in_between_prune_batches(store: Store, tmp_path: Path) ->
         assert batches == [3]  # batch 1 committed; batch 2 is open
 
         def write() -> None:
-            with store.core() as writer:
-                writer.record(
-                    "incident.comment_added", workspace_id="globex", actor=ALICE,
-                    targets=[{"type": "incident", "id": str(uuid4())}],
-                    metadata={"body": "between batches"},
-                )  # fmt: skip
+            writer.record(
+                "incident.comment_added", workspace_id="globex", actor=ALICE,
+                targets=[{"type": "incident", "id": str(uuid4())}],
+                metadata={"body": "between batches"},
+            )  # fmt: skip
             writer_done.set()
 
         writing = threading.Thread(target=write)
@@ -135,6 +136,7 @@ def test_a_writer_gets_in_between_prune_batches(store: Store, tmp_path: Path) ->
         writing.join(BOUND)
         locker.close()
         watcher.close()
+        writer.close()
         retention.close()
     assert not pruning.is_alive()
     assert writer_in_before_batch_3 == [True]
@@ -143,7 +145,7 @@ def test_a_writer_gets_in_between_prune_batches(store: Store, tmp_path: Path) ->
     assert len(stored_rows(store, "globex")) == 1
 
 
-def test_one_runner_at_a_time(store: Store, pg_settings: Settings, tmp_path: Path) -> None:
+def test_one_runner_at_a_time(store: Store, postgres_database: str, tmp_path: Path) -> None:
     with store.core() as audit:
         retention = Retention(audit, tmp_path / "archives")
         retention.set_policy("acme", 30, actor=ALICE, source="cli")
@@ -156,7 +158,10 @@ def test_one_runner_at_a_time(store: Store, pg_settings: Settings, tmp_path: Pat
             busy = retention.run(now=datetime.now(UTC) + LATER, wait=0)
             waited = retention.run(now=datetime.now(UTC) + LATER, wait=0.3)
             # Another store in the same database has a lock of its own.
-            elsewhere = make_store(pg_settings, tmp_path / "elsewhere")
+            (tmp_path / "elsewhere").mkdir()
+            elsewhere = make_store(
+                Settings(fresh_postgres_store(postgres_database)), tmp_path / "elsewhere"
+            )
             with elsewhere.core() as audit2:
                 free = Retention(audit2, tmp_path / "archives2")
                 assert not free.run(wait=0).busy

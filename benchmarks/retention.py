@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import multiprocessing
 import tempfile
+import threading
 import time
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+
+import psycopg
 
 from auditcore import AuditCore, Settings
 from auditcore.events.envelope import Actor
@@ -103,6 +107,45 @@ class Writer:
         )
 
 
+class Waits:
+    """Samples what the database's other sessions wait on, every 50 ms, until stopped: the
+    longest wait for a lock seen, and how often each wait event was seen (to tell a write held
+    up by the prune's lock from one held up by the disk)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.longest_lock = 0.0
+        self.seen: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        with psycopg.connect(self.url, autocommit=True) as connection:
+            while not self._stop.wait(0.05):
+                for kind, event, waited in connection.execute(
+                    "SELECT wait_event_type, wait_event, "
+                    "extract(epoch FROM now() - state_change)::float8 FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+                    "AND state = 'active' AND wait_event_type IS NOT NULL "
+                    "AND wait_event_type NOT IN ('Client', 'Activity')"
+                ).fetchall():
+                    self.seen[f"{kind}:{event}"] += 1
+                    if kind == "Lock":
+                        self.longest_lock = max(self.longest_lock, waited or 0.0)
+
+    def __enter__(self) -> Waits:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def describe(self) -> str:
+        common = ", ".join(f"{name} x{count}" for name, count in self.seen.most_common(4))
+        return f"longest lock wait seen {self.longest_lock * 1000:.0f} ms; waits seen: {common}"
+
+
 def run(events: int, batch_size: int = 1_000, alone_seconds: float = 10.0) -> list[Measurement]:
     with (
         fresh_database("ac_bench_retention") as url,
@@ -125,7 +168,7 @@ def run(events: int, batch_size: int = 1_000, alone_seconds: float = 10.0) -> li
             baseline = alone.measurement("writer alone (one event per transaction)", alone_seconds)
             console.print("archive and prune, with the writer running …")
             deleting: list[float] = []  # wall clock of each deletion batch's end
-            with Writer(url) as during:
+            with Writer(url) as during, Waits(url) as waits:
                 began = time.time()
                 pruned, seconds = timed(
                     lambda: (
@@ -174,6 +217,8 @@ def run(events: int, batch_size: int = 1_000, alone_seconds: float = 10.0) -> li
                     "writer_p99_alone_ms": baseline.samples[1] * 1000,
                     "writer_p99_during_ms": meanwhile.samples[1] * 1000,
                     **{f"writer_max_{p.replace(' ', '_')}_ms": ms for p, ms in worst.items()},
+                    "longest_lock_wait_ms": waits.longest_lock * 1000,
+                    "waits_seen": dict(waits.seen.most_common(8)),
                 },
             )
             return rows

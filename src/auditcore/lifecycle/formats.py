@@ -125,7 +125,7 @@ class ParquetFormat(ArchiveFormat):
                 try:
                     for batch in parquet.iter_batches(batch_size=5_000, columns=columns):
                         yield from _rows(batch.to_pydict())
-                except (OSError, pa.ArrowException, KeyError) as error:
+                except (OSError, pa.ArrowException, KeyError, TypeError, ValueError) as error:
                     raise ArchiveError(f"the archive {path} is damaged: {error}") from error
 
         return header, events()

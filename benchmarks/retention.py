@@ -205,6 +205,7 @@ def run(events: int, batch_size: int = 1_000, alone_seconds: float = 10.0) -> li
                 )
                 + "; longest write while "
                 + ", ".join(f"{phase} {ms:.0f} ms" for phase, ms in worst.items())
+                + f"; {waits.describe()}"
             )
             rows = [prune, baseline, meanwhile]
             report(

@@ -20,6 +20,11 @@ from auditcore.cli_options import (
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.clickhouse.owner import own_engine
+from auditcore.lifecycle.commands import (
+    ArchiveDirOption,
+    ArchiveFormatOption,
+    scheduled_retention,
+)
 from auditcore.store.settings import DEFAULT_EVENT_STORE
 
 _LIMITS, _TIMEOUTS = ResourceLimits(), ServerTimeouts()
@@ -147,6 +152,27 @@ def serve(
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
     cluster: ClusterOption = None,
+    retention: Annotated[
+        bool,
+        typer.Option(
+            "--retention/--no-retention",
+            envvar="AUDITCORE_RETENTION",
+            help="Run retention (archive, then prune) in this process every --retention-every "
+            "seconds; one process at a time per store.",
+            rich_help_panel="Retention",
+        ),
+    ] = True,
+    retention_every: Annotated[
+        float,
+        typer.Option(
+            min=1,
+            envvar="AUDITCORE_RETENTION_EVERY",
+            help="Seconds between retention passes.",
+            rich_help_panel="Retention",
+        ),
+    ] = 3600.0,
+    archive_dir: ArchiveDirOption = None,
+    archive_format: ArchiveFormatOption = "jsonl",
 ) -> None:
     """Serve the HTTP API (OpenAPI docs at /docs) and the web viewer (at /)."""
     if switch_interval <= 0:
@@ -204,6 +230,11 @@ def serve(
                 + (", projecting in this process" if config.run_processors else "")
             )
             app = create_app(audit, directory, config)
+            owning.enter_context(
+                scheduled_retention(
+                    audit, retention_every if retention else None, archive_dir, archive_format
+                )
+            )
             # The whole process's setting, so only here, where auditcore owns the process.
             sys.setswitchinterval(config.limits.switch_interval)
             uvicorn.Server(server_config(app, host, port, config.server)).run(sockets=[sock])

@@ -250,8 +250,11 @@ def verify(
         OutputFormat, typer.Option("--format", "-f", help="table or json.")
     ] = OutputFormat.TABLE,
     archive: Annotated[
-        Path | None,
-        typer.Option("--archive", help="Check this retention archive on its own instead."),
+        str | None,
+        typer.Option(
+            "--archive",
+            help="Check this retention archive (a path, or s3://bucket/key) on its own instead.",
+        ),
     ] = None,
 ) -> None:
     """Recompute every leaf from the store, rebuild the Merkle trees and check them against

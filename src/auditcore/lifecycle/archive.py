@@ -1,8 +1,10 @@
-"""Archives of pruned events: one gzip-compressed JSON Lines file per pruned range.
+"""Archives of pruned events: one file per pruned range, gzip-compressed JSON Lines or Parquet
+(``formats``), kept in a local directory or an S3-compatible bucket (``locations``).
 
-An archive holds one workspace's log positions ``[from_size, to_size)``. Its first line is a
-header; every other line is one event exactly as an offline proof export writes it (its
-stored columns, its state verbatim, so its leaf can be recomputed):
+An archive holds one workspace's log positions ``[from_size, to_size)``: a header, then one
+record per event with its stored columns and its state verbatim (so its leaf can be
+recomputed). In JSON Lines the header is the first line, every other line an event exactly as
+an offline proof export writes it:
 
     {"format": "auditcore-archive/1", "workspace_id": …, "from_size": …, "to_size": …,
      "checkpoint": "<signed note of size M ≥ to_size>", "nodes": [[level, index, b64], …], …}
@@ -15,87 +17,28 @@ reordered. ``check_archive`` does that (and checks the signature with the keys i
 
 Failure semantics: an archive is written to a temporary name, flushed and ``fsync``ed, then
 renamed (and its directory ``fsync``ed), so a crash leaves a whole archive or none under its
-name; pruning deletes nothing before the archive is in place. Every line is compared with its
-stored leaf while it is written: an event that no longer matches stops the archive with an
-error (``auditcore verify`` then says what changed).
+name; pruning deletes nothing before the archive is in place and checked. Every event is
+compared with its stored leaf while it is written: an event that no longer matches stops the
+archive with an error (``auditcore verify`` then says what changed).
 """
 
 from __future__ import annotations
 
-import base64
-import gzip
-import hashlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import orjson
-
-from auditcore.errors import AuditcoreError
-from auditcore.integrity.export import export_line
 from auditcore.integrity.leaf import event_leaf_hash
 from auditcore.integrity.log import IntegrityLog, StoredCheckpoint
 from auditcore.integrity.merkle import Node, node_hash
 from auditcore.integrity.note import Checkpoint, Note, NoteError, VerifierKey
-from auditcore.projection.log import LoggedEvent
+from auditcore.lifecycle.formats import FORMATS, ArchiveFormat, Page, format_of
+from auditcore.lifecycle.header import ArchivedEvent, ArchiveError, ArchiveHeader
 
-FORMAT = "auditcore-archive/1"
+__all__ = ["ArchiveError", "ArchiveHeader", "ArchivedEvent", "check_archive", "read_archive"]
+
 PAGE = 5_000
-
-
-class ArchiveError(AuditcoreError):
-    """An archive could not be written, or does not verify."""
-
-
-@dataclass(frozen=True)
-class ArchiveHeader:
-    workspace_id: str
-    from_size: int
-    to_size: int
-    checkpoint: str
-    nodes: tuple[tuple[int, int, bytes], ...]
-    first_position: int
-    last_position: int
-
-    def encode(self) -> bytes:
-        return orjson.dumps(
-            {
-                "format": FORMAT,
-                "workspace_id": self.workspace_id,
-                "from_size": self.from_size,
-                "to_size": self.to_size,
-                "first_store_position": self.first_position,
-                "last_store_position": self.last_position,
-                "checkpoint": self.checkpoint,
-                "nodes": [
-                    [level, index, base64.b64encode(value).decode()]
-                    for level, index, value in self.nodes
-                ],
-            }
-        )
-
-    @classmethod
-    def decode(cls, line: bytes) -> ArchiveHeader:
-        try:
-            data = orjson.loads(line)
-            if data.get("format") != FORMAT:
-                raise ArchiveError(f"not an auditcore archive (format {data.get('format')!r})")
-            return cls(
-                str(data["workspace_id"]),
-                int(data["from_size"]),
-                int(data["to_size"]),
-                str(data["checkpoint"]),
-                tuple(
-                    (int(level), int(index), base64.b64decode(value, validate=True))
-                    for level, index, value in data["nodes"]
-                ),
-                int(data["first_store_position"]),
-                int(data["last_store_position"]),
-            )
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as error:
-            raise ArchiveError(f"the archive's header is damaged: {error}") from error
 
 
 def needed_nodes(size: int, start: int, end: int) -> list[Node]:
@@ -147,9 +90,10 @@ def write_archive(
     to_size: int,
     checkpoint: StoredCheckpoint,
     path: Path,
+    encoding: ArchiveFormat = FORMATS["jsonl"],
 ) -> ArchiveHeader:
     """Write leaves ``[from_size, to_size)`` of the workspace's log, with their events from the
-    store, to ``path`` (atomically; see the module header)."""
+    store, to ``path`` in ``encoding`` (atomically; see the module header)."""
     wanted = needed_nodes(checkpoint.size, from_size, to_size)
     found = log.node_hashes(workspace_id, wanted)
     if len(found) != len(wanted):
@@ -171,10 +115,7 @@ def write_archive(
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with temporary.open("wb") as raw:
-            with gzip.GzipFile(fileobj=raw, mode="wb", compresslevel=6, mtime=0) as file:
-                file.write(header.encode() + b"\n")
-                for chunk in _lines(log, workspace_id, from_size, to_size):
-                    file.write(chunk)
+            encoding.write(header, _pages(log, workspace_id, from_size, to_size), raw)
             raw.flush()
             os.fsync(raw.fileno())
         temporary.replace(path)
@@ -184,14 +125,14 @@ def write_archive(
     return header
 
 
-def _lines(log: IntegrityLog, workspace_id: str, from_size: int, to_size: int) -> Iterator[bytes]:
+def _pages(log: IntegrityLog, workspace_id: str, from_size: int, to_size: int) -> Iterator[Page]:
     for start in range(from_size, to_size, PAGE):
         stop = min(start + PAGE, to_size)
         leaves = log.leaves_of(workspace_id, start, stop)
         events = {e.position: e for e in log.events_at([leaf.position for leaf in leaves])}
         if [leaf.leaf_index for leaf in leaves] != list(range(start, stop)):
             raise ArchiveError(f"the log of workspace {workspace_id} lacks leaves; run verify")
-        chunk = []
+        page: Page = []
         for leaf in leaves:
             event = events.get(leaf.position)
             if event is None or leaf.hash != event_leaf_hash(
@@ -202,8 +143,13 @@ def _lines(log: IntegrityLog, workspace_id: str, from_size: int, to_size: int) -
                     "missing or no longer matches its logged leaf: nothing was archived or "
                     "pruned; run `auditcore verify`"
                 )
-            chunk.append(export_line(leaf.leaf_index, event))
-        yield b"".join(chunk)
+            page.append((leaf.leaf_index, event))
+        yield page
+
+
+def read_archive(path: Path) -> tuple[ArchiveHeader, Iterator[ArchivedEvent]]:
+    """The header, and the events one by one, of an archive in either format."""
+    return format_of(path).read(path)
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -212,71 +158,6 @@ def _fsync_directory(directory: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as file:
-        while block := file.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-@dataclass(frozen=True)
-class ArchivedEvent:
-    """One line of an archive: an event's stored columns, as they were stored."""
-
-    index: int
-    stream_id: str
-    version: int
-    action: str
-    state: bytes
-
-    def logged(self, position: int = 0) -> LoggedEvent:
-        return LoggedEvent(position, self.stream_id, self.version, self.action, self.state)
-
-
-def read_archive(path: Path) -> tuple[ArchiveHeader, Iterator[ArchivedEvent]]:
-    """The header, and the events one by one (each line parsed as it is read)."""
-    try:
-        file = gzip.open(path, "rb")  # noqa: SIM115 - closed by the generator below
-        header = ArchiveHeader.decode(file.readline())
-    except (OSError, EOFError) as error:
-        raise ArchiveError(f"cannot read the archive {path}: {error}") from error
-
-    def events() -> Iterator[ArchivedEvent]:
-        with file:
-            try:
-                for number, line in enumerate(file, start=2):
-                    yield _event(line, number)
-            except (OSError, EOFError) as error:
-                raise ArchiveError(f"the archive {path} is damaged: {error}") from error
-
-    return header, events()
-
-
-def _event(line: bytes, number: int) -> ArchivedEvent:
-    try:
-        data: dict[str, Any] = orjson.loads(line)
-        return ArchivedEvent(
-            int(data["index"]), str(data["stream_id"]), int(data["version"]),
-            str(data["action"]), _state(line, data),
-        )  # fmt: skip
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as error:
-        raise ArchiveError(f"line {number} of the archive is not an event: {error}") from error
-
-
-def _state(line: bytes, data: dict[str, Any]) -> bytes:
-    """The stored state: base64, or the line's last member with its bytes verbatim."""
-    if "state_base64" in data:
-        return base64.b64decode(data["state_base64"], validate=True)
-    marker, end = line.rfind(b',"state":'), len(line.rstrip())
-    if marker < 0 or not line[:end].endswith(b"}"):
-        raise ValueError("no state")
-    state = line[marker + len(b',"state":') : end - 1]
-    if orjson.loads(state) != data["state"]:
-        raise ValueError("the state is not the line's last member")
-    return state
 
 
 @dataclass(frozen=True)

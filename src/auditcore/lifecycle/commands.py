@@ -3,9 +3,11 @@ and archives from the shell."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -21,12 +23,20 @@ from auditcore.cli_options import (
     open_core,
 )
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
-from auditcore.errors import ConfigurationError
+from auditcore.errors import ConfigurationError, one_line
 from auditcore.facade import AuditCore
 from auditcore.integrity.settings import IntegritySettings, read_verifier
 from auditcore.lifecycle.archive import ArchiveError, check_archive
+from auditcore.lifecycle.locations import ArchiveUnreachableError, fetched
 from auditcore.lifecycle.restore import restore_archive
-from auditcore.lifecycle.retention import ARCHIVE_DIR_VARIABLE, Policy, Retention
+from auditcore.lifecycle.retention import (
+    ARCHIVE_DIR_VARIABLE,
+    ARCHIVE_FORMAT_VARIABLE,
+    Policy,
+    Retention,
+    RunReport,
+)
+from auditcore.lifecycle.schedule import RetentionSchedule
 from auditcore.progress import EventsProgress
 from auditcore.store.settings import DEFAULT_EVENT_STORE, Settings
 
@@ -35,13 +45,23 @@ retention_app = typer.Typer(
     no_args_is_help=True,
 )
 archive_app = typer.Typer(help="Archives of pruned events: check them, restore them.")
+ARCHIVE_HELP = "An archive (.jsonl.gz or .parquet): a path, or s3://bucket/key."
 
 ArchiveDirOption = Annotated[
-    Path | None,
+    str | None,
     typer.Option(
         "--archive-dir",
         envvar=ARCHIVE_DIR_VARIABLE,
-        help="Directory that archives are written to before events are pruned.",
+        help="Directory, or s3://bucket/prefix (endpoint: AUDITCORE_S3_ENDPOINT), that "
+        "archives are written to before events are pruned.",
+    ),
+]
+ArchiveFormatOption = Annotated[
+    str,
+    typer.Option(
+        "--archive-format",
+        envvar=ARCHIVE_FORMAT_VARIABLE,
+        help="jsonl (gzip-compressed JSON Lines) or parquet.",
     ),
 ]
 PublicKeyOption = Annotated[
@@ -135,6 +155,7 @@ def run(
         str | None, typer.Option("--workspace", "-w", help="Only this workspace.")
     ] = None,
     archive_dir: ArchiveDirOption = None,
+    archive_format: ArchiveFormatOption = "jsonl",
     batch_size: Annotated[
         int, typer.Option(min=1, max=100_000, help="Events deleted per transaction.")
     ] = 1_000,
@@ -145,14 +166,25 @@ def run(
         float | None,
         typer.Option(min=60, help="Run again every SECONDS until stopped (instead of cron)."),
     ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Keep running: a pass every --every (3600) s.")
+    ] = False,
     event_store: EventStoreOption = DEFAULT_EVENT_STORE,
     clickhouse: ClickHouseOption = DEFAULT_CLICKHOUSE,
 ) -> None:
     """Archive, then prune, every workspace's events older than its policy."""
+    if follow and every is None:
+        every = 3600.0
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with open_core(event_store, clickhouse) as audit:
-        retention = Retention(audit, archive_dir)
+        retention = Retention(audit, archive_dir, archive_format)
+
+        # SIGTERM: the pass stops between deletion batches; the next run resumes it.
+        def stopped(*_: object) -> None:
+            stop.set()
+            retention.stopping.set()
+
+        signal.signal(signal.SIGTERM, stopped)
         try:
             while True:
                 with EventsProgress(errors) as progress:
@@ -175,7 +207,11 @@ def run(
                     if done.note:
                         line += f" ({done.note})"
                     console.print(line, highlight=False, soft_wrap=True)
-                if not report.workspaces:
+                if report.busy:
+                    console.print(
+                        "Another process is running retention on this store: nothing done."
+                    )
+                elif not report.workspaces:
                     console.print(
                         "No workspace's Merkle log holds events yet: only logged and signed "
                         "events are pruned (run the integrity follower with a signing key: "
@@ -190,21 +226,23 @@ def run(
 
 @archive_app.command("verify")
 def verify_archive(
-    path: Annotated[Path, typer.Argument(help="An archive (.jsonl.gz).")],
+    path: Annotated[str, typer.Argument(help=ARCHIVE_HELP)],
     public_key: PublicKeyOption = None,
 ) -> None:
     """Check an archive on its own (same as `auditcore verify --archive PATH`)."""
     check_archive_file(path, public_key or [])
 
 
-def check_archive_file(path: Path, public_keys: list[Path]) -> None:
+def check_archive_file(path: str, public_keys: list[Path]) -> None:
+    """``verify --archive``: OK, or TAMPERED (exit 1); an archive that is not there, exit 2."""
     keys = [
         read_verifier(key) for key in public_keys
     ] or IntegritySettings.from_env().trusted_keys()
-    if not path.is_file():
-        raise ConfigurationError(f"no archive at {path}")
     try:
-        checked = check_archive(path, keys)
+        with fetched(path) as local:
+            checked = check_archive(local, keys)
+    except ArchiveUnreachableError as error:
+        raise ConfigurationError(str(error)) from None
     except ArchiveError as error:
         console.print(f"[bold red]TAMPERED[/bold red] — {path}: {error}", highlight=False)
         raise typer.Exit(code=1) from None
@@ -224,7 +262,7 @@ def check_archive_file(path: Path, public_keys: list[Path]) -> None:
 
 @archive_app.command()
 def restore(
-    path: Annotated[Path, typer.Argument(help="An archive (.jsonl.gz).")],
+    path: Annotated[str, typer.Argument(help=ARCHIVE_HELP)],
     into: Annotated[
         str,
         typer.Option(
@@ -246,16 +284,17 @@ def restore(
     keys = [read_verifier(key) for key in public_key or []] or (
         IntegritySettings.from_env().trusted_keys()
     )
-    if not path.is_file():
-        raise ConfigurationError(f"no archive at {path}")
     if into == os.environ.get("AUDITCORE_EVENT_STORE"):
         raise ConfigurationError(
             "--into names the live store (AUDITCORE_EVENT_STORE): restore into a separate one"
         )
     target = open_core(into, clickhouse) if clickhouse else AuditCore(Settings(into))
     with target:
-        with EventsProgress(errors) as progress:
-            report = restore_archive(path, target, keys, progress.track("restoring", None))
+        try:
+            with fetched(path) as local, EventsProgress(errors) as progress:
+                report = restore_archive(local, target, keys, progress.track("restoring", None))
+        except ArchiveUnreachableError as error:
+            raise ConfigurationError(str(error)) from None
         console.print(
             f"Restored {report.restored:,} events of {report.workspace_id} (positions "
             f"{report.from_size} to {report.to_size - 1}) into {into}"
@@ -266,3 +305,51 @@ def restore(
             target.migrate()
             target.project()
             console.print(f"Read models built in {clickhouse}.", highlight=False)
+
+
+@contextlib.contextmanager
+def scheduled_retention(
+    audit: AuditCore, every: float | None, archive_dir: str | None, archive_format: str
+) -> Iterator[RetentionSchedule | None]:
+    """``serve``'s retention: a pass every ``every`` seconds in a background thread (``None``:
+    off), stopped when the ``with`` ends. Without an archive location nothing can be pruned,
+    so nothing is scheduled (and the operator is told)."""
+    if every is None:
+        console.print("retention: not run by this process (--no-retention)")
+        yield None
+        return
+    if archive_dir is None:
+        console.print(
+            f"retention: not scheduled: no archive location (--archive-dir or "
+            f"{ARCHIVE_DIR_VARIABLE}: a directory or s3://bucket/prefix)"
+        )
+        yield None
+        return
+    retention = Retention(audit, archive_dir, archive_format)
+
+    def reported(report: RunReport) -> None:
+        if report.busy:
+            console.print("retention pass: another process is running retention; skipped")
+            return
+        archives = [a for w in report.workspaces for a in w.archives]
+        console.print(
+            f"retention pass: {report.pruned:,} events pruned"
+            + (f", archived to {', '.join(archives)}" if archives else ""),
+            highlight=False,
+            soft_wrap=True,
+        )
+
+    def failed(error: Exception) -> None:
+        errors.print(f"retention pass failed (the next one resumes): {one_line(error)}")
+
+    schedule = RetentionSchedule(retention, every, on_report=reported, on_error=failed)
+    console.print(
+        f"retention: a pass every {every:g} s, archives to {retention.location_description}",
+        highlight=False,
+    )
+    schedule.start()
+    try:
+        yield schedule
+    finally:
+        schedule.stop()
+        retention.close()

@@ -26,6 +26,7 @@ store's identity, by which read models refuse a ClickHouse database built from a
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -48,10 +49,18 @@ from auditcore.lifecycle.archive import (
     ArchiveError,
     check_archive,
     leaf_hash_of,
-    sha256_of,
     write_archive,
 )
+from auditcore.lifecycle.formats import FORMATS, ArchiveFormat, format_named
+from auditcore.lifecycle.header import ArchiveHeader
+from auditcore.lifecycle.locations import (
+    ArchiveLocation,
+    ArchiveUnreachableError,
+    fetched,
+    location_of,
+)
 from auditcore.lifecycle.prune import delete_events, delete_rows
+from auditcore.lifecycle.runlock import runner_lock
 from auditcore.lifecycle.tables import DEFAULT_POLICY, ArchiveRow, Base, RetentionPolicyRow
 from auditcore.projection.log import LogReader
 from auditcore.store.control import control_engine, create_tables
@@ -65,6 +74,7 @@ MAX_DAYS = 36_500
 PAGE = 5_000
 _NAMESPACE = UUID("6f1c2a8e-7d1b-4c55-9a53-2f0e4a1b9c77")
 ARCHIVE_DIR_VARIABLE = "AUDITCORE_ARCHIVE_DIR"
+ARCHIVE_FORMAT_VARIABLE = "AUDITCORE_ARCHIVE_FORMAT"
 
 
 class RetentionPruned(BaseModel):
@@ -109,15 +119,20 @@ class WorkspaceRun:
 @dataclass
 class RunReport:
     workspaces: list[WorkspaceRun] = field(default_factory=list)
+    busy: bool = False
+    """Another process was running retention on this store: this run did nothing."""
 
     @property
     def pruned(self) -> int:
         return sum(w.pruned for w in self.workspaces)
 
 
-def archive_name(workspace_id: str, from_size: int, to_size: int) -> str:
-    """A flat file name (workspace ids hold no ``/``; the fixed-width range ends it)."""
-    return f"{workspace_id}__{from_size:012d}-{to_size:012d}.jsonl.gz"
+def archive_name(
+    workspace_id: str, from_size: int, to_size: int, encoding: ArchiveFormat = FORMATS["jsonl"]
+) -> str:
+    """A flat file name (workspace ids hold no ``/``; the fixed-width range, then the format's
+    suffix, ends it)."""
+    return f"{workspace_id}__{from_size:012d}-{to_size:012d}{encoding.suffix}"
 
 
 def _check_workspace(workspace_id: str) -> None:
@@ -128,15 +143,31 @@ def _check_workspace(workspace_id: str) -> None:
 class Retention:
     """Policies, archives and pruning for one installation (``AuditCore``)."""
 
-    def __init__(self, audit: AuditCore, archive_dir: Path | None = None) -> None:
+    def __init__(
+        self,
+        audit: AuditCore,
+        archive_dir: Path | str | None = None,
+        archive_format: str = "jsonl",
+    ) -> None:
+        """``archive_dir``: a directory, or ``s3://bucket/prefix``; ``archive_format``:
+        ``jsonl`` (gzip JSON Lines) or ``parquet``."""
         self.audit = audit
-        self.archive_dir = archive_dir
+        self.location: ArchiveLocation | None = (
+            None if archive_dir is None else location_of(archive_dir)
+        )
+        self.encoding = format_named(archive_format)
+        self.stopping = threading.Event()
+        """Set: a run stops between deletion batches (the next run resumes)."""
         self.engine = control_engine(audit.settings)
         create_tables(self.engine, Base.metadata)
         register_lifecycle_actions(audit.registry)
 
     def close(self) -> None:
         self.engine.dispose()
+
+    @property
+    def location_description(self) -> str:
+        return "nowhere" if self.location is None else self.location.describe()
 
     # Policies.
 
@@ -226,16 +257,15 @@ class Retention:
         for row in self.archives(None):
             if report.workspaces and row.workspace_id not in report.workspaces:
                 continue
-            path = Path(row.location)
             where = f"the archive of positions {row.from_size} to {row.to_size - 1}"
-            if not path.is_file():
+            try:
+                with fetched(row.location) as path:
+                    self._check_one(row, path, keys)
+            except ArchiveUnreachableError as error:
                 report.warnings.append(
-                    f"{row.workspace_id}: {where} is not reachable at {path}; its range is "
+                    f"{row.workspace_id}: {where} is not reachable ({error}); its range is "
                     "accepted on the strength of its record"
                 )
-                continue
-            try:
-                self._check_one(row, path, keys)
             except ArchiveError as error:
                 report.add(
                     Problem("archive", row.workspace_id, row.from_size, None, f"{where}: {error}")
@@ -275,14 +305,32 @@ class Retention:
         max_events: int | None = None,
         pause: float = 0.0,
         progress: Callable[[int], None] | None = None,
+        wait: float = 30.0,
     ) -> RunReport:
         """Archive and prune every workspace's events older than its policy (as of ``now``).
-        ``pause``: seconds to sleep between deletion batches (gives writers room)."""
-        if self.archive_dir is None:
+        ``pause``: seconds to sleep between deletion batches (gives writers room). One runner
+        at a time per store (``runlock``): if another holds the lock for ``wait`` seconds
+        more, the report says ``busy`` and nothing was done."""
+        if self.location is None:
             raise ConfigurationError(
                 f"no archive directory: give --archive-dir or set {ARCHIVE_DIR_VARIABLE} "
-                "(events are archived there before they are pruned)"
+                "(a directory or s3://bucket/prefix: events are archived there before they "
+                "are pruned)"
             )
+        with runner_lock(self.engine, wait) as had:
+            if not had:
+                return RunReport(busy=True)
+            return self._run(now, workspace_id, batch_size, max_events, pause, progress)
+
+    def _run(
+        self,
+        now: datetime | None,
+        workspace_id: str | None,
+        batch_size: int,
+        max_events: int | None,
+        pause: float,
+        progress: Callable[[int], None] | None,
+    ) -> RunReport:
         moment = now or datetime.now(UTC)
         log = self.audit.integrity.log
         report = RunReport()
@@ -291,6 +339,8 @@ class Retention:
             workspaces = [w for w in workspaces if w == workspace_id]
         unfinished = {row.workspace_id for row in self.archives() if row.state != "done"}
         for workspace in workspaces:
+            if self.stopping.is_set():
+                break
             run = WorkspaceRun(workspace)
             report.workspaces.append(run)
             if workspace in unfinished:
@@ -329,9 +379,12 @@ class Retention:
         end = self._first_kept(workspace, start, limit, cutoff)
         if end <= start:
             return
-        assert self.archive_dir is not None
-        path = self.archive_dir / archive_name(workspace, start, end)
-        header = write_archive(log, workspace, start, end, checkpoint, path)
+        assert self.location is not None
+        header, placed = self.location.store(
+            archive_name(workspace, start, end, self.encoding),
+            lambda path: write_archive(log, workspace, start, end, checkpoint, path, self.encoding),
+            lambda path: self._check_written(path, workspace, start, end),
+        )
         row = ArchiveRow(
             workspace_id=workspace,
             from_size=start,
@@ -339,16 +392,24 @@ class Retention:
             first_position=header.first_position,
             last_position=header.last_position,
             checkpoint_size=checkpoint.size,
-            location=str(path.resolve()),
-            sha256=sha256_of(path),
+            location=placed.location,
+            sha256=placed.sha256,
             state="archived",
             created_at=_now(),
         )
         with Session(self.engine, expire_on_commit=False) as session, session.begin():
             session.add(row)
         run.archived += end - start
-        run.archives.append(str(path))
+        run.archives.append(placed.location)
         self._finish(workspace, run, batch_size, pause, progress)
+
+    def _check_written(self, path: Path, workspace: str, start: int, end: int) -> ArchiveHeader:
+        """Read the written archive back and check it whole (every leaf, the signed root)
+        before anything is deleted on its strength."""
+        header = check_archive(path, self.audit.integrity.trusted_keys()).header
+        if (header.workspace_id, header.from_size, header.to_size) != (workspace, start, end):
+            raise ArchiveError(f"the archive written at {path} does not hold its range")
+        return header
 
     def _first_kept(self, workspace: str, start: int, limit: int, cutoff: datetime) -> int:
         """The first log position from ``start`` whose event was recorded at or after
@@ -391,9 +452,11 @@ class Retention:
                     )
                     if progress:
                         progress(len(leaves))
+                    if self.stopping.is_set():
+                        return  # the row stays "archived": the next run deletes the rest
                     if pause:
                         time.sleep(pause)
-                name = Path(row.location).name
+                name = row.location.rsplit("/", 1)[-1]
                 self.audit.record_control_event(
                     "auditcore.retention.pruned",
                     workspace_id=workspace,

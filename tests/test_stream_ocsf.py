@@ -193,7 +193,7 @@ def test_an_event_maps_field_by_field(audit: AuditCore) -> None:
         "ticket.resolved",
         workspace_id="acme",
         metadata={"severity": "high"},
-        actor={"id": "u-1", "type": "user", "name": "Zoë"},
+        actor={"id": "u-1", "type": "user", "name": "Zoë", "metadata": {"team": "ops"}},
         targets=[
             {"type": "incident", "id": "i-9", "name": "Fire", "metadata": {"zone": "b"}},
             {"type": "team", "id": "t-1"},
@@ -241,6 +241,7 @@ def test_an_event_maps_field_by_field(audit: AuditCore) -> None:
             "schema_version": 1,
             "metadata": {"severity": "high"},
             "location": "Lyon, FR",
+            "actor_metadata": {"team": "ops"},
         },
     }
     assert {key: payload[key] for key in expected_subset} == expected_subset

@@ -6,7 +6,7 @@ the mapper wrote and upcasts the metadata, nothing more.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -37,6 +37,8 @@ class EventRecord:
     recorded_at: datetime
     context: dict[str, Any]
     metadata: dict[str, Any]
+    actor_metadata: dict[str, Any] = field(default_factory=dict)
+    """WorkOS's ``actor.metadata``: kept so that nothing of the envelope is lost downstream."""
 
     @property
     def stream_type(self) -> str:
@@ -67,6 +69,7 @@ def decode_logged(registry: ActionRegistry, logged: LoggedEvent) -> EventRecord:
         recorded_at=datetime.fromisoformat(state["recorded_at"]),
         context=state.get("context") or {},
         metadata=metadata,
+        actor_metadata=actor.get("metadata") or {},
     )
 
 

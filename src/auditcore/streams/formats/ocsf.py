@@ -111,6 +111,8 @@ class OcsfApiActivity(PayloadFormat):
             "schema_version": event.schema_version,
             "metadata": event.metadata,
         }
+        if event.actor_metadata:
+            unmapped["actor_metadata"] = event.actor_metadata
         user_type_id, user_type = USER_TYPES.get(event.actor_type, (OTHER, event.actor_type))
         user: dict[str, Any] = {
             "uid": event.actor_id,

@@ -4,7 +4,10 @@
 const $ = (selector) => document.querySelector(selector);
 const KEY = "auditcore.api_key";
 const state = { key: sessionStorage.getItem(KEY), cursor: null, live: null, seen: new Set(),
-                selected: null, models: [] };
+                selected: null, models: [], me: null };
+// The embeddable viewer: /embed/TOKEN_ID#avl_… — the one-time link lives in the fragment (never
+// sent to a server, nor in Referer) and is swapped for a session at once.
+const EMBEDDED = location.pathname.startsWith("/embed/");
 
 async function api(path, options = {}) {
   const response = await fetch(path, {
@@ -43,10 +46,48 @@ async function signIn(key) {
   sessionStorage.setItem(KEY, key);
   $("#login").hidden = true;
   $("#viewer").hidden = false;
-  $("#logout").hidden = false;
-  $("#who").textContent = `key ${key.split("_").slice(0, 2).join("_")}…`;
+  $("#logout").hidden = EMBEDDED;
+  try {
+    state.me = await api("/v1/me");
+    $("#who").textContent = state.me.workspace_name;
+    $("#who").title = `workspace ${state.me.workspace_id}, ${state.me.key_name} (${state.me.key_id})`;
+    fixFilters(state.me.fixed_filters);
+  } catch (error) {
+    $("#who").textContent = `key ${key.split("_").slice(0, 2).join("_")}…`;
+  }
   renderTabs();
   await search(false);
+}
+
+// A viewer session's fixed filters: shown, and not editable (the server enforces them anyway).
+function fixFilters(fixed) {
+  const names = Object.keys(fixed || {});
+  for (const name of names) {
+    const input = $("#filters").querySelector(`input[name="${CSS.escape(name)}"]`);
+    if (input) { input.value = fixed[name]; input.readOnly = true; input.dataset.fixed = "1"; }
+  }
+  const note = $("#fixed");
+  note.hidden = names.length === 0;
+  note.textContent = names.length
+    ? `Limited to ${names.map((n) => `${n} = ${fixed[n]}`).join(", ")}.` : "";
+}
+
+async function exchangeLink() {
+  const link = location.hash.slice(1);
+  // Out of the address bar and history before anything else runs.
+  history.replaceState(null, "", location.pathname + location.search);
+  try {
+    const response = await fetch("/v1/viewer-sessions", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ link }),
+    });
+    const body = await response.json();
+    if (!response.ok) throw new Error(body.error.message);
+    return body.session;
+  } catch (error) {
+    $("#login-error").textContent = error.message;
+    return null;
+  }
 }
 
 function signOut() {
@@ -181,7 +222,8 @@ async function showDetail(event, row) {
     ? `Written through the API by key ${event.context.api_key_id}.`
     : "Not written through the API (no API key).";
   $("#detail-json").textContent = JSON.stringify(event, null, 2);
-  showProof(event.event_id);
+  if (!state.me || state.me.scopes.includes("read")) showProof(event.event_id);
+  else $("#detail-proof").textContent = "Proofs are available to API keys with the read scope.";
   const history = $("#detail-history");
   history.replaceChildren(element("li", "Loading…"));
   try {
@@ -319,5 +361,14 @@ document.addEventListener("DOMContentLoaded", () => {
   $("#more").addEventListener("click", () => search(true));
   $("#live").addEventListener("change", (e) => { if (e.target.checked) startLive(); else { stopLive(); search(false); } });
   $("#close-detail").addEventListener("click", () => { $("#detail").hidden = true; });
+  if (EMBEDDED) {
+    $("#login-form").hidden = true;
+    $("#login-title").textContent = "Audit log";
+    if (location.hash.startsWith("#avl_")) {
+      exchangeLink().then((session) => { if (session) signIn(session); });
+      return;
+    }
+    if (!state.key) { $("#login-error").textContent = "This viewer link has no session: open the link you were given."; return; }
+  }
   if (state.key) signIn(state.key);
 });

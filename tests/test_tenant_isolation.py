@@ -170,7 +170,13 @@ def _populate(api: Deployment) -> tuple[Victim, str]:
     with api.client(f"{A}_admin") as admin:
         registered = admin.post(
             f"/v1/actions/{action}/schemas",
-            json={"schema": {"properties": {"zq7": {"type": "string"}}}, "description": SECRET},
+            json={
+                "schema": {
+                    "properties": {"zq7": {"type": "string"}},
+                    "x-display-template": f"{SECRET} {{metadata.zq7}}",
+                },
+                "description": SECRET,
+            },
         )
         assert registered.status_code == 201, registered.text
     used_key = f"a-used-{uuid4().hex}"
@@ -515,6 +521,7 @@ _PLAIN = {
     "/v1/reports": "/v1/reports?since=30d",
     "/v1/retention": "/v1/retention",
     "/v1/me": "/v1/me",
+    "/v1/display-templates": "/v1/display-templates",
 }
 
 

@@ -107,6 +107,7 @@ def register_schema(
         defined="json_schema",
         workspace_id=entry.workspace_id,
         schema=entry.schema,
+        display_template=_annotated(entry.schema),
         created=entry.created,
     )
 

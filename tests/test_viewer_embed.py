@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Request, expect
+from playwright.sync_api import Browser, Page, Request, expect
 
 from auditcore import Settings
 from auditcore.api import ApiConfig
@@ -114,12 +114,12 @@ def test_another_origin_embeds_the_viewer_and_an_unlisted_one_cannot(
     rows = frame.locator("#events tbody tr")
     expect(rows).to_have_count(min(theirs, 50))
     expect(frame.locator("#who")).to_have_text("acme")
-    actor_filter = frame.get_by_label("Actor")
+    actor_filter = frame.get_by_role("textbox", name="Actor")
     expect(actor_filter).to_have_value(actor)
     expect(actor_filter).not_to_be_editable()
     expect(frame.locator("#fixed")).to_contain_text(actor)
-    for text in rows.locator("td:nth-child(3)").all_inner_texts():
-        assert actor in text
+    for text in rows.all_inner_texts():
+        assert f"({actor})" in text
     # The fragment left the address bar, and no request carried the secret but the exchange.
     framed = next(f for f in page.frames if "/embed/" in f.url)
     assert "#" not in framed.url
@@ -184,3 +184,120 @@ def test_the_viewer_is_accessible_and_fits_360_px(browser: Browser, embed_api: D
         icon = client.get("/assets/favicon.svg")
         assert icon.status_code == 200
         assert icon.headers["content-type"].startswith("image/svg+xml")
+
+
+def test_the_auditors_tools(browser: Browser, embed_api: Deployment) -> None:
+    """Range presets, click to filter, the view in the URL with back and forward, local time,
+    columns kept per browser, export and report downloads, the chart's brush, a state tab's
+    filters, and descriptions rendered as text."""
+    api = embed_api
+    run = run_demo(api.audit, "acme")
+    with api.client("acme") as client:
+        hostile = {"id": "user_mallory", "type": "user", "name": "<img src=x id=pwned>"}
+        response = client.post(
+            "/v1/events",
+            json={
+                "action": "incident.opened",
+                "actor": hostile,
+                "metadata": {"title": "{actor.name}", "severity": "sev3", "service": "<b>"},
+            },
+        )
+        assert response.status_code == 201, response.text
+    total = len(run.events) + 1
+    api.projected("acme", total)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    problems = watched(page)
+    page.goto(api.url)
+    page.get_by_role("textbox", name="API key").fill(api.keys["acme_read"])
+    page.get_by_role("button", name="Sign in").click()
+    rows = page.locator("#events tbody tr")
+    expect(rows).to_have_count(min(total, 50))
+    expect(page.locator("#who")).to_have_text("acme")
+    # Descriptions from the actions' templates, set as text: the hostile name stays text.
+    expect(rows.first).to_contain_text("<img src=x id=pwned> opened sev3 incident {actor.name}")
+    assert page.locator("#pwned").count() == 0
+    expect(
+        page.locator("td.description").filter(has_text="resolved incident").first
+    ).to_be_visible()
+
+    _click_to_filter_and_history(api, page, run.events, total)
+    _range_zone_columns_and_downloads(api, page)
+    _chart_and_state_tab(page)
+    page.close()
+    assert problems == []
+
+
+def _click_to_filter_and_history(
+    api: Deployment, page: Page, events: list[Any], total: int
+) -> None:
+    rows = page.locator("#events tbody tr")
+    # Click an actor: the filter is set and the URL says so; back and forward replay it.
+    page.locator("button.chip", has_text="(user_alice)").first.click()
+    expect(page).to_have_url(f"{api.url}/?actor_id=user_alice")
+    alices = sum(event.actor.id == "user_alice" for event in events)
+    expect(rows).to_have_count(alices)
+    page.go_back()
+    expect(rows).to_have_count(min(total, 50))
+    expect(page.get_by_role("textbox", name="Actor")).to_have_value("")
+    page.go_forward()
+    expect(rows).to_have_count(alices)
+    page.get_by_role("button", name="Clear").click()
+    expect(rows).to_have_count(min(total, 50))
+
+
+def _range_zone_columns_and_downloads(api: Deployment, page: Page) -> None:
+    # A preset, then local time; the shared URL opens the same view.
+    page.get_by_label("Time range").select_option("1h")
+    expect(page).to_have_url(f"{api.url}/?range=1h")
+    page.get_by_label("Times in").select_option("local")
+    expect(page.locator("#events thead")).to_contain_text("Time (local)")
+    shared = page.url
+    assert "zone=local" in shared
+
+    # Columns: chosen here, kept by the browser.
+    page.locator("#columns-chooser summary").click()
+    page.locator("#columns").get_by_role("checkbox", name="Details", exact=True).uncheck()
+    page.locator("#columns").get_by_role("checkbox", name="IP", exact=True).check()
+    expect(page.locator("#events thead")).not_to_contain_text("Details")
+    page.goto(shared)
+    expect(page.locator("#events thead")).to_contain_text("IP")
+    expect(page.locator("#events thead")).not_to_contain_text("Details")
+    expect(page.get_by_label("Time range")).to_have_value("1h")
+
+    # Export and report for the current filters, downloaded with the key.
+    page.get_by_role("textbox", name="Source").fill("api")
+    page.get_by_role("button", name="Apply").click()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Export CSV").click()
+    exported = Path(download.value.path()).read_text(encoding="utf-8")
+    lines = exported.strip().splitlines()
+    assert len(lines) > 1
+    assert all(",api," in line for line in lines[1:])
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Report").click()
+    assert "Audit report: acme" in Path(download.value.path()).read_text(encoding="utf-8")
+
+
+def _chart_and_state_tab(page: Page) -> None:
+    # The chart: bars from /v1/stats; dragging across it sets a custom range.
+    page.get_by_role("button", name="Clear").click()
+    page.get_by_label("Time range").select_option("1d")
+    chart = page.locator("#chart")
+    expect(chart.locator("rect.bar").first).to_be_attached()
+    box = chart.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + 20)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.99, box["y"] + 20, steps=5)
+    page.mouse.up()
+    expect(page.get_by_label("Time range")).to_have_value("custom")
+    assert "since=" in page.url
+    assert "until=" in page.url
+
+    # A state tab with its own filters; its time columns in the same format.
+    page.get_by_role("tab", name="incidents").click()
+    page.locator("#state-filters").get_by_label("status").fill("resolved")
+    page.locator("#state-filters").get_by_role("button", name="Apply").click()
+    expect(page.locator("#state tbody tr")).to_have_count(1)
+    expect(page.locator("#state tbody tr").first).to_contain_text("resolved")
+    assert "tab=incidents" in page.url

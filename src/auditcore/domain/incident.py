@@ -77,8 +77,8 @@ INCIDENT_ACTIONS: dict[str, type[BaseModel]] = {
     "incident.reopened": IncidentReopened,
 }
 INCIDENT_TEMPLATES = {
-    "incident.opened": "{actor.name} opened {metadata.severity} incident {targets[0].name} "
-    "on {metadata.service}",
+    "incident.opened": "{actor.name} opened {metadata.severity} incident {metadata.title} on "
+    "{metadata.service}",
     "incident.acknowledged": "{actor.name} acknowledged incident {targets[0].name}",
     "incident.severity_changed": "{actor.name} changed incident {targets[0].name} from "
     "{metadata.from_severity} to {metadata.to_severity}",

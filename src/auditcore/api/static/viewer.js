@@ -267,10 +267,10 @@ const COLUMNS = [
   { id: "ip", label: "IP", cell: (e) => element("td", e.context.ip || "") },
   { id: "user_agent", label: "User agent", cell: (e) => element("td", e.context.user_agent || "") },
   { id: "request_id", label: "Request id", cell: (e) => element("td", e.context.request_id || "") },
-  { id: "api_key_id", label: "Written by key", cell: (e) => chipCell("api_key_id", e.context.api_key_id || "") },
+  { id: "api_key_id", label: "Writing key", cell: (e) => chipCell("api_key_id", e.context.api_key_id || "") },
   { id: "details", label: "Details", cell: (e) => element("td", summary(e)) },
 ];
-const DEFAULT_COLUMNS = ["time", "action", "description", "actor", "targets", "source"];
+const DEFAULT_COLUMNS = ["time", "action", "description", "actor", "targets", "source", "details"];
 const COLUMNS_KEY = "auditcore.columns";
 
 function chosenColumns() {

@@ -239,6 +239,8 @@ def test_only_an_embed_key_mints_and_never_more_than_it_reads(api: Deployment) -
         {"filters": {"nope": "x"}},
         {"filters": {"target": "no-colon"}},
         {"filters": {"actor_id": ""}},
+        {"filters": {"actor_id": "x" * 257}},
+        {"filters": {"stream_id": "not-a-uuid"}},
         {"read_models": ["no_such_model"]},
         {"name": ""},
         {"name": "x" * 101},

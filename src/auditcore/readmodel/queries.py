@@ -533,6 +533,11 @@ def _text_words(model: ReadModel, text: str | None) -> list[str]:
     return words(text)
 
 
+def check_filter_value(model: ReadModel, name: str, value: str) -> None:
+    """InvalidQueryError unless ``value`` is a valid value of ``model``'s filter ``name``."""
+    _parse_value(_declared_filter(model, name), value)
+
+
 def _parse_value(declared: Filter, value: str) -> Any:
     if not isinstance(value, str) or not 0 < len(value) <= 256:
         raise InvalidQueryError(declared.name, "each value must be 1 to 256 characters")

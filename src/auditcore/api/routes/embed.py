@@ -26,7 +26,8 @@ from starlette.concurrency import run_in_threadpool
 from auditcore.api.deps import Services, ServicesDep, Viewing, authenticated, client_address
 from auditcore.api.errors import ApiError
 from auditcore.api.headers import content_security_policy
-from auditcore.errors import ConfigurationError
+from auditcore.errors import ConfigurationError, InvalidQueryError
+from auditcore.readmodel.queries import check_filter_value
 from auditcore.readmodel.registry import UnknownReadModelError
 from auditcore.tenancy.directory import Principal, Scope
 from auditcore.tenancy.viewer import MAX_LIFETIME, ViewerToken
@@ -141,17 +142,10 @@ def mint_viewer_token(
         )
     model = found.audit.read_models.get("audit_events")
     for name, value in body.filters.items():
-        declared = model.filter(name)
-        if declared is None:
-            known = ", ".join(f.name for f in model.filters)
-            raise ApiError(
-                400, "invalid_request", f"filters.{name}: not a filter of audit_events ({known})"
-            )
-        if declared.parse is not None:
-            try:
-                declared.parse(value)
-            except ValueError as error:
-                raise ApiError(400, "invalid_request", f"filters.{name}: {error}") from None
+        try:
+            check_filter_value(model, name, value)
+        except InvalidQueryError as error:
+            raise ApiError(400, "invalid_request", f"filters.{error}") from None
     entitlements = _entitlements(found, principal, body.read_models)
     try:
         issued = found.directory.viewer_tokens.mint(

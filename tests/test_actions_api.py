@@ -78,6 +78,7 @@ def test_an_admin_key_registers_a_schema_for_its_workspace_only(api: Deployment)
             "defined": "json_schema",
             "workspace_id": "acme",
             "schema": None,
+            "display_template": "",
             "created": True,
         }
         same = admin.post("/v1/actions/deploy.started/schemas", json=body)

@@ -62,6 +62,8 @@ class Victim:
     future_id: UUID = field(default_factory=uuid4)
     future_key: str = field(default_factory=lambda: f"a-next-{uuid4().hex}")
     key_id: str = ""
+    viewer_token_id: str = ""
+    """A viewer token A minted (its id names it in routes; its origins are A's)."""
     action: str = ""
     """An action A registered as JSON Schema, for A only."""
     log_stream: str = ""
@@ -79,6 +81,8 @@ class Victim:
             self.target_id,
             self.service,
             self.key_id,
+            self.viewer_token_id,
+            "https://acme-private.example",
             self.action,
             self.log_stream,
             *self.used_key_ids,
@@ -119,7 +123,9 @@ def world(pg_settings: Settings) -> Iterator[World]:
         keys = {}
         for workspace in (A, B, C):
             directory.create_workspace(workspace)
-            keys[workspace] = directory.create_key(workspace, "rw", [Scope.READ, Scope.WRITE]).token
+            keys[workspace] = directory.create_key(
+                workspace, "rw", [Scope.READ, Scope.WRITE, Scope.EMBED]
+            ).token
             keys[f"{workspace}_admin"] = directory.create_key(workspace, "ops", [Scope.ADMIN]).token
         app = create_app(audit, directory, config)
         try:
@@ -167,7 +173,13 @@ def _populate(api: Deployment) -> tuple[Victim, str]:
     with api.client(f"{A}_admin") as admin:
         registered = admin.post(
             f"/v1/actions/{action}/schemas",
-            json={"schema": {"properties": {"zq7": {"type": "string"}}}, "description": SECRET},
+            json={
+                "schema": {
+                    "properties": {"zq7": {"type": "string"}},
+                    "x-display-template": f"{SECRET} {{metadata.zq7}}",
+                },
+                "description": SECRET,
+            },
         )
         assert registered.status_code == 201, registered.text
         streamed = admin.post(
@@ -205,6 +217,13 @@ def _populate(api: Deployment) -> tuple[Victim, str]:
         action=action,
         log_stream=streamed.json()["id"],
     )
+    with api.client(A) as client:
+        minted = client.post(
+            "/v1/viewer-tokens",
+            json={"filters": {"actor_id": actor_id}, "origins": ["https://acme-private.example"]},
+        )
+        assert minted.status_code == 201, minted.text
+        victim.viewer_token_id = minted.json()["id"]
     return victim, _cursor(api, C)
 
 
@@ -420,7 +439,42 @@ def _probes(victim: Victim, cursor_elsewhere: str, admin: str) -> list[Probe]:
             ("DELETE", "", None),
         )
     ]
-    return reads + writes + streams
+    viewer = [
+        Probe(
+            "/v1/viewer-tokens",
+            "A's viewer tokens, listed by B's embed key",
+            v.viewer_token_id,
+            f"vt_{uuid4().hex[:12]}",
+            lambda _: {"method": "GET", "url": "/v1/viewer-tokens"},
+        ),
+        Probe(
+            "/v1/viewer-tokens/{token_id}",
+            "A's viewer token id, revoked by B",
+            v.viewer_token_id,
+            f"vt_{uuid4().hex[:12]}",
+            lambda value: {"method": "DELETE", "url": f"/v1/viewer-tokens/{value}"},
+        ),
+        # The link's secret is A's credential itself; B knows only the token's id.
+        Probe(
+            "/v1/viewer-sessions",
+            "A's viewer token id in a link with a guessed secret",
+            v.viewer_token_id,
+            f"vt_{uuid4().hex[:12]}",
+            lambda value: {
+                "method": "POST",
+                "url": "/v1/viewer-sessions",
+                "json": {"link": f"avl_{str(value)[3:]}_{'A' * 43}"},
+            },
+        ),
+        Probe(
+            "/embed/{token_id}",
+            "A's viewer token id: the page is the same (its frame-ancestors are A's, by design)",
+            v.viewer_token_id,
+            f"vt_{uuid4().hex[:12]}",
+            get("/embed/{value}"),
+        ),
+    ]
+    return reads + writes + streams + viewer
 
 
 def _normalised(text: str, values: dict[str, str]) -> Any:
@@ -498,6 +552,8 @@ _PLAIN = {
     "/v1/reports": "/v1/reports?since=30d",
     "/v1/retention": "/v1/retention",
     "/v1/streams": "/v1/streams",
+    "/v1/me": "/v1/me",
+    "/v1/display-templates": "/v1/display-templates",
 }
 
 

@@ -644,9 +644,11 @@ class AuditCore:
         *,
         entitlements: frozenset[str] | None = None,
         limits: Mapping[str, Any] | None = None,
+        fixed_filters: Mapping[str, str] | None = None,
     ) -> WorkspaceReader:
         """Ask questions of one workspace's read models (``entitlements=None``: trusted caller;
-        ``limits``: ClickHouse settings bounding each query, e.g. ``max_execution_time``)."""
+        ``limits``: ClickHouse settings bounding each query, e.g. ``max_execution_time``;
+        ``fixed_filters``: ``audit_events`` filters narrowing every read, a viewer token's)."""
         if not self._migrated:
             self.migrate()
         return WorkspaceReader(
@@ -656,6 +658,7 @@ class AuditCore:
             entitlements,
             cursor_key=self._cursor_key,
             limits=limits,
+            fixed_filters=fixed_filters,
         )
 
     def _cursor_key(self) -> bytes:

@@ -6,9 +6,9 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib.resources import files
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Path
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
@@ -25,6 +25,7 @@ from auditcore.api.pacing import CpuPacer
 from auditcore.api.routes import (
     actions,
     deadletters,
+    embed,
     erasure,
     events,
     export,
@@ -133,6 +134,7 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         erasure,
         streams,
         health,
+        embed,
     )
     for module in routes:
         app.include_router(module.router, responses={} if module is health else LIMITED)
@@ -141,6 +143,11 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     @app.get("/", include_in_schema=False)
     def viewer() -> HTMLResponse:
         return HTMLResponse((STATIC / "index.html").read_text(encoding="utf-8"))
+
+    @app.get("/embed/{token_id}", include_in_schema=False)
+    def embedded_viewer(token_id: Annotated[str, Path(max_length=32)]) -> HTMLResponse:
+        html = (STATIC / "index.html").read_text(encoding="utf-8")
+        return embed.embed_page(app.state.services, token_id, html)
 
     def openapi() -> dict[str, Any]:
         if not app.openapi_schema:

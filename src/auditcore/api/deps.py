@@ -116,9 +116,26 @@ def _requiring(scope: Scope) -> object:
     return check
 
 
+def _viewing(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    """A read key, or a viewer session (scope ``view``): the routes the viewer calls."""
+    if not {Scope.READ, Scope.VIEW} & principal.scopes:
+        raise ApiError(
+            403, "missing_scope", f"this API key ({principal.key_id}) lacks the 'read' scope"
+        )
+    return principal
+
+
 Reading = Annotated[Principal, Depends(_requiring(Scope.READ))]
+Viewing = Annotated[Principal, Depends(_viewing)]
+"""Routes a viewer session may call too: each reads through ``ReaderDep`` (or a reader made
+by ``principal_reader``), which narrows every read by the session's fixed filters."""
 Writing = Annotated[Principal, Depends(_requiring(Scope.WRITE))]
 Administering = Annotated[Principal, Depends(_requiring(Scope.ADMIN))]
+
+
+def client_address(request: Request, found: Services) -> str | None:
+    """The caller's address (the forwarding proxy's word only if it is trusted)."""
+    return _client_address(request, found)
 
 
 def _client_address(request: Request, found: Services) -> str | None:
@@ -126,11 +143,19 @@ def _client_address(request: Request, found: Services) -> str | None:
     return client_ip(peer, request.headers.get("x-forwarded-for"), found.config.trusted_proxies)
 
 
-def workspace_reader(found: ServicesDep, principal: Reading) -> WorkspaceReader:
+def workspace_reader(found: ServicesDep, principal: Viewing) -> WorkspaceReader:
+    return principal_reader(found, principal, query_limits(found.config))
+
+
+def principal_reader(
+    found: Services, principal: Principal, limits: dict[str, int | float]
+) -> WorkspaceReader:
+    """The reader of ``principal``: its workspace, entitlements and fixed filters."""
     return found.audit.reader(
         principal.workspace_id,
         entitlements=principal.entitlements,
-        limits=query_limits(found.config),
+        limits=limits,
+        fixed_filters=dict(principal.fixed_filters),
     )
 
 

@@ -76,8 +76,26 @@ INCIDENT_ACTIONS: dict[str, type[BaseModel]] = {
     "incident.resolved": IncidentResolved,
     "incident.reopened": IncidentReopened,
 }
+INCIDENT_TEMPLATES = {
+    "incident.opened": "{actor.name} opened {metadata.severity} incident {metadata.title} on "
+    "{metadata.service}",
+    "incident.acknowledged": "{actor.name} acknowledged incident {targets[0].name}",
+    "incident.severity_changed": "{actor.name} changed incident {targets[0].name} from "
+    "{metadata.from_severity} to {metadata.to_severity}",
+    "incident.assigned": "{actor.name} assigned incident {targets[0].name} to "
+    "{metadata.assignee_name}",
+    "incident.comment_added": "{actor.name} commented on incident {targets[0].name}: "
+    "{metadata.body}",
+    "incident.resolved": "{actor.name} resolved incident {targets[0].name}: {metadata.resolution}",
+    "incident.reopened": "{actor.name} reopened incident {targets[0].name}: {metadata.reason}",
+}
 for _name, _schema in INCIDENT_ACTIONS.items():
-    default_registry.register(_name, _schema, description=_schema.__name__)
+    default_registry.register(
+        _name,
+        _schema,
+        description=_schema.__name__,
+        display_template=INCIDENT_TEMPLATES[_name],
+    )
 
 
 class Incident(AuditedAggregate):

@@ -89,8 +89,24 @@ MONITOR_ACTIONS: dict[str, type[BaseModel]] = {
     "monitor.recovered": MonitorRecovered,
     "monitor.deleted": MonitorDeleted,
 }
+MONITOR_TEMPLATES = {
+    "monitor.created": "{actor.name} created {metadata.kind} monitor {targets[0].name} for "
+    "{metadata.url}",
+    "monitor.configured": "{actor.name} reconfigured monitor {targets[0].name}",
+    "monitor.paused": "{actor.name} paused monitor {targets[0].name}",
+    "monitor.resumed": "{actor.name} resumed monitor {targets[0].name}",
+    "monitor.went_down": "Monitor {targets[0].name} went down in {metadata.region}: "
+    "{metadata.error}",
+    "monitor.recovered": "Monitor {targets[0].name} recovered in {metadata.region}",
+    "monitor.deleted": "{actor.name} deleted monitor {targets[0].name}",
+}
 for _name, _schema in MONITOR_ACTIONS.items():
-    default_registry.register(_name, _schema, description=_schema.__name__)
+    default_registry.register(
+        _name,
+        _schema,
+        description=_schema.__name__,
+        display_template=MONITOR_TEMPLATES[_name],
+    )
 
 
 class Monitor(AuditedAggregate):

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, JsonValue, ValidationError
 
 from auditcore.errors import InvalidEventError, UnknownActionError
+from auditcore.events.display import check_template, render
 from auditcore.events.envelope import ACTION_MAX_LENGTH, ACTION_PATTERN, PATTERN_RULES
 from auditcore.events.limits import EventLimits, MetadataLimits, default_max_future
 
@@ -76,6 +77,9 @@ class ActionSpec:
     extra_keys: bool = False
     json_schema: Mapping[str, Any] | None = None
     workspace_id: str | None = None
+    display_template: str = ""
+    """How one of its events reads to a person (``auditcore.events.display``); "" for none.
+    An action registered as JSON Schema carries it as the schema's ``x-display-template``."""
     model: type[BaseModel] = field(init=False, compare=False, repr=False)
     """What metadata is validated with (undeclared keys refused unless opted in)."""
     check: JsonSchemaCheck | None = field(init=False, compare=False, repr=False)
@@ -90,6 +94,7 @@ class ActionSpec:
 
             check = compile_schema(self.json_schema)
         object.__setattr__(self, "check", check)
+        check_template(self.template)
         if not re.fullmatch(ACTION_PATTERN, self.name):
             raise ValueError(
                 f"action name {self.name!r} must be dotted lowercase words, "
@@ -108,6 +113,14 @@ class ActionSpec:
                 f"action {self.name!r} is at schema version {self.version} but has no upcaster "
                 f"from version(s) {missing}; pass upcasters={{n: fn}} converting n to n + 1"
             )
+
+    @property
+    def template(self) -> str:
+        """The display template: declared, or the JSON Schema's ``x-display-template``."""
+        if self.display_template:
+            return self.display_template
+        annotated = (self.json_schema or {}).get("x-display-template")
+        return annotated if isinstance(annotated, str) else ""
 
     def dump(self, metadata: BaseModel) -> dict[str, JsonValue]:
         """Validated metadata as stored, keys sorted: a model's null fields are left out (an
@@ -201,10 +214,20 @@ class ActionRegistry:
         upcasters: Mapping[int, Upcaster] | None = None,
         replace: bool = False,
         extra_keys: bool = False,
+        display_template: str = "",
     ) -> ActionSpec:
         """Register an action; ``extra_keys=True`` lets metadata carry keys ``schema`` does not
-        declare (they are refused otherwise, naming the key)."""
-        spec = ActionSpec(name, schema, version, description, dict(upcasters or {}), extra_keys)
+        declare (they are refused otherwise, naming the key); ``display_template`` is how its
+        events read to a person, e.g. ``{actor.name} resolved {targets[0].name}``."""
+        spec = ActionSpec(
+            name,
+            schema,
+            version,
+            description,
+            dict(upcasters or {}),
+            extra_keys,
+            display_template=display_template,
+        )
         existing = self._specs.get(name)
         if existing is not None and existing != spec and not replace:
             raise ValueError(
@@ -247,6 +270,14 @@ class ActionRegistry:
                 ],
             )
         return spec
+
+    def describe(self, event: Mapping[str, Any]) -> str:
+        """``event``'s (its JSON) description from its action's template; "" without one."""
+        try:
+            spec = self.spec(str(event.get("action")), event.get("workspace_id"))
+        except InvalidEventError:
+            return ""
+        return render(spec.template, event) if spec.template else ""
 
     def __iter__(self) -> Iterator[ActionSpec]:
         return iter(sorted(self._specs.values(), key=lambda spec: spec.name))

@@ -21,7 +21,7 @@ class WorkspaceCreated(_Metadata):
 class ApiKeyIssued(_Metadata):
     key_id: str = Field(max_length=32)
     name: str = Field(max_length=100)
-    scopes: list[Literal["read", "write", "admin"]]
+    scopes: list[Literal["read", "write", "admin", "embed"]]
     entitlements: list[str] | None = None
 
 
@@ -81,11 +81,38 @@ class SubjectErased(_Metadata):
 
 
 def register_builtin_actions(registry: ActionRegistry) -> None:
-    registry.register("auditcore.workspace.created", WorkspaceCreated)
-    registry.register("auditcore.api_key.created", ApiKeyIssued)
-    registry.register("auditcore.api_key.revoked", ApiKeyRevoked)
-    registry.register("auditcore.export.created", ExportCreated)
-    registry.register("auditcore.report.generated", ReportGenerated)
-    registry.register("auditcore.auth.failures_throttled", AuthFailuresThrottled)
-    registry.register("auditcore.action_schema.registered", ActionSchemaRegistered)
-    registry.register("auditcore.subject.erased", SubjectErased)
+    def add(name: str, schema: type[BaseModel], template: str) -> None:
+        registry.register(name, schema, display_template=template)
+
+    add("auditcore.workspace.created", WorkspaceCreated, "Workspace {metadata.name} was created")
+    add(
+        "auditcore.api_key.created",
+        ApiKeyIssued,
+        "{actor.name} issued API key {metadata.name} ({metadata.key_id})",
+    )
+    add(
+        "auditcore.api_key.revoked",
+        ApiKeyRevoked,
+        "{actor.name} revoked API key {metadata.name} ({metadata.key_id})",
+    )
+    add(
+        "auditcore.export.created",
+        ExportCreated,
+        "{actor.name} exported events as {metadata.format}",
+    )
+    add(
+        "auditcore.report.generated",
+        ReportGenerated,
+        "{actor.name} generated a report of {metadata.events} events",
+    )
+    add(
+        "auditcore.auth.failures_throttled",
+        AuthFailuresThrottled,
+        "{metadata.failures} failed authentications from {metadata.address}: throttled",
+    )
+    add(
+        "auditcore.action_schema.registered",
+        ActionSchemaRegistered,
+        "{actor.name} registered version {metadata.version} of action {metadata.name}",
+    )
+    add("auditcore.subject.erased", SubjectErased, "{actor.name} erased a subject's personal data")

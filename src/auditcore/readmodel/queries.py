@@ -139,6 +139,7 @@ class WorkspaceReader:
         *,
         cursor_key: Callable[[], bytes],
         limits: Mapping[str, Any] | None = None,
+        fixed_filters: Mapping[str, str] | None = None,
     ) -> None:
         self.clients = clients
         self.cursor_key = cursor_key
@@ -148,6 +149,9 @@ class WorkspaceReader:
         self.entitlements = entitlements
         self.limits = dict(limits or {})
         """ClickHouse settings applied to every query (a server's per-request limits)."""
+        self.fixed_filters = dict(fixed_filters or {})
+        """Filters every read is narrowed by, whatever else it asks (a viewer token's): ANDed
+        with the query's own, so a query can narrow them further but never widen them."""
 
     @property
     def client(self) -> Client:
@@ -158,13 +162,32 @@ class WorkspaceReader:
         model = self.models.get(name)
         if self.entitlements is not None and model.required_entitlement not in self.entitlements:
             raise NotEntitledError(name, model.required_entitlement)
+        if not self.narrowable(model):
+            raise NotEntitledError(name, f"{name}:unfiltered")
         return model
+
+    def narrowable(self, model: ReadModel) -> bool:
+        """Whether ``model`` declares every fixed filter (else it cannot be read at all)."""
+        return all(model.filter(name) is not None for name in self.fixed_filters)
+
+    def _where(self, model: ReadModel) -> _Where:
+        """The workspace, and the fixed filters (their parameters apart from the query's)."""
+        where = _Where(self.workspace_id)
+        for name, value in sorted(self.fixed_filters.items()):
+            declared = _declared_filter(model, name)
+            parameter = f"fixed_{name}"
+            where.add(
+                declared.condition.replace("{value:", f"{{{parameter}:"),
+                **{parameter: _parse_value(declared, value)},
+            )
+            where.settings.update(declared.settings)
+        return where
 
     # Events.
 
     def get(self, event_id: UUID) -> AuditEvent:
         model = self.model("audit_events")
-        where = _Where(self.workspace_id)
+        where = self._where(model)
         where.add("event_id = {event_id:UUID}", event_id=event_id)
         rows = self._select(model, where, order="", limit=1)
         if not rows:
@@ -175,7 +198,7 @@ class WorkspaceReader:
 
     def history(self, stream_id: UUID) -> list[AuditEvent]:
         model = self.model("audit_events")
-        where = _Where(self.workspace_id)
+        where = self._where(model)
         where.add("stream_id = {stream_id:UUID}", stream_id=stream_id)
         rows = self._select(model, where, order="version", limit=None)
         if not rows:
@@ -297,7 +320,7 @@ class WorkspaceReader:
 
     def _events_where(self, query: EventQuery) -> tuple[ReadModel, _Where, str]:
         model = self.model("audit_events")
-        where = _Where(self.workspace_id)
+        where = self._where(model)
         self._apply_filters(model, query.filters, where)
         _apply_time_range(model.time_column, query.since, query.until, where)
         _apply_time_range(
@@ -336,7 +359,7 @@ class WorkspaceReader:
         model = self.model(name)
         if not isinstance(model, StateTable):
             raise InvalidQueryError("read_model", f"{name!r} is not a current-state read model")
-        where = _Where(self.workspace_id)
+        where = self._where(model)
         self._apply_filters(model, filters or {}, where)
         self._apply_text(model, text, where)
         order = f"{model.time_column} DESC" if model.time_column else ""
@@ -384,11 +407,12 @@ class WorkspaceReader:
             raise InvalidQueryError("interval", "use minute, hour, day or auto")
         # Whole buckets only: the range widens to the interval's boundaries.
         since, until = _floor(since, chosen), _ceil(until, chosen)
-        if chosen == "minute" or up_to_position is not None:
+        rollup = self.models.get("activity_hourly")
+        if chosen == "minute" or up_to_position is not None or not self.narrowable(rollup):
             model, time_column, count = self.model("audit_events"), "occurred_at", "count()"
         else:
             model, time_column, count = self.model("activity_hourly"), "hour", "sum(events)"
-        where = _Where(self.workspace_id)
+        where = self._where(model)
         self._apply_filters(model, filters or {}, where)
         where.add(
             f"{time_column} >= {{since:DateTime64(6, 'UTC')}} AND "
@@ -507,6 +531,11 @@ def _text_words(model: ReadModel, text: str | None) -> list[str]:
     if len(text) > 200:
         raise InvalidQueryError("text", "at most 200 characters")
     return words(text)
+
+
+def check_filter_value(model: ReadModel, name: str, value: str) -> None:
+    """InvalidQueryError unless ``value`` is a valid value of ``model``'s filter ``name``."""
+    _parse_value(_declared_filter(model, name), value)
 
 
 def _parse_value(declared: Filter, value: str) -> Any:

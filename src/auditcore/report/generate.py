@@ -27,7 +27,7 @@ def generate_report(
     """The HTML report of one workspace's period; recorded as ``auditcore.report.generated``."""
     reader = audit.reader(workspace_id, entitlements=entitlements, limits=limits)
     data = build_report(reader, since, until, now=datetime.now(UTC))
-    html = render_report(data)
+    html = render_report(data, lambda event: audit.registry.describe(event.model_dump(mode="json")))
     audit.record_control_event(
         "auditcore.report.generated",
         workspace_id=workspace_id,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
+from auditcore.events.envelope import AuditEvent
 from auditcore.report.chart import activity_svg, bucket_name
 from auditcore.report.data import ReportData
 
@@ -35,8 +37,12 @@ def duration(span: timedelta | None) -> str:
 _environment.filters["duration"] = duration
 
 
-def render_report(data: ReportData) -> str:
+def render_report(data: ReportData, describe: Callable[[AuditEvent], str] | None = None) -> str:
+    """The report's HTML; ``describe`` gives each listed event's description (a column of
+    its own when given; the template engine escapes it like every other value)."""
     template = _environment.get_template("report.html.j2")
     # The SVG is built by our own code with every label escaped.
     chart = Markup(activity_svg(data.activity))  # noqa: S704
-    return template.render(report=data, chart=chart, bucket=bucket_name(data.activity))
+    return template.render(
+        report=data, chart=chart, bucket=bucket_name(data.activity), describe=describe
+    )

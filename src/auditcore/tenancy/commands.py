@@ -103,7 +103,11 @@ def create_key(
     name: Annotated[str, typer.Option(help="What the key is for, e.g. ci-deployer.")],
     scope: Annotated[
         list[Scope] | None,
-        typer.Option("--scope", "-s", help="read and/or write (repeat); default: read."),
+        typer.Option(
+            "--scope",
+            "-s",
+            help="read, write, admin or embed (mints viewer tokens) (repeat); default: read.",
+        ),
     ] = None,
     entitlement: Annotated[
         list[str] | None,

@@ -24,6 +24,12 @@ from auditcore.store.control import control_engine, create_tables
 from auditcore.store.settings import Settings
 from auditcore.tenancy.scopes import Scope as Scope  # noqa: PLC0414 - re-exported
 from auditcore.tenancy.tables import ApiKeyRow, Base, WorkspaceRow
+from auditcore.tenancy.viewer import (
+    ViewerTokens,
+    is_viewer_session,
+    is_viewer_token_id,
+    viewer_scopes,
+)
 
 _TOKEN = re.compile(r"ack_([0-9a-f]{12})_([A-Za-z0-9_-]{43})")
 
@@ -38,6 +44,8 @@ class Principal:
     scopes: frozenset[Scope]
     entitlements: frozenset[str] | None
     """None: every read model."""
+    fixed_filters: tuple[tuple[str, str], ...] = ()
+    """A viewer session's ``audit_events`` filters that narrow every read (``tenancy.viewer``)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,7 @@ class Directory:
     def __init__(self, settings: Settings) -> None:
         self.engine = control_engine(settings)
         self.migrate()
+        self.viewer_tokens = ViewerTokens(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -126,6 +135,11 @@ class Directory:
         chosen = sorted(set(scopes))
         if not chosen:
             raise ConfigurationError("a key needs at least one scope: read and/or write")
+        if Scope.VIEW in chosen:
+            raise ConfigurationError(
+                "the view scope is a viewer session's, never a key's: give a key embed to "
+                "mint viewer tokens"
+            )
         if not 0 < len(name) <= 100:
             raise ConfigurationError("a key's name must be 1 to 100 characters")
         key_hex, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
@@ -176,10 +190,14 @@ class Directory:
         return [_info(row) for row in rows]
 
     def revoked_among(self, key_ids: Iterable[str]) -> set[str]:
-        """Which of these keys can no longer authenticate (revoked, or gone)."""
+        """Which of these keys (or viewer tokens) can no longer authenticate (revoked,
+        expired, or gone)."""
         wanted = set(key_ids)
+        tokens = {key_id for key_id in wanted if is_viewer_token_id(key_id)}
+        ended = self.viewer_tokens.ended_among(tokens)
+        wanted -= tokens
         if not wanted:
-            return set()
+            return ended
         with Session(self.engine) as session:
             valid = set(
                 session.scalars(
@@ -188,7 +206,7 @@ class Directory:
                     )
                 )
             )
-        return wanted - valid
+        return (wanted - valid) | ended
 
     def key_workspaces(self, key_ids: Iterable[str]) -> dict[str, str]:
         """The workspace of each of these key ids that exists."""
@@ -202,7 +220,22 @@ class Directory:
             return {row[0]: row[1] for row in rows}
 
     def authenticate(self, token: str) -> Principal | None:
-        """The key's principal, or None for a malformed, unknown or revoked key."""
+        """The key's principal, or None for a malformed, unknown or revoked key (or viewer
+        session: expired, revoked, or its minting key revoked)."""
+        if is_viewer_session(token):
+            viewer = self.viewer_tokens.authenticate(token)
+            if viewer is None:
+                return None
+            return Principal(
+                workspace_id=viewer.workspace_id,
+                key_id=viewer.id,
+                key_name=f"viewer: {viewer.name}",
+                scopes=viewer_scopes(),
+                entitlements=frozenset(viewer.entitlements)
+                if viewer.entitlements is not None
+                else None,
+                fixed_filters=tuple(sorted(viewer.filters.items())),
+            )
         match = _TOKEN.fullmatch(token)
         if match is None:
             return None

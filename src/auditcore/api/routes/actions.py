@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Path, Response
 from pydantic import BaseModel, Field
 
-from auditcore.api.deps import Administering, Reading, ServicesDep
+from auditcore.api.deps import Administering, ServicesDep, Viewing
 from auditcore.api.errors import ApiError
 from auditcore.errors import one_line
 from auditcore.events.envelope import ACTION_MAX_LENGTH, Actor, ActorType, Target
@@ -47,6 +47,11 @@ class ActionOut(BaseModel):
         description="The workspace it is registered for; null: every workspace."
     )
     schema_: dict[str, Any] = Field(alias="schema", serialization_alias="schema")
+    display_template: str = Field(
+        default="",
+        description="How its events read to a person, e.g. `{actor.name} resolved "
+        "{targets[0].name}`; a JSON Schema sets it as `x-display-template`.",
+    )
     created: bool | None = Field(
         default=None, description="On registration: false if this schema was already registered."
     )
@@ -102,6 +107,7 @@ def register_schema(
         defined="json_schema",
         workspace_id=entry.workspace_id,
         schema=entry.schema,
+        display_template=_annotated(entry.schema),
         created=entry.created,
     )
 
@@ -112,7 +118,7 @@ def register_schema(
     response_model_by_alias=True,
     summary="Actions this workspace may record",
 )
-def list_actions(found: ServicesDep, principal: Reading) -> list[ActionOut]:
+def list_actions(found: ServicesDep, principal: Viewing) -> list[ActionOut]:
     """Built-in and Python-registered actions, then every JSON Schema version registered for
     every workspace or for this one."""
     python = [
@@ -122,6 +128,7 @@ def list_actions(found: ServicesDep, principal: Reading) -> list[ActionOut]:
             defined="python",
             workspace_id=None,
             schema=spec.model.model_json_schema(),
+            display_template=spec.template,
         )
         for spec in found.audit.registry
         if not spec.name.startswith("auditcore.")
@@ -133,7 +140,33 @@ def list_actions(found: ServicesDep, principal: Reading) -> list[ActionOut]:
             defined="json_schema",
             workspace_id=entry.workspace_id,
             schema=entry.schema,
+            display_template=_annotated(entry.schema),
         )
         for entry in found.audit.action_schemas.listing(principal.workspace_id)
     ]
     return python + registered
+
+
+def _annotated(schema: dict[str, Any]) -> str:
+    template = schema.get("x-display-template")
+    return template if isinstance(template, str) else ""
+
+
+@router.get(
+    "/display-templates",
+    response_model=dict[str, str],
+    summary="How each action's events read to a person",
+)
+def display_templates(found: ServicesDep, principal: Viewing) -> dict[str, str]:
+    """Every action's display template this workspace sees (auditcore's own included; a JSON
+    Schema registration for this workspace shadows one for every workspace), by action name.
+    Placeholders are paths into the event's JSON; a missing field renders as nothing."""
+    registry = found.audit.registry
+    templates = {spec.name: spec.template for spec in registry if spec.template}
+    for name in {
+        entry.name for entry in found.audit.action_schemas.listing(principal.workspace_id)
+    }:
+        template = registry.spec(name, principal.workspace_id).template
+        if template:
+            templates[name] = template
+    return dict(sorted(templates.items()))

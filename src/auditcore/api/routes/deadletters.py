@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 
 from auditcore.api import params
-from auditcore.api.deps import ReaderDep, ServicesDep
+from auditcore.api.deps import ReaderDep, Reading, ServicesDep
 from auditcore.api.schemas import DeadLetterOut, DeadLettersOut
 from auditcore.errors import InvalidQueryError, NotEntitledError
 from auditcore.projection.deadletters import LetterStatus
@@ -20,6 +20,7 @@ def dead_letters(
     request: Request,
     reader: ReaderDep,
     found: ServicesDep,
+    principal: Reading,  # a key's: a viewer session's fixed filters cannot narrow letters
     status: Annotated[
         str | None, Query(description="parked (default), retried, skipped or all.")
     ] = None,

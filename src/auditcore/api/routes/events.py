@@ -275,7 +275,8 @@ def get_event(event_id: UUID, reader: ReaderDep, found: ServicesDep) -> AuditEve
     try:
         return reader.get(event_id)
     except NotFoundError:
-        pass
+        if reader.fixed_filters:  # The store cannot narrow by them: the read model only.
+            raise
     try:
         # Recorded a moment ago and not projected yet: the store has it.
         return found.audit.event(event_id, workspace_id=reader.workspace_id)
@@ -293,7 +294,8 @@ def stream_events(stream_id: UUID, reader: ReaderDep, found: ServicesDep) -> lis
     try:
         return reader.history(stream_id)
     except NotFoundError:
-        pass
+        if reader.fixed_filters:
+            raise
     try:
         return found.audit.history(stream_id, workspace_id=reader.workspace_id)
     except NotFoundError:

@@ -14,12 +14,14 @@ from fastapi.responses import StreamingResponse
 
 from auditcore.api.deps import (
     ReaderDep,
-    Reading,
     Services,
     ServicesDep,
+    Viewing,
+    principal_reader,
     query_limits,
     request_context,
 )
+from auditcore.api.errors import ApiError
 from auditcore.api.routes.events import TIME_HELP, event_query
 from auditcore.api.routes.integrity import MAX_SIZE
 from auditcore.api.sessions import Session, SessionKind, SessionResponse
@@ -28,7 +30,7 @@ from auditcore.events.envelope import Actor, ActorType, RequestContext
 from auditcore.integrity.export import zip_chunks
 from auditcore.readmodel.export import ExportFormat, export_chunks, record_export
 from auditcore.readmodel.queries import EventQuery
-from auditcore.tenancy.directory import Principal
+from auditcore.tenancy.directory import Principal, Scope
 
 router = APIRouter(prefix="/v1", tags=["export"])
 
@@ -47,7 +49,7 @@ def export_events(
     request: Request,
     reader: ReaderDep,
     found: ServicesDep,
-    principal: Reading,
+    principal: Viewing,
     context: Annotated[RequestContext, Depends(request_context)],
     format: Annotated[str, Query(description="csv (spreadsheet-safe) or jsonl.")] = "csv",
     since: Annotated[str | None, Query(description=f"From this moment on. {TIME_HELP}")] = None,
@@ -84,6 +86,10 @@ def export_events(
     recorded in the workspace's audit trail as ``auditcore.export.created``. A workspace may
     run a few exports at once (429 beyond); revoking the key cuts its exports off."""
     if proof:
+        if Scope.READ not in principal.scopes:
+            raise ApiError(
+                403, "missing_scope", "a proof export is the whole log: it needs a read key"
+            )
         return _proof_export(request, found, principal, context, from_size, to_size)
     try:
         output = ExportFormat(format)
@@ -116,9 +122,7 @@ def export_events(
     }
 
     def pages() -> Iterator[bytes]:
-        reader = found.audit.reader(
-            principal.workspace_id, entitlements=principal.entitlements, limits=settings
-        )
+        reader = principal_reader(found, principal, settings)
         return export_chunks(reader, query, output, page_size=limits.export_page_rows)
 
     # Cut at once when the key is revoked: a truncated body, never a "complete" short file.

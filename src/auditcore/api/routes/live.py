@@ -10,10 +10,11 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from auditcore.api import params
-from auditcore.api.deps import ReaderDep, Reading, ServicesDep
+from auditcore.api.deps import ReaderDep, ServicesDep, Viewing
 from auditcore.api.live import OVERFLOW, REVOKED, LiveHub, Watcher
 from auditcore.api.live_ids import LiveIds
 from auditcore.api.sessions import SessionKind, SessionResponse
+from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.queries import live_matcher
 
 router = APIRouter(prefix="/v1", tags=["live"])
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/v1", tags=["live"])
 async def live(
     request: Request,
     reader: ReaderDep,
-    principal: Reading,
+    principal: Viewing,
     found: ServicesDep,
     text: Annotated[str | None, Query(description="Every word must appear.")] = None,
     last_event_id: Annotated[
@@ -47,7 +48,15 @@ async def live(
     nothing. ``event: revoked`` ends the stream of a key that
     has been revoked."""
     filters = params.filters_from(request.query_params, reader.model("audit_events"), ("text",))
-    matches = live_matcher(reader.model("audit_events"), filters, text)
+    asked = live_matcher(reader.model("audit_events"), filters, text)
+    # A viewer session's fixed filters, ANDed: the query can narrow them, never widen them.
+    fixed = live_matcher(
+        reader.model("audit_events"), {k: [v] for k, v in reader.fixed_filters.items()}, None
+    )
+
+    def matches(event: AuditEvent) -> bool:
+        return asked(event) and fixed(event)
+
     ids = LiveIds(reader.cursor_key(), reader.workspace_id)
     after = ids.read(last_event_id)
     session = found.sessions.open(SessionKind.LIVE, principal)

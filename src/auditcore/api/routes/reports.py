@@ -10,7 +10,8 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from auditcore.api import params
-from auditcore.api.deps import Reading, ServicesDep, query_limits, request_context
+from auditcore.api.deps import ServicesDep, Viewing, query_limits, request_context
+from auditcore.api.errors import ApiError
 from auditcore.api.headers import content_security_policy
 from auditcore.api.routes.events import TIME_HELP
 from auditcore.api.sessions import SessionKind
@@ -31,7 +32,7 @@ router = APIRouter(prefix="/v1", tags=["reports"])
 def report(
     request: Request,
     found: ServicesDep,
-    principal: Reading,
+    principal: Viewing,
     context: Annotated[RequestContext, Depends(request_context)],
     since: Annotated[str, Query(description=f"Where the period starts. {TIME_HELP}")],
     until: Annotated[
@@ -39,6 +40,13 @@ def report(
         Query(description=f"Where it ends (default: now, or since if later). {TIME_HELP}"),
     ] = None,
 ) -> HTMLResponse:
+    if principal.fixed_filters:
+        raise ApiError(
+            403,
+            "not_entitled",
+            "the report covers the whole workspace; this viewer session is limited to fixed "
+            "filters, so it cannot open it",
+        )
     query = request.query_params
     unknown = set(query.keys()) - {"since", "until"}
     if unknown:

@@ -2,7 +2,11 @@
 
 Batch by batch: read the log after the table's position; record the intent; write the
 batch's rows in one statement (event tables: computed by ClickHouse from the stored events;
-state tables: folded in Python from each stream's current row); record the position.
+state tables: folded in Python from each stream's current row); record the position. On a
+PostgreSQL store an event table's batch comes as lines PostgreSQL built
+(``auditcore.projection.lines``), read while the previous batch is written, and goes to
+ClickHouse untouched; a batch that needs Python (sealed fields, upcasting), a batch ClickHouse
+refuses and an interrupted batch take the decoded path.
 ``auditcore.projection.tracking`` says why that is exact whatever instant the process is
 killed at. When ClickHouse refuses the statement for its data, nothing of it was written;
 the refused events are isolated with probes into a table that keeps nothing, parked
@@ -36,6 +40,7 @@ from auditcore.errors import (
 )
 from auditcore.projection import deadletters
 from auditcore.projection.deadletters import DeadLetter, refuses_data, short_error
+from auditcore.projection.lines import LineBatch, LineReader, ReadAhead
 from auditcore.projection.log import LoggedEvent, LogReader, source_line
 from auditcore.projection.records import EventRecord, decode_logged, upcast_state
 from auditcore.projection.tracking import TrackedPosition, read_tracking, record, table_key
@@ -129,6 +134,18 @@ class Processor:
         """The query id of the batch being written (its intent's)."""
         self._accepted: LoggedEvent | None = None
         """The last event written: proof that the read model's SQL works."""
+        mapper = cast("AuditMapper", app.mapper)
+        lines = (
+            LineReader.of(app) if isinstance(model, EventTable) and mapper.sealer is None else None
+        )
+        # Where personal fields are sealed, nearly every batch needs them opened in Python.
+        self._ahead = (
+            ReadAhead(
+                lambda p: lines.after(p, self.batch_size, self.app.registry.upcasting_actions())
+            )
+            if lines is not None
+            else None
+        )
 
     @property
     def client(self) -> Client:
@@ -152,6 +169,10 @@ class Processor:
         tracked = self._tracking()
         if tracked.unfinished:
             return self._project(tracked, self.log.between(tracked.position, tracked.intent))
+        if self._ahead is not None:
+            lines = self._ahead.take(tracked.position)
+            if lines.lines is not None:
+                return self._project_lines(tracked, lines)
         batch = self.log.after(tracked.position, self.batch_size)
         if not batch:
             return 0
@@ -197,6 +218,8 @@ class Processor:
             wakeup.close()
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.wait()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -282,6 +305,31 @@ class Processor:
         self.position = last
         return len(batch)
 
+    def _project_lines(self, tracked: TrackedPosition, batch: LineBatch) -> int:
+        """Write a batch of lines (after ``tracked.position``) exactly once; return its
+        length. The next batch is read meanwhile."""
+        if not batch.events:
+            return 0
+        assert self._ahead is not None
+        self._ahead.start(batch.last)
+        after, last, key = tracked.position, batch.last, tracked.table_key
+        intent = tracked.next(position=after, intent=last)
+        tracked = record(self.client, replace(intent, store_id=self.store_id()))
+        self._batch_id = _insert_id(tracked)
+        try:
+            lines = batch.lines or b""
+            if lines and _refusal(lambda: self._insert_lines(lines)):
+                # Nothing of the batch was written (one block): the decoded path finds the
+                # events ClickHouse refuses, parks them and writes the others.
+                rows = self.rows(self.log.between(after, last), key=key)
+                deadletters.park(self.client, rows.refused)
+                self.write(rows, key=key)
+        finally:
+            self._batch_id = None
+        self.tracked = record(self.client, tracked.next(position=last))
+        self.position = last
+        return batch.events
+
     def rows(
         self, batch: Sequence[LoggedEvent], *, key: str = "", from_scratch: bool = False
     ) -> Rows:
@@ -366,9 +414,26 @@ class Processor:
         return bool(references) and _refusal(lambda: self._insert(self.probe_table, probe)) is None
 
     def _insert(self, table: str, rows: Rows, skip: set[str] | None = None) -> None:
+        self._insert_payload(
+            table, rows.select, rows.payload(), rows.structure, rows.settings, skip
+        )
+
+    def _insert_lines(self, lines: bytes) -> None:
+        assert isinstance(self.model, EventTable)
+        select = self.model.select_sql("{source}")
+        self._insert_payload(self.table, select, lines, SOURCE_STRUCTURE, SOURCE_SETTINGS)
+
+    def _insert_payload(
+        self,
+        table: str,
+        select: str,
+        payload: bytes,
+        structure: str,
+        settings: dict[str, str | int],
+        skip: set[str] | None = None,
+    ) -> None:
         if table == self.probe_table:
             self._ensure_probe()
-        select = rows.select
         if skip:
             select = (
                 f"SELECT * FROM ({select}) WHERE {self._part_key()} NOT IN {{skip:Array(String)}}"
@@ -379,9 +444,9 @@ class Processor:
             table,
             self.model.table.column_names,
             select,
-            rows.payload(),
-            rows.structure,
-            {**rows.settings, **_ONE_BLOCK},
+            payload,
+            structure,
+            {**settings, **_ONE_BLOCK},
             {"skip": sorted(skip)} if skip else None,
             query_id=self._batch_id if table == self.table and not self.target.embedded else None,
         )

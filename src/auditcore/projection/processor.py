@@ -116,7 +116,10 @@ class Processor:
         batch_size: int = 20_000,
         client: Client | None = None,
         table: str | None = None,
+        lines: bool = True,
     ) -> None:
+        """``lines``: read an event table's batches as lines where the store allows (the
+        fast path); False decodes every batch in Python (as SQLite stores always do)."""
         self.model = model
         self.table = table or model.table_name
         self.probe_table = self.table + PROBE_SUFFIX
@@ -134,16 +137,14 @@ class Processor:
         """The query id of the batch being written (its intent's)."""
         self._accepted: LoggedEvent | None = None
         """The last event written: proof that the read model's SQL works."""
-        mapper = cast("AuditMapper", app.mapper)
-        lines = (
-            LineReader.of(app) if isinstance(model, EventTable) and mapper.sealer is None else None
-        )
         # Where personal fields are sealed, nearly every batch needs them opened in Python.
+        sealed = cast("AuditMapper", app.mapper).sealer is not None
+        reader = LineReader.of(app) if lines and isinstance(model, EventTable) else None
         self._ahead = (
             ReadAhead(
-                lambda p: lines.after(p, self.batch_size, self.app.registry.upcasting_actions())
+                lambda p: reader.after(p, self.batch_size, self.app.registry.upcasting_actions())
             )
-            if lines is not None
+            if reader is not None and not sealed
             else None
         )
 

@@ -90,8 +90,14 @@ class Rows:
     settings: dict[str, str | int]
     refused: list[DeadLetter]
     """Events refused before ClickHouse saw them (decoding, upcasting, the fold)."""
+    lines: bytes | None = None
+    """A batch of lines as PostgreSQL built them: the payload, with no ``items`` until
+    ``decoded`` (when ClickHouse refuses some of them)."""
+    decoded: Callable[[], Rows] | None = None
 
     def payload(self) -> bytes:
+        if self.lines is not None:
+            return self.lines
         return b"\n".join(map(self.encode, self.items))
 
     def only(self, indexes: Sequence[int]) -> Rows:
@@ -100,6 +106,8 @@ class Rows:
             items=[self.items[i] for i in indexes],
             events_of=lambda j: self.events_of(indexes[j]),
             refused=[],
+            lines=None,
+            decoded=None,
         )
 
 
@@ -173,7 +181,10 @@ class Processor:
         if self._ahead is not None:
             lines = self._ahead.take(tracked.position)
             if lines.lines is not None:
-                return self._project_lines(tracked, lines)
+                if not lines.events:
+                    return 0
+                self._ahead.start(lines.last)  # read while this batch is written
+                return self._project(tracked, lines)
         batch = self.log.after(tracked.position, self.batch_size)
         if not batch:
             return 0
@@ -280,11 +291,17 @@ class Processor:
 
     # One batch.
 
-    def _project(self, tracked: TrackedPosition, batch: Sequence[LoggedEvent]) -> int:
+    def _project(self, tracked: TrackedPosition, batch: Sequence[LoggedEvent] | LineBatch) -> int:
         """Write ``batch`` (after ``tracked.position``) exactly once; return its length."""
-        after, last, key = tracked.position, batch[-1].position, tracked.table_key
+        after, key = tracked.position, tracked.table_key
+        last, length = (
+            (batch.last, batch.events)
+            if isinstance(batch, LineBatch)
+            else (batch[-1].position, len(batch))
+        )
         written: set[str] = set()
         if tracked.unfinished:
+            assert not isinstance(batch, LineBatch)  # a redo reads its exact range, decoded
             # The writer that recorded this intent may have died with its insert still
             # running on the server: that insert finishes (or fails) before the table is
             # asked which partitions it holds, or it could commit after the answer.
@@ -304,38 +321,25 @@ class Processor:
             self._batch_id = None
         self.tracked = record(self.client, tracked.next(position=last))
         self.position = last
-        return len(batch)
-
-    def _project_lines(self, tracked: TrackedPosition, batch: LineBatch) -> int:
-        """Write a batch of lines (after ``tracked.position``) exactly once; return its
-        length. The next batch is read meanwhile."""
-        if not batch.events:
-            return 0
-        assert self._ahead is not None
-        self._ahead.start(batch.last)
-        after, last, key = tracked.position, batch.last, tracked.table_key
-        intent = tracked.next(position=after, intent=last)
-        tracked = record(self.client, replace(intent, store_id=self.store_id()))
-        self._batch_id = _insert_id(tracked)
-        try:
-            lines = batch.lines or b""
-            if lines and _refusal(lambda: self._insert_lines(lines)):
-                # Nothing of the batch was written (one block): the decoded path finds the
-                # events ClickHouse refuses, parks them and writes the others.
-                rows = self.rows(self.log.between(after, last), key=key)
-                deadletters.park(self.client, rows.refused)
-                self.write(rows, key=key)
-        finally:
-            self._batch_id = None
-        self.tracked = record(self.client, tracked.next(position=last))
-        self.position = last
-        return batch.events
+        return length
 
     def rows(
-        self, batch: Sequence[LoggedEvent], *, key: str = "", from_scratch: bool = False
+        self,
+        batch: Sequence[LoggedEvent] | LineBatch,
+        *,
+        key: str = "",
+        from_scratch: bool = False,
     ) -> Rows:
         """``batch`` made ready to write (``from_scratch``: state tables fold without the
         streams' current rows). Read models hold personal fields opened (or erased)."""
+        if isinstance(batch, LineBatch):
+            assert isinstance(self.model, EventTable)
+            after, last = batch.after, batch.last
+            return replace(
+                self._computed_rows(self.model, [], []),
+                lines=batch.lines,
+                decoded=lambda: self.rows(self.log.between(after, last), key=key),
+            )
         opened = cast("AuditMapper", self.app.mapper).readable_states([e.state for e in batch])
         if any(s is not e.state for e, s in zip(batch, opened, strict=True)):
             batch = [e._replace(state=s) for e, s in zip(batch, opened, strict=True)]
@@ -349,12 +353,23 @@ class Processor:
         """Write ``rows`` in one statement, but for the partitions in ``skip``. Items whose
         data ClickHouse refuses are isolated, parked, and the others written; return them."""
         everything = list(range(len(rows.items)))
-        if not everything:
+        if not everything and not rows.lines:
             return []
         error = _refusal(lambda: self._insert(self.table, rows, skip))
         if error is None:
-            self._accepted = rows.events_of(everything[-1])[-1]
+            if everything:
+                self._accepted = rows.events_of(everything[-1])[-1]
             return []
+        early: list[DeadLetter] = []
+        if rows.decoded is not None:
+            # Nothing of the lines was written (one block): decoded, the events ClickHouse
+            # refuses are found as in any batch.
+            rows = rows.decoded()
+            early = rows.refused
+            deadletters.park(self.client, early)
+            everything = list(range(len(rows.items)))
+            if not everything:
+                return early
         refused = self._isolate(rows, everything, error)
         letters = [
             self._letter(key, event, problem)
@@ -366,7 +381,7 @@ class Processor:
         if good:
             self._insert(self.table, rows.only(good), skip)
             self._accepted = rows.events_of(good[-1])[-1]
-        return letters
+        return early + letters
 
     def probe(self, rows: Rows, *, key: str = "") -> tuple[Rows, list[DeadLetter]]:
         """Check ``rows`` without writing them: the rows ClickHouse accepts, and letters for
@@ -415,26 +430,9 @@ class Processor:
         return bool(references) and _refusal(lambda: self._insert(self.probe_table, probe)) is None
 
     def _insert(self, table: str, rows: Rows, skip: set[str] | None = None) -> None:
-        self._insert_payload(
-            table, rows.select, rows.payload(), rows.structure, rows.settings, skip
-        )
-
-    def _insert_lines(self, lines: bytes) -> None:
-        assert isinstance(self.model, EventTable)
-        select = self.model.select_sql("{source}")
-        self._insert_payload(self.table, select, lines, SOURCE_STRUCTURE, SOURCE_SETTINGS)
-
-    def _insert_payload(
-        self,
-        table: str,
-        select: str,
-        payload: bytes,
-        structure: str,
-        settings: dict[str, str | int],
-        skip: set[str] | None = None,
-    ) -> None:
         if table == self.probe_table:
             self._ensure_probe()
+        select = rows.select
         if skip:
             select = (
                 f"SELECT * FROM ({select}) WHERE {self._part_key()} NOT IN {{skip:Array(String)}}"
@@ -445,9 +443,9 @@ class Processor:
             table,
             self.model.table.column_names,
             select,
-            payload,
-            structure,
-            {**settings, **_ONE_BLOCK},
+            rows.payload(),
+            rows.structure,
+            {**rows.settings, **_ONE_BLOCK},
             {"skip": sorted(skip)} if skip else None,
             query_id=self._batch_id if table == self.table and not self.target.embedded else None,
         )

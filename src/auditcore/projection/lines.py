@@ -16,6 +16,8 @@ path (``LineReader.of`` gives ``None``): their processors decode as before.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import threading
 from collections.abc import Callable, Collection
 from typing import NamedTuple, cast
@@ -48,6 +50,22 @@ _LINE = (
     "',\"_action\":\"' || topic || '\",', 'UTF8') || substring(state FROM 2)"
 )
 _SEALED = "position('\"sealed\":'::bytea IN state) > 0"
+_M_MMAP_THRESHOLD = -3
+_MAPPED_FROM = 1 << 20
+
+
+def _map_big_buffers() -> None:
+    """Have glibc map every buffer of 1 MiB or more and unmap it when freed.
+
+    A batch's lines (tens of MB) are allocated and freed every batch, in two threads; glibc
+    then raises its mmap threshold past them and keeps them in each thread's heap instead:
+    ~80 MB more resident at 20,000-event batches (measured: 724 against 644 MB peak over
+    200,000 events). Elsewhere than glibc this does nothing."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, _MAPPED_FROM)
+    except (OSError, AttributeError):
+        pass
 
 
 class LineReader:
@@ -96,6 +114,7 @@ class ReadAhead:
     on its own thread. ``take`` returns the batch read ahead only if it starts where asked."""
 
     def __init__(self, read: Callable[[int], LineBatch]) -> None:
+        _map_big_buffers()
         self._read = read
         self._thread: threading.Thread | None = None
         self._position = -1

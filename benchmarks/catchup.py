@@ -193,6 +193,7 @@ def run(events: int, library_slice: int) -> list[Measurement]:
             populate(audit, events)
             rows = []
             console.print("COPY out of the log …")
+            copy_out(audit)  # once untimed: every reader after it finds the log in memory
             count, seconds = timed(lambda: copy_out(audit))
             ceiling = Measurement(
                 "binary COPY … TO STDOUT of the log (ceiling: nothing decoded)", count, seconds

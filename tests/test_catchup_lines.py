@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import random
 import threading
+from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import orjson
 import pytest
@@ -20,6 +22,7 @@ from auditcore.projection.lines import LineBatch, LineReader, ReadAhead
 from auditcore.projection.log import LogReader, source_line
 from auditcore.projection.processor import Processor
 from auditcore.projection.runner import ProjectionRunner
+from tests.conftest import fresh_postgres_store
 from tests.poison import store_unprojectable
 from tests.projection_worker import sibling_database
 
@@ -67,8 +70,16 @@ def raw_state(audit: AuditCore, position: int, state: bytes) -> None:
         )
 
 
-def test_lines_are_the_bytes_the_decoded_path_sends(pg_settings: Settings) -> None:
-    with AuditCore(pg_settings, registry=registry()) as audit:
+@pytest.fixture
+def pg_store(postgres_database: str, chdb_dir: Path) -> Settings:
+    """A fresh PostgreSQL store, for tests that read it and never ClickHouse (so they run
+    once, not once per engine)."""
+    clickhouse = f"chdb://{chdb_dir}?database=t_{uuid4().hex[:12]}"
+    return Settings(fresh_postgres_store(postgres_database), clickhouse)
+
+
+def test_lines_are_the_bytes_the_decoded_path_sends(pg_store: Settings) -> None:
+    with AuditCore(pg_store, registry=registry()) as audit:
         reader = LineReader.of(audit.app)
         assert reader is not None
         assert reader.after(0, 10, ()) == LineBatch(0, 0, 0, b"")  # an empty store
@@ -89,8 +100,8 @@ def test_lines_are_the_bytes_the_decoded_path_sends(pg_settings: Settings) -> No
         assert reader.after(position, 37, ()) == LineBatch(position, position, 0, b"")
 
 
-def test_a_batch_that_needs_python_has_no_lines(pg_settings: Settings) -> None:
-    with AuditCore(pg_settings, registry=registry()) as audit:
+def test_a_batch_that_needs_python_has_no_lines(pg_store: Settings) -> None:
+    with AuditCore(pg_store, registry=registry()) as audit:
         audit.record_many(hostile_events(20))
         reader = LineReader.of(audit.app)
         assert reader is not None
@@ -148,8 +159,8 @@ def test_lines_build_the_same_tables_as_the_decoded_path(pg_settings: Settings) 
     assert [p for p, _ in lines["audit_events parked"]] == [201, cut.position]
 
 
-def test_a_read_ahead_is_taken_only_where_it_starts(pg_settings: Settings) -> None:
-    with AuditCore(pg_settings, registry=registry()) as audit:
+def test_a_read_ahead_is_taken_only_where_it_starts(pg_store: Settings) -> None:
+    with AuditCore(pg_store, registry=registry()) as audit:
         audit.record_many(hostile_events(10))
         reader = LineReader.of(audit.app)
         assert reader is not None

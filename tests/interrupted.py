@@ -37,6 +37,8 @@ class DiesAfterSomeShards(Processor):
     lost: frozenset[str] = frozenset()
 
     def write(self, rows: Rows, *, key: str = "", skip: set[str] | None = None) -> list[DeadLetter]:
+        if rows.decoded is not None:  # lines built by PostgreSQL: made events to pick from
+            rows = rows.decoded()
         kept = [
             index
             for index in range(len(rows.items))

@@ -2,7 +2,11 @@
 
 Batch by batch: read the log after the table's position; record the intent; write the
 batch's rows in one statement (event tables: computed by ClickHouse from the stored events;
-state tables: folded in Python from each stream's current row); record the position.
+state tables: folded in Python from each stream's current row); record the position. On a
+PostgreSQL store an event table's batch comes as lines PostgreSQL built
+(``auditcore.projection.lines``), read while the previous batch is written, and goes to
+ClickHouse untouched; a batch that needs Python (sealed fields, upcasting), a batch ClickHouse
+refuses and an interrupted batch take the decoded path.
 ``auditcore.projection.tracking`` says why that is exact whatever instant the process is
 killed at. When ClickHouse refuses the statement for its data, nothing of it was written;
 the refused events are isolated with probes into a table that keeps nothing, parked
@@ -36,6 +40,7 @@ from auditcore.errors import (
 )
 from auditcore.projection import deadletters
 from auditcore.projection.deadletters import DeadLetter, refuses_data, short_error
+from auditcore.projection.lines import LineBatch, LineReader, ReadAhead
 from auditcore.projection.log import LoggedEvent, LogReader, source_line
 from auditcore.projection.records import EventRecord, decode_logged, upcast_state
 from auditcore.projection.tracking import TrackedPosition, read_tracking, record, table_key
@@ -85,8 +90,14 @@ class Rows:
     settings: dict[str, str | int]
     refused: list[DeadLetter]
     """Events refused before ClickHouse saw them (decoding, upcasting, the fold)."""
+    lines: bytes | None = None
+    """A batch of lines as PostgreSQL built them: the payload, with no ``items`` until
+    ``decoded`` (when ClickHouse refuses some of them)."""
+    decoded: Callable[[], Rows] | None = None
 
     def payload(self) -> bytes:
+        if self.lines is not None:
+            return self.lines
         return b"\n".join(map(self.encode, self.items))
 
     def only(self, indexes: Sequence[int]) -> Rows:
@@ -95,6 +106,8 @@ class Rows:
             items=[self.items[i] for i in indexes],
             events_of=lambda j: self.events_of(indexes[j]),
             refused=[],
+            lines=None,
+            decoded=None,
         )
 
 
@@ -111,7 +124,10 @@ class Processor:
         batch_size: int = 20_000,
         client: Client | None = None,
         table: str | None = None,
+        lines: bool = True,
     ) -> None:
+        """``lines``: read an event table's batches as lines where the store allows (the
+        fast path); False decodes every batch in Python (as SQLite stores always do)."""
         self.model = model
         self.table = table or model.table_name
         self.probe_table = self.table + PROBE_SUFFIX
@@ -129,6 +145,16 @@ class Processor:
         """The query id of the batch being written (its intent's)."""
         self._accepted: LoggedEvent | None = None
         """The last event written: proof that the read model's SQL works."""
+        # Where personal fields are sealed, nearly every batch needs them opened in Python.
+        sealed = cast("AuditMapper", app.mapper).sealer is not None
+        reader = LineReader.of(app) if lines and isinstance(model, EventTable) else None
+        self._ahead = (
+            ReadAhead(
+                lambda p: reader.after(p, self.batch_size, self.app.registry.upcasting_actions())
+            )
+            if reader is not None and not sealed
+            else None
+        )
 
     @property
     def client(self) -> Client:
@@ -152,6 +178,13 @@ class Processor:
         tracked = self._tracking()
         if tracked.unfinished:
             return self._project(tracked, self.log.between(tracked.position, tracked.intent))
+        if self._ahead is not None:
+            lines = self._ahead.take(tracked.position)
+            if lines.lines is not None:
+                if not lines.events:
+                    return 0
+                self._ahead.start(lines.last)  # read while this batch is written
+                return self._project(tracked, lines)
         batch = self.log.after(tracked.position, self.batch_size)
         if not batch:
             return 0
@@ -197,6 +230,8 @@ class Processor:
             wakeup.close()
 
     def close(self) -> None:
+        if self._ahead is not None:
+            self._ahead.wait()
         if self._client is not None:
             self._client.close()
             self._client = None
@@ -256,11 +291,17 @@ class Processor:
 
     # One batch.
 
-    def _project(self, tracked: TrackedPosition, batch: Sequence[LoggedEvent]) -> int:
+    def _project(self, tracked: TrackedPosition, batch: Sequence[LoggedEvent] | LineBatch) -> int:
         """Write ``batch`` (after ``tracked.position``) exactly once; return its length."""
-        after, last, key = tracked.position, batch[-1].position, tracked.table_key
+        after, key = tracked.position, tracked.table_key
+        last, length = (
+            (batch.last, batch.events)
+            if isinstance(batch, LineBatch)
+            else (batch[-1].position, len(batch))
+        )
         written: set[str] = set()
         if tracked.unfinished:
+            assert not isinstance(batch, LineBatch)  # a redo reads its exact range, decoded
             # The writer that recorded this intent may have died with its insert still
             # running on the server: that insert finishes (or fails) before the table is
             # asked which partitions it holds, or it could commit after the answer.
@@ -280,13 +321,25 @@ class Processor:
             self._batch_id = None
         self.tracked = record(self.client, tracked.next(position=last))
         self.position = last
-        return len(batch)
+        return length
 
     def rows(
-        self, batch: Sequence[LoggedEvent], *, key: str = "", from_scratch: bool = False
+        self,
+        batch: Sequence[LoggedEvent] | LineBatch,
+        *,
+        key: str = "",
+        from_scratch: bool = False,
     ) -> Rows:
         """``batch`` made ready to write (``from_scratch``: state tables fold without the
         streams' current rows). Read models hold personal fields opened (or erased)."""
+        if isinstance(batch, LineBatch):
+            assert isinstance(self.model, EventTable)
+            after, last = batch.after, batch.last
+            return replace(
+                self._computed_rows(self.model, [], []),
+                lines=batch.lines,
+                decoded=lambda: self.rows(self.log.between(after, last), key=key),
+            )
         opened = cast("AuditMapper", self.app.mapper).readable_states([e.state for e in batch])
         if any(s is not e.state for e, s in zip(batch, opened, strict=True)):
             batch = [e._replace(state=s) for e, s in zip(batch, opened, strict=True)]
@@ -300,12 +353,23 @@ class Processor:
         """Write ``rows`` in one statement, but for the partitions in ``skip``. Items whose
         data ClickHouse refuses are isolated, parked, and the others written; return them."""
         everything = list(range(len(rows.items)))
-        if not everything:
+        if not everything and not rows.lines:
             return []
         error = _refusal(lambda: self._insert(self.table, rows, skip))
         if error is None:
-            self._accepted = rows.events_of(everything[-1])[-1]
+            if everything:
+                self._accepted = rows.events_of(everything[-1])[-1]
             return []
+        early: list[DeadLetter] = []
+        if rows.decoded is not None:
+            # Nothing of the lines was written (one block): decoded, the events ClickHouse
+            # refuses are found as in any batch.
+            rows = rows.decoded()
+            early = rows.refused
+            deadletters.park(self.client, early)
+            everything = list(range(len(rows.items)))
+            if not everything:
+                return early
         refused = self._isolate(rows, everything, error)
         letters = [
             self._letter(key, event, problem)
@@ -317,7 +381,7 @@ class Processor:
         if good:
             self._insert(self.table, rows.only(good), skip)
             self._accepted = rows.events_of(good[-1])[-1]
-        return letters
+        return early + letters
 
     def probe(self, rows: Rows, *, key: str = "") -> tuple[Rows, list[DeadLetter]]:
         """Check ``rows`` without writing them: the rows ClickHouse accepts, and letters for

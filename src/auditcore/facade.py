@@ -51,6 +51,7 @@ from auditcore.store.dispatcher import (
     DrainReport,
 )
 from auditcore.store.mapper import AuditMapper, AuditStoredEvent
+from auditcore.store.points import StorePoints
 from auditcore.store.recorders import BulkAppender
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
@@ -656,7 +657,13 @@ class AuditCore:
             entitlements,
             cursor_key=self._cursor_key,
             limits=limits,
+            points=self.points,
         )
+
+    @cached_property
+    def points(self) -> StorePoints:
+        """Point questions (by id, by stream) answered by the store (``WorkspaceReader``)."""
+        return StorePoints(self.app)
 
     def _cursor_key(self) -> bytes:
         from auditcore.store.secrets import CURSOR_SECRET  # noqa: PLC0415 - as in ``secrets``

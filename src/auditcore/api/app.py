@@ -40,6 +40,7 @@ from auditcore.api.routes import (
 from auditcore.api.sessions import SessionKind, Sessions
 from auditcore.facade import AuditCore
 from auditcore.tenancy.directory import Directory
+from auditcore.tenancy.keycache import VerifiedKeys
 
 STATIC = files("auditcore.api") / "static"
 
@@ -97,7 +98,14 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         redirect_slashes=False,
     )
     app.state.services = Services(
-        audit, directory, hub, config, RequestGuard(limits), sessions, pacer
+        audit,
+        directory,
+        hub,
+        config,
+        RequestGuard(limits),
+        sessions,
+        pacer,
+        VerifiedKeys(directory),
     )
     app.add_middleware(
         RequestIdAndBodyLimit,

@@ -20,6 +20,7 @@ from auditcore.events.envelope import RequestContext
 from auditcore.facade import AuditCore
 from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.tenancy.directory import Directory, Principal, Scope, presented_key_id
+from auditcore.tenancy.keycache import VerifiedKeys
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Services:
     guard: RequestGuard
     sessions: Sessions
     pacer: CpuPacer
+    keys: VerifiedKeys
 
 
 def services(request: Request) -> Services:
@@ -74,7 +76,7 @@ def authenticated(
             "send an API key as `Authorization: Bearer ack_…`",
             headers=challenge,
         )
-    principal = found.directory.authenticate(credentials.credentials)
+    principal = found.keys.authenticate(credentials.credentials)
     if principal is None:
         throttled = found.guard.failures.failed(address, presented_key_id(credentials.credentials))
         if throttled is not None:

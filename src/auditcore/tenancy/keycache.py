@@ -1,0 +1,62 @@
+"""Verified API keys, remembered for a moment: authentication without a database round trip on
+every request.
+
+A key that verified is remembered for ``ttl`` seconds (1 by default), under the SHA-256 of the
+whole presented token (the token itself is never kept); within that time, presenting exactly
+that token again answers the remembered principal. Only successes are remembered: an invalid
+key goes to the database every time (and to the failure throttle), so a key made valid a
+moment ago is never refused from memory.
+
+Failure semantics: a key revoked by any process (the CLI writes to the database) stops
+authenticating at most ``ttl`` seconds later (the API's promise is 2 s). The cache holds at
+most ``capacity`` keys; when full, expired entries go first, then everything (a burst of
+distinct valid keys costs database lookups, never memory). Errors of the database propagate,
+as without the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+
+from auditcore.tenancy.directory import Directory, Principal
+
+KEY_CACHE_SECONDS = 1.0
+"""How long a verified key is trusted without asking the database again."""
+
+
+class VerifiedKeys:
+    """``Directory.authenticate`` with a short memory of successes (see the module header)."""
+
+    def __init__(
+        self, directory: Directory, ttl: float = KEY_CACHE_SECONDS, capacity: int = 10_000
+    ) -> None:
+        self.directory = directory
+        self.ttl = ttl
+        self.capacity = capacity
+        self._entries: dict[bytes, tuple[Principal, float]] = {}
+        self._lock = threading.Lock()
+
+    def authenticate(self, token: str) -> Principal | None:
+        """The key's principal, or None for a malformed, unknown or revoked key."""
+        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+        entry = self._entries.get(digest)
+        now = time.monotonic()
+        if entry is not None and entry[1] > now:
+            return entry[0]
+        principal = self.directory.authenticate(token)
+        with self._lock:
+            if principal is None:
+                self._entries.pop(digest, None)
+                return None
+            if len(self._entries) >= self.capacity:
+                self._evict(now)
+            # The moment it was looked up bounds how stale it can be, not when it is stored.
+            self._entries[digest] = (principal, now + self.ttl)
+        return principal
+
+    def _evict(self, now: float) -> None:
+        self._entries = {d: e for d, e in self._entries.items() if e[1] > now}
+        if len(self._entries) >= self.capacity:
+            self._entries = {}

@@ -5,15 +5,19 @@ subjects. Another workspace's id, and a pruned event, are not found."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+import sqlalchemy
 from pydantic import BaseModel, ConfigDict
 
 from auditcore import AuditCore, Settings
+from auditcore.api import ApiConfig
+from auditcore.api.config import ResourceLimits
 from auditcore.errors import NotFoundError
 from auditcore.events.actions import ActionRegistry
 from auditcore.events.envelope import AuditEvent
@@ -22,6 +26,9 @@ from auditcore.lifecycle.prune import delete_events, delete_rows
 from auditcore.projection.log import LogReader
 from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.store.points import StorePoints
+from auditcore.tenancy import Directory, Scope
+from auditcore.tenancy.keycache import VerifiedKeys
+from tests.test_api import Deployment, deploy
 
 SCRIPTS = [
     "Émile Zola",
@@ -188,3 +195,87 @@ def test_points_of_one_workspace_never_read_another_workspaces_stream(audit: Aud
     assert points.event("globex", a.event_id) is None
     assert points.history("acme", stream) == []
     assert isinstance(a.stream_id, UUID)
+
+
+@pytest.fixture
+def api(pg_settings: Settings) -> Iterator[Deployment]:
+    yield from deploy(pg_settings, ApiConfig(limits=ResourceLimits(rate_per_second=0)))
+
+
+def test_over_http_the_store_answers_with_the_read_models_json(api: Deployment) -> None:
+    drafts = [
+        {key: value for key, value in draft.items() if key != "workspace_id"}
+        for draft in hostile_drafts("acme")
+        if draft.get("action") == "probe.noted" and "occurred_at" not in draft
+    ]
+    drafts = [{**draft, "action": "incident.comment_added", "metadata": {"body": "é"}}
+              for draft in drafts]  # fmt: skip
+    with api.client("acme") as client:
+        response = client.post("/v1/events", json=drafts)
+        assert response.status_code == 201, response.text
+        ids = response.json()["ids"]
+    api.audit.project()
+    projected = projected_reader(api.audit, "acme")
+    with api.client("acme_read") as ours, api.client("globex") as theirs:
+        for event_id in ids:
+            expected = projected.get(UUID(event_id))
+            answer = ours.get(f"/v1/events/{event_id}")
+            assert answer.status_code == 200
+            assert answer.json() == expected.model_dump(mode="json")
+            history = ours.get(f"/v1/streams/{expected.stream_id}/events")
+            assert history.json() == [expected.model_dump(mode="json")]
+            # Another workspace's id: the same 404 as an id nobody used.
+            foreign, unknown = (
+                theirs.get(f"/v1/events/{event_id}"),
+                theirs.get(f"/v1/events/{uuid4()}"),
+            )
+            assert foreign.status_code == unknown.status_code == 404
+            assert foreign.json()["error"]["type"] == unknown.json()["error"]["type"]
+            assert theirs.get(f"/v1/streams/{expected.stream_id}/events").status_code == 404
+
+
+def test_a_revoked_key_is_refused_within_two_seconds(api: Deployment) -> None:
+    issued = api.directory.create_key("acme", "short-lived", [Scope.READ])
+    api.keys["short"] = issued.token
+    with api.client("short") as client:
+        assert client.get("/v1/models").status_code == 200  # now remembered
+        # Revoked by another process's directory, as `auditcore keys revoke` does.
+        other = Directory(api.audit.settings)
+        try:
+            other.revoke_key(issued.info.id)
+        finally:
+            other.close()
+        revoked_at = time.monotonic()
+        deadline = revoked_at + 20  # bounds the loop on a loaded machine, not the promise
+        while True:
+            sent = time.monotonic()
+            status = client.get("/v1/models").status_code
+            if status == 401:
+                break
+            assert status == 200
+            assert sent - revoked_at < 2.0, "a request sent 2 s after revocation was accepted"
+            assert sent < deadline
+            time.sleep(0.05)
+
+
+def test_a_verified_key_is_not_looked_up_again_at_once(api: Deployment) -> None:
+    statements: list[str] = []
+    directory = Directory(api.audit.settings)
+    try:
+        sqlalchemy.event.listen(
+            directory.engine, "before_cursor_execute", lambda *a: statements.append(a[2])
+        )
+        keys = VerifiedKeys(directory, ttl=60)
+        token = api.keys["acme"]
+        first = keys.authenticate(token)
+        looked_up = len(statements)
+        assert looked_up >= 1
+        assert first is not None
+        assert all(keys.authenticate(token) == first for _ in range(50))
+        assert len(statements) == looked_up
+        # Failures are never remembered: each one is asked of the database.
+        for _ in range(3):
+            assert keys.authenticate(token[:-1] + ("A" if token[-1] != "A" else "B")) is None
+        assert len(statements) == looked_up + 3
+    finally:
+        directory.close()

@@ -595,6 +595,11 @@ class AuditCore:
         that may run on another thread later holds ``clickhouse_clients`` instead)."""
         return self.clickhouse_clients()
 
+    @property
+    def migrated(self) -> bool:
+        """Whether this process has created the read models' tables (``migrate``)."""
+        return self._migrated
+
     def migrate(self) -> list[str]:
         """Create the read models' tables (and the positions table) where missing."""
         created = self.projections.migrate(self.clickhouse)

@@ -1,13 +1,20 @@
-"""What routes depend on: the services, the authenticated key, its reader and request context."""
+"""What routes depend on: the services, the authenticated key, its reader and request context.
+
+They are ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, one hop per
+dependency per request, which cost more than the work of these. Only what may wait on a
+database goes to the pool: a key not verified within the last second (``VerifiedKeys``), a
+refused key's bookkeeping, and a reader's first migration."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from auditcore.api.client_ip import client_ip
 from auditcore.api.config import ApiConfig
@@ -37,7 +44,7 @@ class Services:
     keys: VerifiedKeys
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -51,7 +58,7 @@ bearer = HTTPBearer(
 )
 
 
-def authenticated(
+async def authenticated(
     request: Request,
     found: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -76,16 +83,11 @@ def authenticated(
             "send an API key as `Authorization: Bearer ack_…`",
             headers=challenge,
         )
-    principal = found.keys.authenticate(credentials.credentials)
+    token = credentials.credentials
+    principal = found.keys.remembered(token)
     if principal is None:
-        throttled = found.guard.failures.failed(address, presented_key_id(credentials.credentials))
-        if throttled is not None:
-            try:
-                record_throttled(
-                    found.audit, found.directory, throttled, found.config.limits.security_workspace
-                )
-            except Exception:  # The refusal stands even if it could not be recorded.
-                logger.exception("could not record throttled authentication failures")
+        principal = await run_in_threadpool(_verified, found, address, token)
+    if principal is None:
         raise ApiError(
             401,
             "unauthenticated",
@@ -105,8 +107,24 @@ def authenticated(
     return principal
 
 
+def _verified(found: Services, address: str | None, token: str) -> Principal | None:
+    """The key looked up in the database; a refusal counted against the address (and recorded
+    when the address is throttled)."""
+    principal = found.keys.authenticate(token)
+    if principal is None:
+        throttled = found.guard.failures.failed(address, presented_key_id(token))
+        if throttled is not None:
+            try:
+                record_throttled(
+                    found.audit, found.directory, throttled, found.config.limits.security_workspace
+                )
+            except Exception:  # The refusal stands even if it could not be recorded.
+                logger.exception("could not record throttled authentication failures")
+    return principal
+
+
 def _requiring(scope: Scope) -> object:
-    def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
         if scope not in principal.scopes:
             raise ApiError(
                 403,
@@ -128,12 +146,15 @@ def _client_address(request: Request, found: Services) -> str | None:
     return client_ip(peer, request.headers.get("x-forwarded-for"), found.config.trusted_proxies)
 
 
-def workspace_reader(found: ServicesDep, principal: Reading) -> WorkspaceReader:
-    return found.audit.reader(
+async def workspace_reader(found: ServicesDep, principal: Reading) -> WorkspaceReader:
+    make = partial(
+        found.audit.reader,
         principal.workspace_id,
         entitlements=principal.entitlements,
         limits=query_limits(found.config),
     )
+    # The first reader creates the read models' tables where missing: a ClickHouse round trip.
+    return make() if found.audit.migrated else await run_in_threadpool(make)
 
 
 ReaderDep = Annotated[WorkspaceReader, Depends(workspace_reader)]
@@ -149,7 +170,7 @@ def query_limits(config: ApiConfig) -> dict[str, int | float]:
     }
 
 
-def request_context(
+async def request_context(
     request: Request,
     found: ServicesDep,
     principal: Annotated[Principal, Depends(authenticated)],

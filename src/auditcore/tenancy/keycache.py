@@ -38,13 +38,20 @@ class VerifiedKeys:
         self._entries: dict[bytes, tuple[Principal, float]] = {}
         self._lock = threading.Lock()
 
+    def remembered(self, token: str) -> Principal | None:
+        """The key's principal if it verified within ``ttl`` (no database: safe anywhere,
+        the event loop included); None means "ask ``authenticate``", not "refused"."""
+        entry = self._entries.get(_digest(token))
+        if entry is not None and entry[1] > time.monotonic():
+            return entry[0]
+        return None
+
     def authenticate(self, token: str) -> Principal | None:
         """The key's principal, or None for a malformed, unknown or revoked key."""
-        digest = hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
-        entry = self._entries.get(digest)
-        now = time.monotonic()
-        if entry is not None and entry[1] > now:
-            return entry[0]
+        remembered = self.remembered(token)
+        if remembered is not None:
+            return remembered
+        digest, now = _digest(token), time.monotonic()
         principal = self.directory.authenticate(token)
         with self._lock:
             if principal is None:
@@ -60,3 +67,7 @@ class VerifiedKeys:
         self._entries = {d: e for d, e in self._entries.items() if e[1] > now}
         if len(self._entries) >= self.capacity:
             self._entries = {}
+
+
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from benchmarks import (
+    api,
     append,
     catchup,
     cli,
@@ -22,6 +23,10 @@ from benchmarks import (
 from benchmarks.common import console, machine
 
 WORKLOADS = {
+    "api": {
+        "quick": lambda: api.run(events=5_000, seconds=2),
+        "full": lambda: api.run(events=100_000, seconds=10),
+    },
     "append": {
         "quick": lambda: append.run(single=1_000, batched=20_000, dispatched=20_000, repeats=1),
         "full": lambda: append.run(single=10_000, batched=200_000, dispatched=500_000, repeats=3),

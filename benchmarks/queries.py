@@ -3,7 +3,10 @@ a PostgreSQL table with the indexes a careful engineer would add.
 
 Both tables are filled by SQL with the same synthetic distribution (20 workspaces, 5,000
 actors, 30 days, streams of ten events, a few dozen actions), so what is measured is the
-querying, not the loading.
+querying, not the loading. The event store is filled by SQL too, with the PostgreSQL table's
+ids: the point questions (by id, a stream's history) are timed on the path the read API takes
+(the store, ``auditcore.store.points``), through ClickHouse (a reader without the store, as
+before), over HTTP (the API in this process, a keep-alive client), and as the bare query.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import psycopg
 from rich.table import Table
 
 from auditcore import AuditCore, Settings
-from auditcore.readmodel.queries import EventQuery
+from auditcore.readmodel.queries import EventQuery, WorkspaceReader
 from benchmarks.common import console, fresh_database, save_results
 
 START = datetime(2026, 10, 1, tzinfo=UTC)
@@ -153,6 +156,8 @@ def run(n: int) -> list[Result]:
         fill_clickhouse(audit, n)
         console.print(f"filling PostgreSQL with {n:,} events (and indexes) …")
         fill_postgres(url, n)
+        console.print(f"filling the event store with {n:,} events …")
+        fill_store(audit, url, n)
         sample = f"WHERE workspace_id = 'ws3' LIMIT {REPEATS + 1}"
         ch = audit.clickhouse
         ids = [r[0] for r in ch.query(f"SELECT event_id FROM audit_events {sample}").result_rows]
@@ -165,8 +170,95 @@ def run(n: int) -> list[Result]:
             r[0] for r in pg.execute(f"SELECT DISTINCT stream_id FROM audit_events {sample}")
         ]
         results = measure(audit, pg, ids, streams, pg_ids, pg_streams)
+        results[2:2] = measure_points(audit, pg, pg_ids, pg_streams)
         report(n, results, storage(audit, pg))
         return results
+
+
+def fill_store(audit: AuditCore, url: str, n: int) -> None:
+    """The store holds the PostgreSQL table's events (same ids, streams, versions), as the
+    application stores them: the envelope's JSON under the action, and the id index."""
+    recorder = audit.app.recorder
+    events = recorder.events_table_name  # type: ignore[attr-defined]
+    ids = recorder.event_ids_table_name  # type: ignore[attr-defined]
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"""
+            INSERT INTO {events} (originator_id, originator_version, topic, state)
+            SELECT a.stream_id, a.version, a.action, convert_to(json_build_object(
+                'event_id', a.event_id, 'workspace_id', a.workspace_id, 'schema_version', 1,
+                'actor', json_build_object('id', a.actor_id, 'type', 'user',
+                                           'name', 'User ' || substr(a.actor_id, 6)),
+                'targets', json_build_array(
+                    json_build_object('type', 'incident', 'id', a.target_ids[1], 'name', null),
+                    json_build_object('type', 'user', 'id', a.target_ids[2], 'name', null)),
+                'source', a.source,
+                'occurred_at', to_char(a.occurred_at AT TIME ZONE 'UTC',
+                                       'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                'recorded_at', to_char(a.occurred_at AT TIME ZONE 'UTC',
+                                       'YYYY-MM-DD"T"HH24:MI:SS.US"Z"'),
+                'context', json_build_object('ip', '10.0.0.1', 'user_agent', null,
+                                             'request_id', 'req_1', 'api_key_id', null),
+                'metadata', a.metadata)::text, 'UTF8')
+            FROM audit_events AS a ORDER BY a.occurred_at
+        """)
+        conn.execute(f"""
+            INSERT INTO {ids} (workspace_id, event_id, originator_id, originator_version)
+            SELECT workspace_id, event_id, stream_id, version FROM audit_events
+        """)
+        conn.execute(f"VACUUM ANALYZE {events}")
+        conn.execute(f"VACUUM ANALYZE {ids}")
+
+
+def measure_points(
+    audit: AuditCore, bare: psycopg.Connection[Any], pg_ids: list[Any], pg_streams: list[Any]
+) -> list[Result]:
+    """By id and a stream's history through the read API's path (the store) and over HTTP,
+    each beside the bare PostgreSQL query on the same (indexed) table."""
+    import httpx  # noqa: PLC0415
+    from tests.apiserver import ServerThread  # noqa: PLC0415 - the test suite's server
+
+    from auditcore.api import ApiConfig, create_app  # noqa: PLC0415
+    from auditcore.api.config import ResourceLimits  # noqa: PLC0415
+    from auditcore.tenancy import Directory, Scope  # noqa: PLC0415
+
+    reader = audit.reader("ws3")
+    by_id = "SELECT * FROM audit_events WHERE event_id = %s"
+    by_stream = "SELECT * FROM audit_events WHERE stream_id = %s ORDER BY version"
+    directory = Directory(audit.settings)
+    try:
+        directory.create_workspace("ws3")
+        token = directory.create_key("ws3", "bench", [Scope.READ]).token
+        config = ApiConfig(run_processors=False, limits=ResourceLimits(rate_per_second=0))
+        with (
+            ServerThread(create_app(audit, directory, config)) as server,
+            httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {token}"}) as web,
+        ):
+            return [
+                Result(
+                    "event by id, from the store (read API)",
+                    timed_ms(lambda i: reader.get(pg_ids[i])),
+                    timed_ms(lambda i: bare.execute(by_id, (pg_ids[i],)).fetchall()),
+                ),
+                Result(
+                    "a stream's history, from the store (read API)",
+                    timed_ms(lambda i: reader.history(pg_streams[i])),
+                    timed_ms(lambda i: bare.execute(by_stream, (pg_streams[i],)).fetchall()),
+                ),
+                Result(
+                    "event by id over HTTP (GET /v1/events/ID)",
+                    timed_ms(lambda i: web.get(f"/v1/events/{pg_ids[i]}").raise_for_status()),
+                    timed_ms(lambda i: bare.execute(by_id, (pg_ids[i],)).fetchall()),
+                ),
+                Result(
+                    "a stream's history over HTTP",
+                    timed_ms(
+                        lambda i: web.get(f"/v1/streams/{pg_streams[i]}/events").raise_for_status()
+                    ),
+                    timed_ms(lambda i: bare.execute(by_stream, (pg_streams[i],)).fetchall()),
+                ),
+            ]
+    finally:
+        directory.close()
 
 
 def measure(
@@ -178,6 +270,10 @@ def measure(
     pg_streams: list[Any],
 ) -> list[Result]:
     reader = audit.reader("ws3")
+    # Point questions through ClickHouse: a reader without the store (what they cost before).
+    projected = WorkspaceReader(
+        audit.clickhouse_clients, audit.read_models, "ws3", cursor_key=lambda: b"unused" * 6
+    )
     busiest = (
         "SELECT actor_id FROM audit_events WHERE workspace_id = 'ws3' "
         "GROUP BY actor_id ORDER BY count(*) DESC, actor_id LIMIT 1"
@@ -198,8 +294,8 @@ def measure(
 
     return [
         Result(
-            "event by id",
-            timed_ms(lambda i: reader.get(ids[i])),
+            "event by id, through ClickHouse",
+            timed_ms(lambda i: projected.get(ids[i])),
             timed_ms(
                 lambda i: pg.execute(
                     "SELECT * FROM audit_events WHERE event_id = %s", (pg_ids[i],)
@@ -207,8 +303,8 @@ def measure(
             ),
         ),
         Result(
-            "a stream's history",
-            timed_ms(lambda i: reader.history(streams[i])),
+            "a stream's history, through ClickHouse",
+            timed_ms(lambda i: projected.history(streams[i])),
             timed_ms(
                 lambda i: pg.execute(
                     "SELECT * FROM audit_events WHERE stream_id = %s ORDER BY version",

@@ -35,7 +35,10 @@ def store_unprojectable(
         "metadata": {"body": "from before the checks"},
     }
     recorder = audit.app.recorder
-    table = sql.Identifier(recorder.datastore.schema, recorder.events_table_name)  # type: ignore[attr-defined]
+    schema = recorder.datastore.schema  # type: ignore[attr-defined]
+    table = sql.Identifier(schema, recorder.events_table_name)  # type: ignore[attr-defined]
+    ids = sql.Identifier(schema, recorder.event_ids_table_name)  # type: ignore[attr-defined]
+    stream_id = uuid4()
     with recorder.datastore.get_connection() as conn, conn.transaction():  # type: ignore[attr-defined]
         conn.execute(sql.SQL("LOCK TABLE {} IN EXCLUSIVE MODE").format(table))
         conn.execute(
@@ -43,7 +46,15 @@ def store_unprojectable(
                 "INSERT INTO {} (originator_id, originator_version, topic, state) "
                 "VALUES (%s, 1, %s, %s)"
             ).format(table),
-            (uuid4(), action, orjson.dumps(state)),
+            (stream_id, action, orjson.dumps(state)),
+        )
+        # Its id in the index, as every stored event has (written in the same transaction).
+        conn.execute(
+            sql.SQL(
+                "INSERT INTO {} (workspace_id, event_id, originator_id, originator_version) "
+                "VALUES (%s, %s, %s, 1)"
+            ).format(ids),
+            (workspace_id, event_id, stream_id),
         )
         conn.execute(sql.SQL("NOTIFY {}").format(sql.Identifier(recorder.channel_name)))  # type: ignore[attr-defined]
     return event_id

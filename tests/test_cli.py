@@ -131,7 +131,7 @@ def test_record_then_read_back_by_stream_and_by_id(
         (["history", "not-a-uuid", "-w", "acme"], "Invalid value for 'stream_id'"),
         (
             ["history", "00000000-0000-0000-0000-000000000001", "-w", "acme"],
-            "may not be projected yet: run `auditcore project`",
+            "no stream 00000000-0000-0000-0000-000000000001 in workspace",
         ),
         (
             ["history", "--from-store", "00000000-0000-0000-0000-000000000001", "-w", "acme"],

@@ -51,6 +51,7 @@ from auditcore.store.dispatcher import (
     DrainReport,
 )
 from auditcore.store.mapper import AuditMapper, AuditStoredEvent
+from auditcore.store.points import StorePoints
 from auditcore.store.recorders import BulkAppender
 from auditcore.store.settings import Settings
 from auditcore.store.shutdown import drain_on_sigterm, stop_draining
@@ -594,6 +595,11 @@ class AuditCore:
         that may run on another thread later holds ``clickhouse_clients`` instead)."""
         return self.clickhouse_clients()
 
+    @property
+    def migrated(self) -> bool:
+        """Whether this process has created the read models' tables (``migrate``)."""
+        return self._migrated
+
     def migrate(self) -> list[str]:
         """Create the read models' tables (and the positions table) where missing."""
         created = self.projections.migrate(self.clickhouse)
@@ -659,7 +665,13 @@ class AuditCore:
             cursor_key=self._cursor_key,
             limits=limits,
             fixed_filters=fixed_filters,
+            points=self.points,
         )
+
+    @cached_property
+    def points(self) -> StorePoints:
+        """Point questions (by id, by stream) answered by the store (``WorkspaceReader``)."""
+        return StorePoints(self.app)
 
     def _cursor_key(self) -> bytes:
         from auditcore.store.secrets import CURSOR_SECRET  # noqa: PLC0415 - as in ``secrets``

@@ -44,6 +44,7 @@ from auditcore.facade import AuditCore
 from auditcore.streams.config import stream_configs
 from auditcore.streams.streamer import StreamRunner
 from auditcore.tenancy.directory import Directory
+from auditcore.tenancy.keycache import VerifiedKeys
 
 STATIC = files("auditcore.api") / "static"
 
@@ -106,7 +107,14 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
     )
     configs = app.state.stream_configs = stream_configs(audit)
     app.state.services = Services(
-        audit, directory, hub, config, RequestGuard(limits), sessions, pacer
+        audit,
+        directory,
+        hub,
+        config,
+        RequestGuard(limits),
+        sessions,
+        pacer,
+        VerifiedKeys(directory),
     )
     app.add_middleware(
         RequestIdAndBodyLimit,

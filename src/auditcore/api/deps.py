@@ -1,13 +1,20 @@
-"""What routes depend on: the services, the authenticated key, its reader and request context."""
+"""What routes depend on: the services, the authenticated key, its reader and request context.
+
+They are ``async``: FastAPI runs a plain ``def`` dependency in its thread pool, one hop per
+dependency per request, which cost more than the work of these. Only what may wait on a
+database goes to the pool: a key not verified within the last second (``VerifiedKeys``), a
+refused key's bookkeeping, and a reader's first migration."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated
 
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
 
 from auditcore.api.client_ip import client_ip
 from auditcore.api.config import ApiConfig
@@ -20,6 +27,7 @@ from auditcore.events.envelope import RequestContext
 from auditcore.facade import AuditCore
 from auditcore.readmodel.queries import WorkspaceReader
 from auditcore.tenancy.directory import Directory, Principal, Scope, presented_key_id
+from auditcore.tenancy.keycache import VerifiedKeys
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +41,10 @@ class Services:
     guard: RequestGuard
     sessions: Sessions
     pacer: CpuPacer
+    keys: VerifiedKeys
 
 
-def services(request: Request) -> Services:
+async def services(request: Request) -> Services:
     found: Services = request.app.state.services
     return found
 
@@ -49,7 +58,7 @@ bearer = HTTPBearer(
 )
 
 
-def authenticated(
+async def authenticated(
     request: Request,
     found: ServicesDep,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
@@ -74,16 +83,11 @@ def authenticated(
             "send an API key as `Authorization: Bearer ack_…`",
             headers=challenge,
         )
-    principal = found.directory.authenticate(credentials.credentials)
+    token = credentials.credentials
+    principal = found.keys.remembered(token)
     if principal is None:
-        throttled = found.guard.failures.failed(address, presented_key_id(credentials.credentials))
-        if throttled is not None:
-            try:
-                record_throttled(
-                    found.audit, found.directory, throttled, found.config.limits.security_workspace
-                )
-            except Exception:  # The refusal stands even if it could not be recorded.
-                logger.exception("could not record throttled authentication failures")
+        principal = await run_in_threadpool(_verified, found, address, token)
+    if principal is None:
         raise ApiError(
             401,
             "unauthenticated",
@@ -103,8 +107,24 @@ def authenticated(
     return principal
 
 
+def _verified(found: Services, address: str | None, token: str) -> Principal | None:
+    """The key looked up in the database; a refusal counted against the address (and recorded
+    when the address is throttled)."""
+    principal = found.keys.authenticate(token)
+    if principal is None:
+        throttled = found.guard.failures.failed(address, presented_key_id(token))
+        if throttled is not None:
+            try:
+                record_throttled(
+                    found.audit, found.directory, throttled, found.config.limits.security_workspace
+                )
+            except Exception:  # The refusal stands even if it could not be recorded.
+                logger.exception("could not record throttled authentication failures")
+    return principal
+
+
 def _requiring(scope: Scope) -> object:
-    def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
         if scope not in principal.scopes:
             raise ApiError(
                 403,
@@ -116,7 +136,7 @@ def _requiring(scope: Scope) -> object:
     return check
 
 
-def _viewing(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+async def _viewing(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
     """A read key, or a viewer session (scope ``view``): the routes the viewer calls."""
     if not {Scope.READ, Scope.VIEW} & principal.scopes:
         raise ApiError(
@@ -143,8 +163,10 @@ def _client_address(request: Request, found: Services) -> str | None:
     return client_ip(peer, request.headers.get("x-forwarded-for"), found.config.trusted_proxies)
 
 
-def workspace_reader(found: ServicesDep, principal: Viewing) -> WorkspaceReader:
-    return principal_reader(found, principal, query_limits(found.config))
+async def workspace_reader(found: ServicesDep, principal: Viewing) -> WorkspaceReader:
+    reader = partial(principal_reader, found, principal, query_limits(found.config))
+    # The first reader creates the read models' tables where missing: a ClickHouse round trip.
+    return reader() if found.audit.migrated else await run_in_threadpool(reader)
 
 
 def principal_reader(
@@ -172,7 +194,7 @@ def query_limits(config: ApiConfig) -> dict[str, int | float]:
     }
 
 
-def request_context(
+async def request_context(
     request: Request,
     found: ServicesDep,
     principal: Annotated[Principal, Depends(authenticated)],

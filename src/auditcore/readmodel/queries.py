@@ -1,9 +1,20 @@
-"""The read API: questions about one workspace's audit trail, answered from ClickHouse.
+"""The read API: questions about one workspace's audit trail.
+
+The route, decided here and nowhere else: point questions — ``get`` (one event by id) and
+``history`` (one stream) — go to the event store through its indexes (``points``, which
+``AuditCore.reader`` always gives: ``auditcore.store.points``), where they cost one indexed
+lookup and see events the moment they are committed; every scan — filtered pages, counts,
+rankings, free text, statistics, exports, current state — goes to ClickHouse. Both answer
+with the same envelope (same JSON), scoped to the reader's workspace and behind the same
+entitlement (``audit_events``). A reader built without ``points`` answers the point
+questions from the ``audit_events`` read model instead (benchmarks and tests compare the two),
+and so does a reader with fixed filters (a viewer session's): they narrow by the read model's
+columns, which the store does not have.
 
 A ``WorkspaceReader`` is bound to one workspace: every statement it runs starts with that
 workspace's condition, and every value travels as a query parameter. It takes its client from
 a provider at each query, on the thread running it (``auditcore.clickhouse.clients``), so one
-reader may be used from any thread. ClickHouse's errors propagate.
+reader may be used from any thread. ClickHouse's and the store's errors propagate.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ from auditcore.readmodel.fields import floor_micros
 from auditcore.readmodel.model import Filter, ReadModel, Row, StateTable
 from auditcore.readmodel.registry import ReadModelRegistry
 from auditcore.readmodel.text import fold, fold_sql, like_pattern, words
+from auditcore.store.points import PointReads
 
 MAX_LIMIT = 1000
 EVENT_COLUMNS = (
@@ -140,8 +152,11 @@ class WorkspaceReader:
         cursor_key: Callable[[], bytes],
         limits: Mapping[str, Any] | None = None,
         fixed_filters: Mapping[str, str] | None = None,
+        points: PointReads | None = None,
     ) -> None:
         self.clients = clients
+        self.points = points
+        """Where point questions go (None: the ``audit_events`` read model)."""
         self.cursor_key = cursor_key
         """The installation's cursor secret (asked for only when a cursor is made or read)."""
         self.models = models
@@ -187,6 +202,13 @@ class WorkspaceReader:
 
     def get(self, event_id: UUID) -> AuditEvent:
         model = self.model("audit_events")
+        # Fixed filters (a viewer session's) narrow in the read model's SQL: the store has
+        # no such columns, so those sessions' point questions stay on ClickHouse.
+        if self.points is not None and not self.fixed_filters:
+            event = self.points.event(self.workspace_id, event_id)
+            if event is None:
+                raise NotFoundError(f"no event {event_id} in workspace {self.workspace_id!r}")
+            return event
         where = self._where(model)
         where.add("event_id = {event_id:UUID}", event_id=event_id)
         rows = self._select(model, where, order="", limit=1)
@@ -198,6 +220,11 @@ class WorkspaceReader:
 
     def history(self, stream_id: UUID) -> list[AuditEvent]:
         model = self.model("audit_events")
+        if self.points is not None and not self.fixed_filters:
+            events = self.points.history(self.workspace_id, stream_id)
+            if not events:
+                raise NotFoundError(f"no stream {stream_id} in workspace {self.workspace_id!r}")
+            return events
         where = self._where(model)
         where.add("stream_id = {stream_id:UUID}", stream_id=stream_id)
         rows = self._select(model, where, order="version", limit=None)

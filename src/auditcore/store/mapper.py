@@ -89,9 +89,20 @@ class AuditMapper(Mapper[UUID]):
         )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[UUID]:
+        return self.to_audit_events([stored_event])[0]
+
+    def to_audit_events(self, stored_events: Sequence[StoredEvent]) -> list[AuditEvent]:
+        """Stored events as envelopes, upcast; their personal fields opened together (one
+        batch of key lookups, not one per event)."""
+        states = self.readable_states([stored.state for stored in stored_events])
+        return [
+            self._decoded(stored, state)
+            for stored, state in zip(stored_events, states, strict=True)
+        ]
+
+    def _decoded(self, stored_event: StoredEvent, state: bytes) -> AuditEvent:
         stream_id = UUID(str(stored_event.originator_id))
         action, version = stored_event.topic, stored_event.originator_version
-        state = self.readable_states([stored_event.state])[0]
         try:
             fields: dict[str, Any] = self.transcoder.decode(state)
             fields["schema_version"], fields["metadata"] = self.registry.upcast(

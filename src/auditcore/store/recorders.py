@@ -53,6 +53,11 @@ class EventIdIndex(ABC):
     def holds_workspace(self, workspace_id: str) -> bool:
         """Whether any event of the workspace is stored (one index lookup)."""
 
+    @abstractmethod
+    def select_event(self, key: EventKey) -> StoredEvent | None:
+        """The stored event named by (workspace_id, event_id), or None: one statement through
+        the index (a pruned event is gone from both tables, so it is None too)."""
+
 
 class BulkAppender(ABC):
     """Appends a batch of events in one transaction and one attempt, by the fastest means for
@@ -104,6 +109,12 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
             "SELECT workspace_id, event_id, originator_id, originator_version FROM {0} "
             "WHERE (workspace_id, event_id) IN (SELECT * FROM unnest(%s::text[], %s::uuid[]))"
         ).format(table)
+        self._select_event = SQL(
+            "SELECT e.originator_id, e.originator_version, e.topic, e.state FROM {0} AS i "
+            "JOIN {1} AS e ON e.originator_id = i.originator_id "
+            "AND e.originator_version = i.originator_version "
+            "WHERE i.workspace_id = %s AND i.event_id = %s"
+        ).format(table, events)
 
     def create_table(self) -> None:
         """Create the tables, one process at a time: processes starting together on an empty
@@ -254,6 +265,20 @@ class PostgresAuditRecorder(PostgresApplicationRecorder, EventIdIndex, BulkAppen
                 )
                 for row in curs.fetchall()
             }
+
+    def select_event(self, key: EventKey) -> StoredEvent | None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            # Prepared (a fixed statement on pooled connections): parsed once per connection.
+            curs.execute(self._select_event, key, prepare=True)
+            row = curs.fetchone()
+        if row is None:
+            return None
+        return StoredEvent(
+            originator_id=row["originator_id"],
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=bytes(row["state"]),
+        )
 
     def holds_workspace(self, workspace_id: str) -> bool:
         with self.datastore.get_connection() as conn, conn.cursor() as curs:
@@ -416,6 +441,27 @@ class SQLiteAuditRecorder(SQLiteApplicationRecorder, EventIdIndex):
                         row["originator_version"],
                     )
         return found
+
+    def select_event(self, key: EventKey) -> StoredEvent | None:
+        workspace, event_id = key
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT e.originator_id, e.originator_version, e.topic, e.state "
+                f"FROM {self.event_ids_table_name} AS i JOIN {self.events_table_name} AS e "
+                "ON e.originator_id = i.originator_id "
+                "AND e.originator_version = i.originator_version "
+                "WHERE i.workspace_id = ? AND i.event_id = ?",
+                (workspace, event_id.hex),
+            )
+            row = c.fetchone()
+        if row is None:
+            return None
+        return StoredEvent(
+            originator_id=UUID(row["originator_id"]),
+            originator_version=row["originator_version"],
+            topic=row["topic"],
+            state=row["state"],
+        )
 
     def holds_workspace(self, workspace_id: str) -> bool:
         with self.datastore.transaction(commit=False) as c:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import from_thread
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials
@@ -67,7 +68,8 @@ def readyz(
 
 
 def _admin(request: Request, found: Services, credentials: HTTPAuthorizationCredentials) -> bool:
-    principal = authenticated(request, found, credentials)
+    # This route runs in the thread pool; authentication is a coroutine of the event loop.
+    principal = from_thread.run(authenticated, request, found, credentials)
     if Scope.ADMIN not in principal.scopes:
         raise ApiError(
             403,

@@ -8,7 +8,8 @@ key goes to the database every time (and to the failure throttle), so a key made
 moment ago is never refused from memory.
 
 Failure semantics: a key revoked by any process (the CLI writes to the database) stops
-authenticating at most ``ttl`` seconds later (the API's promise is 2 s). The cache holds at
+authenticating at most ``ttl`` seconds later (the API's promise is 2 s); one revoked through
+this process (a viewer token's revocation route) at once (``forget``). The cache holds at
 most ``capacity`` keys; when full, expired entries go first, then everything (a burst of
 distinct valid keys costs database lookups, never memory). Errors of the database propagate,
 as without the cache.
@@ -62,6 +63,12 @@ class VerifiedKeys:
             # The moment it was looked up bounds how stale it can be, not when it is stored.
             self._entries[digest] = (principal, now + self.ttl)
         return principal
+
+    def forget(self) -> None:
+        """Remember nothing: a revocation made by this process takes effect at its next
+        request, not ``ttl`` later."""
+        with self._lock:
+            self._entries = {}
 
     def _evict(self, now: float) -> None:
         self._entries = {d: e for d, e in self._entries.items() if e[1] > now}

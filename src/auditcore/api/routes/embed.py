@@ -208,6 +208,7 @@ async def revoke_viewer_token(
     token = await run_in_threadpool(
         found.directory.viewer_tokens.revoke, token_id, principal.workspace_id
     )
+    found.keys.forget()
     await run_in_threadpool(found.sessions.end_revoked)
     return _out(token)
 

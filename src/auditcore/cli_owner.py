@@ -20,9 +20,7 @@ import os
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
-import click
 import typer
-from click.core import ParameterSource
 from rich.console import Console
 
 from auditcore.clickhouse.owner import CommandHandler
@@ -52,19 +50,19 @@ def _answer(audit: AuditCore, request: dict[str, Any]) -> dict[str, Any] | None:
     argv = [str(argument) for argument in request["argv"]]
     if not argv or argv[0] != "query" or "--help" in argv:
         return None
-    group = typer.main.get_command(cli.app)
-    assert isinstance(group, click.Group)
-    query = group.commands["query"]
+    query = typer.main.get_command(cli.app).commands["query"]  # type: ignore[attr-defined]
     try:
         context = query.make_context("auditcore query", argv[1:])
-    except click.ClickException:
-        return None  # the full program words the usage error
+    except Exception:  # a usage error: the full program words it
+        return None
     params = context.params
-    if any(context.get_parameter_source(name) is ParameterSource.ENVIRONMENT for name in params):
+    sources = [context.get_parameter_source(name) for name in params]
+    if any(getattr(source, "name", "") == "ENVIRONMENT" for source in sources):
         return None  # the owner's environment is not the client's
     if not _same_store(audit, str(params["event_store"]), str(request["cwd"])):
         return None
-    out, err = _console(request, stdout=True), _console(request, stdout=False)
+    printed, warned = io.StringIO(), io.StringIO()
+    out, err = _console(request, printed, stdout=True), _console(request, warned, stdout=False)
     status = 0
     answering = ANSWERING.set((audit, out, err))
     try:
@@ -73,14 +71,12 @@ def _answer(audit: AuditCore, request: dict[str, Any]) -> dict[str, Any] | None:
     except AuditcoreError as error:  # as cli.main prints it
         err.print(f"[bold red]error:[/bold red] {error}", highlight=False, soft_wrap=True)
         status = 2
-    except click.ClickException:
-        return None
     finally:
         ANSWERING.reset(answering)
     return {
         "status": status,
-        "stdout": out.file.getvalue(),
-        "stderr": err.file.getvalue(),
+        "stdout": printed.getvalue(),
+        "stderr": warned.getvalue(),
     }
 
 
@@ -92,11 +88,11 @@ def _same_store(audit: AuditCore, event_store: str, cwd: str) -> bool:
     return os.path.realpath(os.path.join(cwd, event_store)) == os.path.realpath(own)
 
 
-def _console(request: dict[str, Any], *, stdout: bool) -> Console:
+def _console(request: dict[str, Any], file: io.StringIO, *, stdout: bool) -> Console:
     """A console rendering as ``cli_options``' would in the client's terminal."""
     terminal = bool(request.get("stdout_tty" if stdout else "stderr_tty"))
     environ = {str(k): str(v) for k, v in dict(request.get("environ") or {}).items()}
     width: int | None = int(request.get("columns") or 80) if terminal else None
     if stdout and not terminal:
         width = 180  # cli_options: piped output is not squeezed into 80 columns
-    return Console(file=io.StringIO(), width=width, force_terminal=terminal, _environ=environ)
+    return Console(file=file, width=width, force_terminal=terminal, _environ=environ)

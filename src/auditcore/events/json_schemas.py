@@ -21,8 +21,8 @@ Speed: a schema without patterns is also compiled by ``jsonschema-rs`` (the same
 Rust, offline: it can fetch nothing), which says at a fraction of the cost whether metadata
 is valid; only metadata it finds invalid (or cannot take) is checked again by ``jsonschema``
 for the located messages. A schema with ``pattern`` or ``patternProperties`` always takes the
-``jsonschema`` path: its patterns must run on RE2, whose classes (``\\d``, ``\\w``) are
-not the Rust engine's. Undeclared keys are found the same way either way.
+``jsonschema`` path: its patterns must run on RE2 (linear time; jsonschema-rs's default
+engine backtracks, and its dialect is not RE2's). Undeclared keys are found the same way either way.
 
 Failure semantics: ``compile_schema`` raises ``SchemaError`` (one line saying what is wrong)
 and keeps nothing; ``JsonSchemaCheck.problems`` never raises for any JSON metadata.
@@ -159,7 +159,7 @@ def _quick_validator(schema: Mapping[str, Any]) -> Any:
     must run on RE2), or one it does not take."""
     text = orjson.dumps(schema).decode()
     if '"pattern"' in text or '"patternProperties"' in text:
-        return None  # also when only a property is so named: the slow path is never wrong
+        return None  # also when only a property is so named: the slower path is never wrong
     try:
         return jsonschema_rs.Draft202012Validator(
             dict(schema), validate_formats=False, offline=True

@@ -190,7 +190,7 @@ def _query_answered_by_the_owner(cwd: Path, alone: str) -> None:
     assert "auditcore.cli" in modules
     done, modules = run_program(cwd, "query", "-w", "acme", "--limit", "many")
     assert done.returncode == 2
-    assert "many" in done.stderr
+    assert done.stderr.startswith("Usage: auditcore query")
     assert "auditcore.cli" in modules
 
 

@@ -160,7 +160,7 @@ def through_owner(arguments: list[str]) -> tuple[int, str, str] | None:
         return None
     forwarded = list(arguments)
     for variable, option in FORWARDED_OPTIONS.items():
-        if variable in os.environ:  # an option given on the command line still wins
+        if os.environ.get(variable):  # as Click, an empty one is unset; the line still wins
             forwarded[1:1] = [option, os.environ[variable]]
     body = json.dumps(
         {

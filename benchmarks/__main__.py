@@ -32,8 +32,14 @@ WORKLOADS = {
         "full": lambda: append.run(single=10_000, batched=200_000, dispatched=500_000, repeats=3),
     },
     "validation": {
-        "quick": lambda: append.run_validation(count=5_000, repeats=1),
-        "full": lambda: append.run_validation(count=200_000, repeats=3),
+        "quick": lambda: (
+            append.metadata_only(count=5_000, repeats=1),
+            append.run_validation(count=5_000, repeats=1),
+        ),
+        "full": lambda: (
+            append.metadata_only(count=200_000, repeats=3),
+            append.run_validation(count=200_000, repeats=3),
+        ),
     },
     "live": {
         "quick": lambda: live.run(events=20_000, samples=30),

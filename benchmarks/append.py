@@ -11,6 +11,7 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.synchronize import Event, Semaphore
 from uuid import uuid4
 
@@ -20,7 +21,7 @@ from eventsourcing.domain import Aggregate, event
 from pydantic import BaseModel, ConfigDict, Field
 
 from auditcore import AuditCore, Settings
-from auditcore.events.actions import ActionRegistry, default_registry
+from auditcore.events.actions import ActionRegistry, ActionSpec, SchemaMetadata, default_registry
 from auditcore.store.dispatcher import DispatchSettings
 from benchmarks.common import (
     Measurement,
@@ -148,6 +149,81 @@ def validation(url: str, count: int, kind: str, path: str) -> Measurement:
         seconds,
         note=f"{seconds / max(done, 1) * 1e6:.1f} µs per event, nothing stored",
     )
+
+
+def _schema_specs() -> dict[str, ActionSpec]:
+    """The benchmark's typed actions as the catalog builds them from JSON Schema."""
+    return {
+        name: ActionSpec(name, SchemaMetadata, json_schema=model.model_json_schema())
+        for name, model in TYPED.items()
+    }
+
+
+def metadata_only(count: int, repeats: int) -> list[Measurement]:
+    """Metadata alone, in CPU time (what load inflates least): each action's pydantic model,
+    against the same rules as JSON Schema on the quick path (jsonschema-rs says valid) and on
+    ``jsonschema`` alone (the path invalid metadata, and schemas with patterns, take)."""
+    samples = [
+        (name, draft["metadata"])
+        for draft in realistic_drafts(count)
+        if (name := draft["action"]) in TYPED
+    ]
+    python = typed_registry()
+    quick = {
+        n: ActionSpec(n, SchemaMetadata, json_schema=m.model_json_schema())
+        for n, m in TYPED.items()
+    }
+    alone = {
+        n: ActionSpec(n, SchemaMetadata, json_schema=m.model_json_schema())
+        for n, m in TYPED.items()
+    }
+    for spec in alone.values():
+        assert spec.check is not None
+        spec.check._quick = None  # jsonschema only, as before the quick path
+
+    def by_model() -> int:
+        for name, metadata in samples:
+            python.validate_metadata(name, metadata)
+        return len(samples)
+
+    def by_schema(specs: dict[str, ActionSpec]) -> Callable[[], int]:
+        def run() -> int:
+            for name, metadata in samples:
+                spec = specs[name]
+                clean = spec.dump(spec.model.model_validate(metadata))
+                if spec.problems(clean) or python.limits.check(clean):
+                    raise AssertionError(f"{name}: {metadata} refused")
+            return len(samples)
+
+        return run
+
+    rows = []
+    for name, run in (
+        ("metadata as a pydantic model", by_model),
+        ("metadata as JSON Schema, quick path (jsonschema-rs)", by_schema(quick)),
+        ("metadata as JSON Schema, jsonschema alone", by_schema(alone)),
+    ):
+        runs = []
+        for _ in range(repeats):
+            started = time.process_time()
+            done = run()
+            seconds = time.process_time() - started
+            runs.append(
+                Measurement(
+                    name, done, seconds, note=f"{seconds / done * 1e6:.1f} µs CPU per event"
+                )
+            )
+        runs.sort(key=lambda run: run.rate)
+        middle = runs[len(runs) // 2]
+        middle.samples = [run.rate for run in runs]
+        rows.append(middle)
+    report(
+        f"metadata validation, CPU time, median of {repeats} (load {os.getloadavg()[0]:.1f})",
+        rows,
+        baseline="metadata as a pydantic model",
+        extra={"events": len(samples), "repeats": repeats},
+    )
+    return rows
 
 
 def run_validation(count: int, repeats: int) -> list[Measurement]:

@@ -13,7 +13,9 @@ import pytest
 
 from auditcore import Settings
 from auditcore.api import ApiConfig
+from auditcore.store.action_schemas import ActionCatalog
 from auditcore.tenancy import Scope
+from tests.apiserver import eventually
 from tests.test_api import Deployment, deploy
 
 DEPLOY = {
@@ -238,3 +240,82 @@ def test_workos_events_are_checked_like_any_other(api: Deployment) -> None:
         event = api.audit.event(UUID(kept.json()["id"]), workspace_id="acme")
         assert (event.context.location, event.context.ip) == ("Berlin, DE", "127.0.0.1")
     assert api.stored() == stored
+
+
+RELEASE = {
+    "type": "object",
+    "$defs": {"sha": {"type": "string", "pattern": "^[0-9a-f]{7,40}$"}},
+    "properties": {"commit": {"$ref": "#/$defs/sha"}, "parent": {"$ref": "#/$defs/sha"}},
+    "required": ["commit"],
+}
+
+
+def _resolve(document: dict[str, Any], reference: str) -> Any:
+    node: Any = document
+    for part in reference.removeprefix("#/").split("/"):
+        node = node[part.replace("~1", "/").replace("~0", "~")]
+    return node
+
+
+def _references(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "$ref" and isinstance(value, str):
+                yield value
+            yield from _references(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from _references(item)
+
+
+def _documented(api: Deployment, action: str) -> dict[str, Any] | None:
+    with api.client(None) as anonymous:
+        document: dict[str, Any] = anonymous.get("/openapi.json").json()
+    for reference in _references(document):  # every $ref resolves inside the document
+        _resolve(document, reference)
+    variants = document["components"]["schemas"]["EventIn"]["oneOf"]
+    found = [v for v in variants if v["properties"]["action"]["const"] == action]
+    return {"document": document, "variant": found[0]} if found else None
+
+
+def _requires(api: Deployment, action: str) -> list[str]:
+    found = _documented(api, action)
+    return [] if found is None else list(found["variant"]["required"])
+
+
+def test_actions_registered_as_data_appear_in_the_openapi_document_without_a_restart(
+    api: Deployment,
+) -> None:
+    assert _documented(api, "release.shipped") is None
+    with api.client("admin") as admin:  # acme's own: not in the public document
+        mine = admin.post("/v1/actions/release.shipped/schemas", json={"schema": RELEASE})
+        assert mine.status_code == 201, mine.text
+    assert _documented(api, "release.shipped") is None
+    # What `auditcore actions register` does in another process: for every workspace.
+    catalog = ActionCatalog(api.audit.settings)
+    try:
+        catalog.register("release.shipped", RELEASE, workspace_id=None, registered_by="ops")
+        found = eventually(lambda: _documented(api, "release.shipped"), timeout=30)
+        document, variant = found["document"], found["variant"]
+        assert "metadata" in variant["required"]  # {} lacks `commit`
+        metadata = variant["properties"]["metadata"]
+        assert metadata["unevaluatedProperties"] is False  # undeclared keys are refused
+        schema = _resolve(document, metadata["allOf"][0]["$ref"])
+        commit = _resolve(document, schema["properties"]["commit"]["$ref"])
+        assert commit["pattern"] == "^[0-9a-f]{7,40}$"
+        assert "maxLength" in commit  # the registry's bounds, as for Python actions
+        # A new version replaces it in the document, still without a restart.
+        loose = {**RELEASE, "required": []}
+        assert (
+            catalog.register(
+                "release.shipped", loose, workspace_id=None, registered_by="ops"
+            ).version
+            == 2
+        )
+        eventually(lambda: _requires(api, "release.shipped") == ["action"], timeout=30)
+    finally:
+        catalog.close()
+    with api.client(None) as anonymous:  # the docs page still fetches nothing from elsewhere
+        page = anonymous.get("/docs").text
+        assert "http://" not in page
+        assert "https://" not in page

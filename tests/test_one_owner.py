@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.cli_run import AUDITCORE
+from tests.test_cli_startup import heavy_imports, run_program
 
 OWNER = Path(".auditcore/clickhouse/owner.json")
 
@@ -148,6 +149,7 @@ def test_every_command_works_beside_an_owner_with_the_same_output(tmp_path: Path
         assert stat.S_IMODE(record.stat().st_mode) == 0o600
         assert json.loads(record.read_text())["pid"] == serving.pid
         _same(_outputs(tmp_path, event_id, stream_id, until), alone)
+        _query_answered_by_the_owner(tmp_path, alone["query"])
         # Without the credential the owner's endpoint runs nothing.
         port = json.loads(record.read_text())["port"]
         for token in ("", "Bearer wrong", "Bearer " + "A" * 43):
@@ -165,6 +167,31 @@ def test_every_command_works_beside_an_owner_with_the_same_output(tmp_path: Path
     with owner(tmp_path, "project", "--follow"):
         _same(_outputs(tmp_path, event_id, stream_id, until), alone)
     assert not (tmp_path / OWNER).exists()
+
+
+def _query_answered_by_the_owner(cwd: Path, alone: str) -> None:
+    """A `query` beside the owner is the owner's to answer: the client process imports nothing
+    heavy (tests/test_cli_startup.py) and prints what the full program prints alone."""
+    incidents = ("--action-prefix", "incident.", "--limit", "5")
+    done, modules = run_program(cwd, "query", "-w", "acme", *incidents)
+    assert (done.returncode, done.stdout) == (0, alone), done.stderr
+    assert heavy_imports(modules) == []
+    # The user's environment, not the owner's, gives the workspace.
+    done, modules = run_program(cwd, "query", *incidents, AUDITCORE_WORKSPACE="acme")
+    assert (done.returncode, done.stdout, heavy_imports(modules)) == (0, alone, [])
+    done, modules = run_program(cwd, "query", "-w", "nosuch")
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: no workspace 'nosuch'")
+    assert done.stderr.count("\n") == 1
+    assert heavy_imports(modules) == []
+    # What the owner declines, the full program answers in the client: another event store (the
+    # owner's would answer for the wrong one), a command line that does not parse.
+    done, modules = run_program(cwd, "query", "-w", "acme", "--event-store", "other.sqlite")
+    assert "auditcore.cli" in modules
+    done, modules = run_program(cwd, "query", "-w", "acme", "--limit", "many")
+    assert done.returncode == 2
+    assert done.stderr.startswith("Usage: auditcore query")
+    assert "auditcore.cli" in modules
 
 
 def test_an_owner_killed_outright_leaves_nothing_in_the_way(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import typer
-from rich.console import Group
+from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
@@ -38,6 +38,7 @@ from auditcore.cli_options import (
     parse_moment_option,
     typed_command,
 )
+from auditcore.cli_owner import ANSWERING, command_handler
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.clickhouse.owner import own_engine
 from auditcore.domain import AuditedAggregate, Incident, Monitor
@@ -183,7 +184,10 @@ def project(
         if follow:  # other commands reach the embedded engine through this process meanwhile
             owning.enter_context(
                 own_engine(
-                    audit.settings.clickhouse_target, lambda: audit.clickhouse, "project --follow"
+                    audit.settings.clickhouse_target,
+                    lambda: audit.clickhouse,
+                    "project --follow",
+                    command_handler(audit),
                 )
             )
         failed: dict[str, str] = {}
@@ -712,12 +716,29 @@ def query(
         recorded_since=recorded_since,
         recorded_until=recorded_until,
     )
+    answering = ANSWERING.get()
+    if answering is not None:  # in the owner, for a client's command line (cli_owner)
+        answer_query(answering[0], workspace, request, output, answering[1], answering[2])
+        return
     with open_core(event_store, clickhouse) as audit:
-        page = audit.reader(workspace).events(request)  # a bad parameter is told first
-        if not page.items:
-            known_workspace(audit, workspace)
+        answer_query(audit, workspace, request, output, console, errors)
+
+
+def answer_query(
+    audit: AuditCore,
+    workspace: str,
+    request: EventQuery,
+    output: OutputFormat,
+    out: Console,
+    err: Console,
+) -> None:
+    """``query``'s answer, printed to ``out`` and ``err``: here, or in the owner of the
+    embedded engine for a client (``auditcore.cli_owner``)."""
+    page = audit.reader(workspace).events(request)  # a bad parameter is told first
+    if not page.items:
+        known_workspace(audit, workspace)
     if output is OutputFormat.JSON:
-        console.out(
+        out.out(
             json.dumps(
                 {"items": [e.summary() for e in page.items], "next_cursor": page.next_cursor},
                 indent=2,
@@ -725,10 +746,10 @@ def query(
             highlight=False,
         )
         return
-    print_events(console, page.items, output)
+    print_events(out, page.items, output)
     if page.next_cursor:
         # One line whatever the width, so it can be pasted back.
-        errors.print(f"next page: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
+        err.print(f"next page: --cursor {page.next_cursor}", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -20,7 +20,7 @@ from auditcore.api.headers import SecurityHeaders
 from auditcore.api.limits import LIMITED, RequestGuard
 from auditcore.api.live import LiveHub
 from auditcore.api.middleware import RequestIdAndBodyLimit
-from auditcore.api.openapi import build_openapi
+from auditcore.api.openapi import build_openapi, data_actions_key
 from auditcore.api.pacing import CpuPacer
 from auditcore.api.routes import (
     actions,
@@ -157,11 +157,15 @@ def create_app(audit: AuditCore, directory: Directory, config: ApiConfig | None 
         html = (STATIC / "index.html").read_text(encoding="utf-8")
         return embed.embed_page(app.state.services, token_id, html)
 
+    built_for: list[object] = [None]  # the data actions the document was built with
+
     def openapi() -> dict[str, Any]:
-        if not app.openapi_schema:
+        actions = data_actions_key(audit.registry)
+        if not app.openapi_schema or built_for[0] != actions:
             app.openapi_schema = build_openapi(
                 app, audit.registry, audit.read_models, config.max_batch
             )
+            built_for[0] = actions
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

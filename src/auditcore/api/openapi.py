@@ -7,8 +7,16 @@ query, ``occurred_at`` must lie between 1900 and a few minutes from now.
 
 schemathesis checks the server against this document (tests/test_openapi_conformance.py).
 
-Failure semantics: built once, at the first request for it, from the registries as they are
-then; an action registered later is not in it until the process restarts.
+Actions registered as data (JSON Schema, ``auditcore.store.action_schemas``) for every
+workspace are in it beside the Python ones, each with its newest schema (its local ``$ref``s
+pointed into the document); an action one workspace registered for itself is not: this
+document is public, and that workspace's schemas are its own business
+(``GET /v1/actions`` lists them to its keys).
+
+Failure semantics: built at the first request for it, and again when the actions registered
+as data for every workspace change (a new name or version, seen as soon as the process's
+catalog sees it: at once for a registration through this process, within the catalog's
+refresh interval for one made elsewhere); otherwise from the registries as they were then.
 """
 
 from __future__ import annotations
@@ -18,12 +26,12 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from auditcore.api.errors import ERROR_BODY
 from auditcore.api.live_ids import HEADER_PATTERN
 from auditcore.api.schemas import EventIn, WorkosCreateEvent
-from auditcore.events.actions import ActionRegistry
+from auditcore.events.actions import ActionRegistry, ActionSpec
 from auditcore.events.limits import MetadataLimits
 from auditcore.readmodel.cursor import CURSOR_PATTERN
 from auditcore.readmodel.model import Filter, StateTable
@@ -65,6 +73,21 @@ PARAMETERS: dict[str, dict[str, Any]] = {
 }
 """Each parameter's schema, by name (headers in lower case): what the server reads (FastAPI
 sees strings)."""
+
+
+def data_actions(registry: ActionRegistry) -> list[ActionSpec]:
+    """The actions registered as data for every workspace (newest version each) that Python
+    does not define, by name."""
+    if registry.catalog is None:
+        return []
+    python = {spec.name for spec in registry}
+    found = (registry.catalog.find(None, name, None) for name in registry.catalog.names(None))
+    return [spec for spec in found if spec is not None and spec.name not in python]
+
+
+def data_actions_key(registry: ActionRegistry) -> tuple[tuple[str, int], ...]:
+    """What the document's data actions depend on: when it changes, the document is rebuilt."""
+    return tuple((spec.name, spec.version) for spec in data_actions(registry))
 
 
 def build_openapi(
@@ -161,21 +184,25 @@ def _event_in(components: dict[str, Any], registry: ActionRegistry) -> dict[str,
     # How many targets an event may list; their bytes and the event's size are stated in words.
     envelope["properties"]["targets"]["maxItems"] = registry.event_limits.max_targets
     variants = []
-    for spec in registry:
+    for spec in sorted([*registry, *data_actions(registry)], key=lambda spec: spec.name):
         if spec.name.startswith("auditcore."):
             continue  # auditcore's own actions: recorded by auditcore only
-        prefix = f"{spec.name}."
-        metadata = spec.model.model_json_schema(
-            ref_template=f"#/components/schemas/{prefix}{{model}}"
-        )
-        for name, definition in metadata.pop("$defs", {}).items():
-            components[prefix + name] = _bounded(definition, registry.limits)
+        if spec.json_schema is not None:
+            metadata = _data_metadata(components, spec, registry.limits)
+        else:
+            prefix = f"{spec.name}."
+            metadata = spec.model.model_json_schema(
+                ref_template=f"#/components/schemas/{prefix}{{model}}"
+            )
+            for name, definition in metadata.pop("$defs", {}).items():
+                components[prefix + name] = _bounded(definition, registry.limits)
+            metadata = _bounded(metadata, registry.limits)
         variant = copy.deepcopy(envelope)
         variant["title"] = spec.name
         variant["properties"]["action"] = {"const": spec.name, "type": "string"}
-        variant["properties"]["metadata"] = _bounded(metadata, registry.limits)
+        variant["properties"]["metadata"] = metadata
         required = {*variant.get("required", []), "action"}
-        if not _accepts_empty(spec.model):
+        if not _accepts_empty(spec):
             required.add("metadata")  # its default, {}, is not valid for this action
         variant["required"] = sorted(required)
         variant.pop("examples", None)
@@ -187,9 +214,38 @@ def _event_in(components: dict[str, Any], registry: ActionRegistry) -> dict[str,
     }
 
 
-def _accepts_empty(model: type[BaseModel]) -> bool:
+def _data_metadata(
+    components: dict[str, Any], spec: ActionSpec, limits: MetadataLimits
+) -> dict[str, Any]:
+    """An action's JSON Schema as a component of its own (``metadata.NAME``), its local
+    ``$ref``s pointed there, checked as auditcore checks it: undeclared keys refused unless
+    the schema lets them through (``unevaluatedProperties``)."""
+    key = f"metadata.{spec.name}"
+    home = f"#/components/schemas/{key}"
+    components[key] = _bounded(_rehomed(copy.deepcopy(dict(spec.json_schema or {})), home), limits)
+    return {"allOf": [{"$ref": home}], "unevaluatedProperties": False}
+
+
+def _rehomed(node: Any, home: str) -> Any:
+    """``node`` with each local reference (``#``, ``#/$defs/x``) made relative to ``home``."""
+    if isinstance(node, list):
+        return [_rehomed(item, home) for item in node]
+    if not isinstance(node, dict):
+        return node
+    moved = {key: _rehomed(value, home) for key, value in node.items()}
+    for keyword in ("$ref", "$dynamicRef"):
+        reference = moved.get(keyword)
+        if isinstance(reference, str) and reference.startswith("#"):
+            moved[keyword] = home + reference[1:]
+    moved.pop("$schema", None)  # the document's dialect is already draft 2020-12
+    return moved
+
+
+def _accepts_empty(spec: ActionSpec) -> bool:
+    if spec.json_schema is not None:
+        return not spec.problems({})
     try:
-        model.model_validate({})
+        spec.model.model_validate({})
     except ValidationError:
         return False
     return True

@@ -18,6 +18,7 @@ from auditcore.cli_options import (
     console,
     open_core,
 )
+from auditcore.cli_owner import command_handler
 from auditcore.clickhouse.connection import DEFAULT_CLICKHOUSE
 from auditcore.clickhouse.owner import own_engine
 from auditcore.lifecycle.commands import (
@@ -220,7 +221,7 @@ def serve(
         )
         directory = Directory(audit.settings)
         try:
-            owning.enter_context(own_engine(target, audit.migrate, "serve"))
+            owning.enter_context(own_engine(target, audit.migrate, "serve", command_handler(audit)))
             if not embedded:
                 audit.migrate()
             console.print(

@@ -14,7 +14,10 @@ The protocol is one statement per request, on a new connection: ``POST /statemen
 ``database``, ``settings``) followed by the statement's text. The answer is 200 with the
 result in that format (``X-Rows-Read`` and ``X-Bytes-Read`` give the engine's counts), 400
 with the engine's error text, or 401 without the credential. ``GET /ping`` with the
-credential answers 200.
+credential answers 200. ``POST /command`` with the credential and a JSON body (a client's
+command line and terminal) is answered by the owner's command handler, if it has one: 200 with
+a JSON body (exit status, stdout, stderr), or 409 when it declines (the client then runs the
+command itself).
 
 Failure semantics: each statement runs on a fresh handle of the owner's engine (its settings
 and database applied first, as clickhouse-connect's chDB backend applies them), so callers
@@ -41,6 +44,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from auditcore.clickhouse.connection import ClickHouseTarget
+
+CommandHandler = Callable[[dict[str, Any]], dict[str, Any] | None]
+"""Answers a client's command line (``POST /command``): a JSON-able answer, or None to decline."""
 
 OWNER_FILE = "owner.json"
 _SETTING = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
@@ -106,8 +112,11 @@ class EngineEndpoint:
 
     Start it only in a process that has the engine open (it runs statements on it)."""
 
-    def __init__(self, chdb_path: Path, command: str) -> None:
+    def __init__(
+        self, chdb_path: Path, command: str, commands: CommandHandler | None = None
+    ) -> None:
         self.chdb_path = chdb_path
+        self.commands = commands
         self.record = OwnerRecord(
             pid=os.getpid(), port=0, token=secrets.token_urlsafe(32), command=command
         )
@@ -194,15 +203,27 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         if not self.endpoint.authorised(self.headers.get("Authorization")):
             return self._reply(401, b"a credential is required")
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        if self.path == "/command":
+            return self._command(body)
         if self.path != "/statement":
             return self._reply(404, b"no such path")
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         head, _, sql = body.partition(b"\n")
         try:
             data, counts = self.endpoint.run(sql, json.loads(head))
         except Exception as error:  # the engine's own text, for the client to raise
             return self._reply(400, str(error).encode("utf-8", "replace"))
         self._reply(200, data, counts)
+
+    def _command(self, body: bytes) -> None:
+        handler = self.endpoint.commands
+        try:
+            answer = None if handler is None else handler(json.loads(body))
+        except Exception:  # whatever went wrong, the client runs the command itself
+            answer = None
+        if answer is None:
+            return self._reply(409, b"declined: run the command yourself")
+        self._reply(200, json.dumps(answer).encode())
 
     def _reply(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
@@ -228,15 +249,19 @@ def _write_private(path: Path, text: str) -> None:
 
 @contextmanager
 def own_engine(
-    target: ClickHouseTarget, open_engine: Callable[[], object], command: str
+    target: ClickHouseTarget,
+    open_engine: Callable[[], object],
+    command: str,
+    commands: CommandHandler | None = None,
 ) -> Iterator[None]:
     """While the block runs, this process owns the embedded engine (``open_engine`` opens it
-    here, whatever another process serves) and serves it to other local processes. On a
-    ClickHouse server there is nothing to own, and nothing is opened."""
+    here, whatever another process serves) and serves it to other local processes (and
+    answers their command lines with ``commands``). On a ClickHouse server there is nothing
+    to own, and nothing is opened."""
     if not target.embedded:
         yield
         return
     claim(target.chdb_path)
     open_engine()
-    with EngineEndpoint(target.chdb_path, command):
+    with EngineEndpoint(target.chdb_path, command, commands):
         yield

@@ -102,6 +102,7 @@ COMMANDS: tuple[tuple[str, str], ...] = (
         "Retention: how long each workspace keeps its events; archive and prune older ones.",
     ),
     ("archive", "Archives of pruned events: check them, restore them."),
+    ("streams", "Log streams: deliver a workspace's events to a webhook, SIEM or broker."),
 )
 """Each command and group of the full program, in its order, with the help its list shows."""
 

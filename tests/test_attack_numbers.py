@@ -90,3 +90,16 @@ def test_large_floats_and_deep_nesting_still_behave(api: Deployment) -> None:
         deep = b'{"action": "user.signed_in", "metadata": {"n": ' + b"[" * depth + HUGE
         status, answer = _post(api, "/v1/events", deep + b"]" * depth + b"}}")
         assert status in (400, 422), answer
+
+
+@pytest.mark.parametrize("version", [b"true", b'"1"', b"1.0"])
+def test_a_workos_version_must_be_an_integer(api: Deployment, version: bytes) -> None:
+    """``true`` and ``"1"`` were recorded as schema version 1 (pydantic's lax integers)."""
+    before = api.stored()
+    status, answer = _post(
+        api, "/audit_logs/events", WORKOS % (b'"name": "U"', b'"version": ' + version)
+    )
+    assert status == 422, answer
+    assert api.stored() == before
+    status, answer = _post(api, "/audit_logs/events", WORKOS % (b'"name": "U"', b'"version": 1'))
+    assert status == 201, answer

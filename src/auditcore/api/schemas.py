@@ -13,6 +13,7 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
+    StrictInt,
     model_validator,
 )
 
@@ -202,7 +203,8 @@ class WorkosContext(_WorkosStrict):
 class WorkosEvent(_WorkosStrict):
     action: str
     occurred_at: str = Field(description="ISO 8601 with a zone, e.g. 2022-09-08T19:46:03.435Z.")
-    version: int | None = Field(default=None, ge=1)
+    # Strict: ``true`` or ``"2"`` is not a version (lax ints took them as 1 and 2).
+    version: StrictInt | None = Field(default=None, ge=1)
     actor: dict[str, JsonValue]
     targets: list[dict[str, JsonValue]]
     context: WorkosContext | None = None

@@ -16,12 +16,20 @@ from auditcore import Settings
 from auditcore.api import ApiConfig
 from auditcore.store.action_schemas import action_schemas
 from auditcore.store.control import control_engine
+from tests.conftest import fresh_postgres_store
 from tests.test_api import Deployment, deploy
 
 
-@pytest.fixture
-def api(pg_settings: Settings) -> Iterator[Deployment]:
-    yield from deploy(pg_settings, ApiConfig(live_keepalive=0.2))
+@pytest.fixture(scope="module")
+def settings(postgres_database: str, module_clickhouse_url: str) -> Settings:
+    return Settings(
+        event_store=fresh_postgres_store(postgres_database), clickhouse=module_clickhouse_url
+    )
+
+
+@pytest.fixture(scope="module")
+def api(settings: Settings) -> Iterator[Deployment]:
+    yield from deploy(settings, ApiConfig(live_keepalive=0.2))
 
 
 def _post(api: Deployment, key: str, action: str) -> int:
@@ -44,11 +52,11 @@ def test_a_non_json_number_in_a_schema_is_refused(api: Deployment, number: bytes
 
 
 def test_a_stored_schema_that_no_longer_compiles_harms_only_its_own_action(
-    api: Deployment, pg_settings: Settings
+    api: Deployment, settings: Settings
 ) -> None:
     api.audit.register_action("probe.shared", {"type": "object"})
     assert _post(api, "globex", "probe.shared") == 201
-    engine = control_engine(pg_settings)
+    engine = control_engine(settings)
     try:
         with engine.begin() as connection:  # behind auditcore's back
             connection.execute(

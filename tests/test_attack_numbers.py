@@ -92,7 +92,7 @@ def test_large_floats_and_deep_nesting_still_behave(api: Deployment) -> None:
         assert status in (400, 422), answer
 
 
-@pytest.mark.parametrize("version", [b"true", b'"1"', b"1.0"])
+@pytest.mark.parametrize("version", [b"true", b'"1"'])
 def test_a_workos_version_must_be_an_integer(api: Deployment, version: bytes) -> None:
     """``true`` and ``"1"`` were recorded as schema version 1 (pydantic's lax integers)."""
     before = api.stored()
@@ -101,5 +101,7 @@ def test_a_workos_version_must_be_an_integer(api: Deployment, version: bytes) ->
     )
     assert status == 422, answer
     assert api.stored() == before
-    status, answer = _post(api, "/audit_logs/events", WORKOS % (b'"name": "U"', b'"version": 1'))
-    assert status == 201, answer
+    for valid in (b"1", b"1.0"):  # JSON Schema's integer: 1.0 is one
+        body = WORKOS % (b'"name": "U"', b'"version": ' + valid)
+        status, answer = _post(api, "/audit_logs/events", body)
+        assert status == 201, answer

@@ -13,7 +13,6 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    StrictInt,
     model_validator,
 )
 
@@ -203,12 +202,20 @@ class WorkosContext(_WorkosStrict):
 class WorkosEvent(_WorkosStrict):
     action: str
     occurred_at: str = Field(description="ISO 8601 with a zone, e.g. 2022-09-08T19:46:03.435Z.")
-    # Strict: ``true`` or ``"2"`` is not a version (lax ints took them as 1 and 2).
-    version: StrictInt | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1)
     actor: dict[str, JsonValue]
     targets: list[dict[str, JsonValue]]
     context: WorkosContext | None = None
     metadata: dict[str, JsonValue] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _version_is_a_number(cls, data: Any) -> Any:
+        """``true`` or ``"2"`` is not a version (lax ints took them as 1 and 2); ``2.0`` is,
+        as JSON Schema's ``integer`` says."""
+        if isinstance(data, dict) and isinstance(data.get("version"), bool | str):
+            raise ValueError("version: Input should be a valid integer")  # noqa: TRY004 - pydantic wants ValueError
+        return data
 
 
 class WorkosCreateEvent(_WorkosStrict):

@@ -155,11 +155,16 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
         kind = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "http_error")
+        detail = str(error.detail)
+        if error.status_code == 400:
+            # FastAPI's only 400: a body it could not read as JSON at all (not UTF-8, or
+            # nested past the parser's depth); malformed JSON comes as a validation error.
+            kind, detail = "invalid_json", "the body is not valid JSON (not UTF-8, or too deep)"
         headers = error.headers
         if error.status_code == 405:
             given = (headers or {}).get("Allow", "")
             headers = {**(headers or {}), "Allow": _allowed(app, request, given)}
-        return error_response(request, error.status_code, kind, str(error.detail), headers=headers)
+        return error_response(request, error.status_code, kind, detail, headers=headers)
 
     @app.exception_handler(DatabaseError)
     async def clickhouse_error(request: Request, error: DatabaseError) -> JSONResponse:

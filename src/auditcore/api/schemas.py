@@ -221,6 +221,15 @@ class WorkosEvent(_WorkosStrict):
     context: WorkosContext | None = None
     metadata: dict[str, JsonValue] | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _version_is_a_number(cls, data: Any) -> Any:
+        """``true`` or ``"2"`` is not a version (lax ints took them as 1 and 2); ``2.0`` is,
+        as JSON Schema's ``integer`` says."""
+        if isinstance(data, dict) and isinstance(data.get("version"), bool | str):
+            raise ValueError("version: Input should be a valid integer")  # noqa: TRY004 - pydantic wants ValueError
+        return data
+
 
 class WorkosCreateEvent(_WorkosStrict):
     """WorkOS Audit Logs' Create Event body."""

@@ -34,6 +34,7 @@ import hmac
 import json
 import os
 import secrets
+import signal
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -263,5 +264,28 @@ def own_engine(
         return
     claim(target.chdb_path)
     open_engine()
-    with EngineEndpoint(target.chdb_path, command, commands):
+    with _terminate_unwinds(), EngineEndpoint(target.chdb_path, command, commands):
         yield
+
+
+@contextmanager
+def _terminate_unwinds() -> Iterator[None]:
+    """SIGTERM (how systemd, Docker and ``kill`` stop a process) unwinds the owner like
+    Ctrl-C does, so its ``owner.json`` goes with it. Its default action ends the process on
+    the spot: uvicorn, having shut down, raises the signal again with that action in place."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is not signal.SIG_DFL:
+        yield  # someone already decided what SIGTERM does here
+        return
+    signal.signal(signal.SIGTERM, _exit_on_terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _exit_on_terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

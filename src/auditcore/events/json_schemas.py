@@ -30,6 +30,7 @@ and keeps nothing; ``JsonSchemaCheck.problems`` never raises for any JSON metada
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
@@ -252,6 +253,13 @@ def compile_schema(schema: Any) -> JsonSchemaCheck:
     return check
 
 
+def _finite(value: Any) -> None:
+    """Python's JSON reader takes NaN and Infinity; stored, they would become null, and the
+    schema would no longer pass the metaschema when read back."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise SchemaError(f"the schema is not JSON: {value} is not a JSON number")
+
+
 def _walk(node: Any, depth: int) -> None:
     """Bound the nesting, keep ``$ref`` local and every pattern RE2-compatible."""
     if depth > MAX_SCHEMA_DEPTH:
@@ -261,6 +269,7 @@ def _walk(node: Any, depth: int) -> None:
             _walk(item, depth + 1)
         return
     if not isinstance(node, dict):
+        _finite(node)
         return
     for keyword in ("$ref", "$dynamicRef"):
         reference = node.get(keyword)

@@ -1,11 +1,12 @@
 """Personal fields sealed in the stored event, per subject; opened (or shown erased) on read.
 
-What is personal: the actor's name and the request's IP address and user agent (the actor's
-subject: its id in the event's workspace), the name of a target of type ``user`` (that
-target's subject: its id), and the metadata fields an action's schema marks personal
-(``Field(json_schema_extra={"personal": True})``: the actor's subject; ``"target"``: the first
-``user`` target's, else the actor's) or that hold an e-mail address (the actor's). Ids,
-actions, times, types and the rest stay in clear.
+What is personal: the actor's name, the request's IP address, user agent and location (the
+actor's subject: its id in the event's workspace), the name of a target of type ``user`` (that
+target's subject: its id), e-mail addresses among the actor's and the targets' own metadata
+values (a ``user`` target's: that target's; any other's: the actor's), and the metadata
+fields an action's schema marks personal (``Field(json_schema_extra={"personal": True})``:
+the actor's subject; ``"target"``: the first ``user`` target's, else the actor's) or that hold
+an e-mail address (the actor's). Ids, actions, times, types and the rest stay in clear.
 
 Stored form: each such field is set to ``null`` where it was, and the state gains
 ``"sealed": [{"s": subject, "k": key id, "p": [paths], "c": base64(nonce + AES-GCM)}]``,
@@ -134,16 +135,21 @@ class Sealer:
             return plan
         if actor.get("name") is not None:
             plan[subject].append((("actor", "name"), actor["name"]))
+        _emails(plan[subject], ("actor", "metadata"), actor.get("metadata"))
         context = fields.get("context") or {}
-        for name in ("ip", "user_agent"):
+        # ``location`` (WorkOS's context field) is where the actor was, often its IP address.
+        for name in ("ip", "user_agent", "location"):
             if context.get(name) is not None:
                 plan[subject].append((("context", name), context[name]))
         person = None
         for index, target in enumerate(fields.get("targets") or ()):
+            owner = subject
             if target.get("type") == "user":
                 person = person or target["id"]
+                owner = target["id"]
                 if target.get("name") is not None:
-                    plan[target["id"]].append((("targets", index, "name"), target["name"]))
+                    plan[owner].append((("targets", index, "name"), target["name"]))
+            _emails(plan[owner], ("targets", index, "metadata"), target.get("metadata"))
         marked = self._marks(action)
         for name, value in (fields.get("metadata") or {}).items():
             if value is None:
@@ -153,7 +159,7 @@ class Sealer:
                 plan[person if mark and person else subject].append((("metadata", name), value))
             elif isinstance(value, str) and _EMAIL.fullmatch(value):
                 plan[subject].append((("metadata", name), value))
-        return plan
+        return {owner: values for owner, values in plan.items() if values}
 
     def _marks(self, action: str) -> dict[str, bool]:
         """The action's personal metadata fields: True if they belong to a target person."""
@@ -172,6 +178,15 @@ class Sealer:
                 marks[info.alias or name] = mark == "target"
         self._marked[action] = (spec, marks)
         return marks
+
+
+def _emails(into: list[tuple[Path, Any]], where: Path, metadata: Any) -> None:
+    """The e-mail addresses among an actor's or a target's own metadata values (top level,
+    as for the event's metadata): personal, whoever's metadata it is."""
+    if isinstance(metadata, dict):
+        for name, value in metadata.items():
+            if isinstance(value, str) and _EMAIL.fullmatch(value):
+                into.append(((*where, name), value))
 
 
 def _aad(workspace: str, event_id: str, subject: str) -> bytes:

@@ -17,11 +17,13 @@ within ``refresh`` seconds.
 Failure semantics: a control database that cannot be reached raises the database's error to
 the caller (the event is not recorded; nothing is validated against a guessed schema). Two
 processes registering a name at the same moment: one wins each version, the other's insert
-fails on the primary key and is retried as the next version (or found identical).
+fails on the primary key and is retried as the next version (or found identical). A stored
+schema that no longer compiles makes only its own action (in its own scope) unknown, logged.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -34,9 +36,12 @@ from sqlalchemy import Column, Engine, Integer, MetaData, String, Table, Text, i
 from sqlalchemy.exc import IntegrityError
 
 from auditcore.events.actions import ActionSpec, SchemaCatalog, SchemaMetadata
+from auditcore.events.json_schemas import SchemaError
 from auditcore.events.reserved import is_reserved
 from auditcore.store.control import UtcDateTime, control_engine, create_tables
 from auditcore.store.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 EVERY_WORKSPACE = ""
 """The ``workspace_id`` column's value for a registration that holds in every workspace."""
@@ -209,12 +214,22 @@ class ActionCatalog(SchemaCatalog):
         with self._lock:
             previous = self._snapshot
             snapshot: dict[tuple[str, str], dict[int, ActionSpec]] = {}
+            broken: set[tuple[str, str]] = set()
             for row in rows:
                 key = (row["workspace_id"], row["name"])
                 known = previous.get(key, {}).get(row["version"])
-                # Specs are kept across loads: each holds its compiled schema and the
-                # dispatcher caches a model per spec object.
-                snapshot.setdefault(key, {})[row["version"]] = known or _spec(row)
+                try:
+                    # Specs are kept across loads: each holds its compiled schema and the
+                    # dispatcher caches a model per spec object.
+                    snapshot.setdefault(key, {})[row["version"]] = known or _spec(row)
+                except (SchemaError, orjson.JSONDecodeError) as error:
+                    # A row that no longer compiles (edited behind our back, or stored by an
+                    # older release) takes out its own action in its own scope, never every
+                    # workspace's: that action is then "not registered" until fixed.
+                    logger.warning("action schema %s v%s unusable: %s", key, row["version"], error)
+                    broken.add(key)
+            for key in broken:
+                snapshot.pop(key, None)
             self._snapshot = snapshot
             self._loaded_at = self._clock()
 

@@ -6,7 +6,6 @@ import re
 from typing import Annotated, Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
@@ -14,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from auditcore.api import params
 from auditcore.api.deps import ReaderDep, Services, ServicesDep, Writing, request_context
 from auditcore.api.errors import ApiError
+from auditcore.api.json_body import load_json_body
 from auditcore.api.schemas import ClientContext, EventIn, EventPage, Recorded
 from auditcore.api.sessions import SessionKind
 from auditcore.errors import InvalidEventError, NotFoundError
@@ -102,10 +102,7 @@ async def _record(
     idempotency_key: str | None,
 ) -> Recorded:
     body = await request.body()
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError as error:
-        raise ApiError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+    payload = load_json_body(body)
     if isinstance(payload, dict):
         items, locations = [payload], ["body"]
     elif isinstance(payload, list):

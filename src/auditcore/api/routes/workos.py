@@ -24,12 +24,12 @@ from __future__ import annotations
 from ipaddress import ip_address
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Depends, Header, Request
 from pydantic import ValidationError
 
 from auditcore.api.deps import ServicesDep, Writing, request_context
 from auditcore.api.errors import ApiError
+from auditcore.api.json_body import load_json_body
 from auditcore.api.routes.events import (
     idempotency_key_checked,
     idempotent_event_id,
@@ -71,10 +71,7 @@ async def create_event(
     session = found.sessions.open(SessionKind.WRITE, principal)
     try:
         body = await request.body()
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as error:
-            raise ApiError(400, "invalid_json", f"the body is not valid JSON: {error}") from None
+        payload = load_json_body(body)
         try:
             given = WorkosCreateEvent.model_validate(payload)
         except ValidationError as error:

@@ -181,3 +181,9 @@ def test_a_dead_lettered_stream_shows_in_readyz(api: Deployment, receiver: Recei
         f"{stream['id']} (acme): webhook 127.0.0.1 answered 403"
     ]
     assert ready["ready"] is True  # the events wait in the store; the service is ready
+    with api.client("globex_admin") as other:  # another workspace's admin: none of acme's
+        elsewhere = other.get("/readyz")
+    assert elsewhere.json()["streams"] == {
+        "active": 0, "paused": 0, "dead_letter": 0, "dead_lettered": []
+    }  # fmt: skip
+    assert stream["id"] not in elsewhere.text

@@ -181,8 +181,8 @@ class ReadinessSummary(BaseModel):
 
 
 class StreamsHealth(BaseModel):
-    """The log streams of the installation, by state (a dead-lettered stream does not make
-    the service unready: the events wait in the store)."""
+    """The asking key's workspace's log streams, by state (a dead-lettered stream does not
+    make the service unready: the events wait in the store)."""
 
     active: int
     paused: int

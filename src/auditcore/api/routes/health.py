@@ -20,7 +20,7 @@ from auditcore.api.schemas import (
     StreamsHealth,
 )
 from auditcore.streams.config import ACTIVE, DEAD_LETTER, PAUSED, StreamConfigs
-from auditcore.tenancy.directory import Scope
+from auditcore.tenancy.directory import Principal, Scope
 
 router = APIRouter(tags=["health"])
 
@@ -57,17 +57,19 @@ def readyz(
     Without a key the answer is only ``{"ready": …}``; the details (store, ClickHouse,
     processors' positions, lag and errors, live watchers) need a key with the ``admin``
     scope."""
-    admin = credentials is not None and _admin(request, found, credentials)
+    admin = None if credentials is None else _admin(request, found, credentials)
     body = _readiness(found)
-    if admin:
-        body.streams = _streams(request)
+    if admin is not None:
+        body.streams = _streams(request, admin.workspace_id)
     status = 200 if body.ready else 503
-    if not admin:
+    if admin is None:
         return JSONResponse({"ready": body.ready}, status_code=status)
     return JSONResponse(body.model_dump(mode="json"), status_code=status)
 
 
-def _admin(request: Request, found: Services, credentials: HTTPAuthorizationCredentials) -> bool:
+def _admin(
+    request: Request, found: Services, credentials: HTTPAuthorizationCredentials
+) -> Principal:
     # This route runs in the thread pool; authentication is a coroutine of the event loop.
     principal = from_thread.run(authenticated, request, found, credentials)
     if Scope.ADMIN not in principal.scopes:
@@ -77,7 +79,7 @@ def _admin(request: Request, found: Services, credentials: HTTPAuthorizationCred
             f"this API key ({principal.key_id}) lacks the 'admin' scope that readiness "
             "details need; without a key, /readyz says only whether the service is ready",
         )
-    return True
+    return principal
 
 
 def _readiness(found: Services) -> Readiness:
@@ -121,10 +123,12 @@ def _readiness(found: Services) -> Readiness:
     )
 
 
-def _streams(request: Request) -> StreamsHealth | None:
+def _streams(request: Request, workspace_id: str) -> StreamsHealth | None:
+    """The asking key's workspace's streams only: another's would name its streams, its
+    workspace and its destinations' hosts."""
     configs: StreamConfigs = request.app.state.stream_configs
     try:
-        streams = configs.streams()
+        streams = [info for info in configs.streams() if info.workspace_id == workspace_id]
     except Exception:
         return None
     dead = [info for info in streams if info.state == DEAD_LETTER]

@@ -342,6 +342,23 @@ def test_credentials_never_show_in_logs_cli_output_or_rows(
     assert "attempt 1 failed" in caplog.text  # the failures were logged, without the secret
 
 
+def test_a_list_setting_is_given_as_json(pg_settings: Settings) -> None:
+    """A NATS stream's servers (a list) from the command line."""
+    store = ["--event-store", pg_settings.event_store, "--clickhouse", pg_settings.clickhouse]
+    with AuditCore(pg_settings) as audit:
+        record(audit, 1)
+    cli = CliRunner()
+    added = cli.invoke(
+        cli_app,
+        ["streams", "add", "-w", "acme", "--name", "bus", "--kind", "nats", "--set",
+         'servers=["nats://127.0.0.1:4222", "nats://127.0.0.1:4223"]', "--set", "subject=a.b",
+         *store],
+    )  # fmt: skip
+    assert added.exit_code == 0, added.output
+    shown = cli.invoke(cli_app, ["streams", "list", *store])
+    assert "nats://127.0.0.1:4223" in shown.output
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [

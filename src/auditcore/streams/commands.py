@@ -67,14 +67,15 @@ def _pairs(items: list[str] | None, option: str) -> list[tuple[str, str]]:
 
 
 def _value(text: str) -> Any:
-    """Numbers and booleans as such (``timeout=5``), everything else as text."""
+    """Numbers, booleans and JSON lists as such (``timeout=5``, ``servers=["nats://a",
+    "nats://b"]``), everything else as text."""
     try:
         import orjson  # noqa: PLC0415 - only when a setting is given
 
         value = orjson.loads(text)
     except ValueError:
         return text
-    return value if isinstance(value, int | float | bool) else text
+    return value if isinstance(value, int | float | bool | list) else text
 
 
 @streams_app.command()

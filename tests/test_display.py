@@ -10,7 +10,7 @@ from uuid import uuid4
 
 import pytest
 
-from auditcore.events.actions import ActionRegistry, FreeformMetadata
+from auditcore.events.actions import ActionRegistry, ActionSpec, FreeformMetadata, SchemaMetadata
 from auditcore.events.display import MAX_LENGTH, check_template, render
 from auditcore.events.envelope import AuditEvent
 from auditcore.readmodel.queries import Stats
@@ -66,6 +66,12 @@ def test_malformed_templates_are_refused_at_registration(template: str) -> None:
     registry = ActionRegistry()
     with pytest.raises(ValueError, match="display template"):
         registry.register("thing.done", FreeformMetadata, display_template=template)
+
+
+@pytest.mark.parametrize("template", [123, None, ["{actor.name}"], {"a": "b"}, True])
+def test_a_json_schemas_template_that_is_not_text_is_refused(template: object) -> None:
+    with pytest.raises(ValueError, match="display template"):
+        ActionSpec("thing.done", SchemaMetadata, json_schema={"x-display-template": template})
 
 
 def test_descriptions_are_bounded_and_hostile_text_stays_text() -> None:

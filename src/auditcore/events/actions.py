@@ -94,6 +94,12 @@ class ActionSpec:
 
             check = compile_schema(self.json_schema)
         object.__setattr__(self, "check", check)
+        annotated = (self.json_schema or {}).get("x-display-template", "")
+        if not isinstance(annotated, str):  # a bad registration: ValueError, as the rest
+            raise ValueError(  # noqa: TRY004
+                f"action {self.name!r}: the display template (x-display-template) must be a "
+                f"string, not {type(annotated).__name__}"
+            )
         check_template(self.template)
         if not re.fullmatch(ACTION_PATTERN, self.name):
             raise ValueError(

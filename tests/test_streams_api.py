@@ -145,6 +145,28 @@ BAD_BODIES: list[tuple[dict[str, Any], int, str]] = [
     ({"name": "ü" * 101}, 400, "invalid_request"),
     ({"surprise": 1}, 400, "invalid_request"),
     ({"settings": "url"}, 400, "invalid_request"),
+    # Credentials inside a URL would be shown wherever the stream is listed.
+    (
+        {"settings": {"url": "http://u:pw-zq7@127.0.0.1:9/h", "secret": SECRET}},
+        422,
+        "invalid_stream",
+    ),
+    (
+        {
+            "kind": "nats",
+            "settings": {
+                "servers": ["nats://127.0.0.1:4222", "nats://u:pw-zq7@h:4222"],
+                "subject": "a",
+            },
+        },
+        422,
+        "invalid_stream",
+    ),
+    (
+        {"kind": "splunk", "settings": {"url": "https://u:pw-zq7@splunk:8088", "token": "t"}},
+        422,
+        "invalid_stream",
+    ),
 ]
 
 
@@ -156,6 +178,7 @@ def test_bad_stream_bodies_get_a_plain_4xx(api: Deployment) -> None:
             assert refused.status_code == status, (change, refused.text)
             assert refused.json()["error"]["type"] == kind, change
             assert SECRET.removeprefix("whsec_") not in refused.text
+            assert "pw-zq7" not in refused.text
         for bad in ([1], "x", None):
             assert 400 <= admin.post("/v1/streams", json=bad).status_code < 500
         assert admin.post("/v1/streams/ls_nope/replay", json={"from": "1h"}).status_code == 404

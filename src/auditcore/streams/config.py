@@ -24,6 +24,7 @@ errors reach the caller.
 from __future__ import annotations
 
 import base64
+import re
 import secrets as random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -225,6 +226,7 @@ class StreamConfigs:
         dumped = validated.model_dump(mode="json")
         plain = {k: v for k, v in dumped.items() if k not in destination.secret_fields}
         hidden = {k: v for k, v in dumped.items() if k in destination.secret_fields}
+        _no_credentials_in_urls(plain)
         stream_id = "ls_" + random.token_hex(12)
         sealed, key_id = self._seal(stream_id, hidden)
         position = head if spec.start is None else self.position_before(spec.start)
@@ -446,6 +448,22 @@ class StreamConfigs:
 
 def _aad(stream_id: str) -> bytes:
     return b"auditcore log stream credentials\0" + stream_id.encode()
+
+
+_USERINFO = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*@")
+
+
+def _no_credentials_in_urls(plain: dict[str, Any]) -> None:
+    """Settings that are not credentials are shown to whoever lists the stream: a URL with a
+    user and password in it would show them (give them as the destination's own
+    credential settings)."""
+    for key, value in plain.items():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str) and _USERINFO.match(item):
+                raise StreamConfigError(
+                    f"settings.{key}: no user or password inside a URL (it would be shown "
+                    "wherever the stream is listed); give them as their own settings"
+                )
 
 
 def _validated(destination: type[Destination], settings: Mapping[str, Any]) -> BaseModel:

@@ -10,7 +10,9 @@ that break it out of the positive cases (they are refused, as documented, with a
 - a proof export (``proof=true``) with filters or CSV;
 - an event whose ``occurred_at`` lies before 1900 or ahead of the server's clock;
 - an event listing one target (type, id) twice, or targets over their bytes (``maxItems``
-  states their count; their size and the whole event's are stated in words).
+  states their count; their size and the whole event's are stated in words);
+- an integer beyond 64 bits anywhere in a body (refused with a 422 rather than stored
+  inexactly; free-form metadata has no schema to bound its integers).
 
 Nothing else is filtered: every other schema-valid request must be answered 2xx (or 401, 403,
 404, 409, 429, as schemathesis allows).
@@ -43,6 +45,7 @@ def filter_case(context: Any, case: Any) -> bool:
         or _proof_with_filters(case.operation.path, query)
         or _out_of_range_event(case.body)
         or _unfit_targets(case.body)
+        or _huge_integer(case.body)
     )
 
 
@@ -101,4 +104,16 @@ def _unfit_targets(body: Any) -> bool:
             return True
         if len(json.dumps(targets, separators=(",", ":"))) > limits.max_targets_bytes // 2:
             return True  # near the bound: how the server counts bytes is not the schema's
+    return False
+
+
+def _huge_integer(value: Any) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return not -(2**63) <= value < 2**64
+    if isinstance(value, dict):
+        return any(_huge_integer(item) for item in value.values())
+    if isinstance(value, list):
+        return any(_huge_integer(item) for item in value)
     return False

@@ -52,7 +52,8 @@ ERRORS: dict[str, str] = {
     "event id or Idempotency-Key sent before with other content), `proof_unavailable`.",
     "413": "`body_too_large` (over the server's body limit) or `batch_too_large`.",
     "422": "`invalid_event`: an event is not valid (unknown action, metadata not matching its "
-    "schema or bounds, `occurred_at` out of range); every problem, with where it is.",
+    "schema or bounds, an integer beyond 64 bits anywhere in it, `occurred_at` out of "
+    "range); every problem, with where it is.",
 }
 _TIME = {"type": "string", "pattern": MOMENT_PATTERN}
 _LIMIT = {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT}

@@ -26,7 +26,7 @@ from typing import Any
 
 import schemathesis
 
-from auditcore.events.limits import EventLimits
+from auditcore.events.limits import EventLimits, fits_64_bits
 from auditcore.timespec import parse_moment
 
 _RANGES = (("since", "until"), ("recorded_since", "recorded_until"))
@@ -111,7 +111,7 @@ def _huge_integer(value: Any) -> bool:
     if isinstance(value, bool):
         return False
     if isinstance(value, int):
-        return not -(2**63) <= value < 2**64
+        return not fits_64_bits(value)
     if isinstance(value, dict):
         return any(_huge_integer(item) for item in value.values())
     if isinstance(value, list):

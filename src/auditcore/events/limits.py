@@ -128,7 +128,7 @@ class MetadataLimits:
             for index, item in enumerate(value):
                 count += self._walk(f"{path}[{index}]", item, problems)
             return count
-        if isinstance(value, int) and not -(2**63) <= value < 2**64:
+        if isinstance(value, int) and not fits_64_bits(value):
             problems.append((path, "integer is outside the 64-bit range; send it as a string"))
         if isinstance(value, float) and not math.isfinite(value):
             problems.append(
@@ -184,3 +184,8 @@ class EventLimits:
                 )
             )
         return problems
+
+
+def fits_64_bits(value: int) -> bool:
+    """Whether an integer is stored exactly (signed or unsigned 64 bits)."""
+    return -(2**63) <= value < 2**64
